@@ -1,0 +1,87 @@
+// Package activities holds the job workflow's side effects: recording state
+// in the job store, choosing an offer, and provisioning, watching and tearing
+// down machines through the providers. Activities are methods on one
+// dependency-holding struct; workflows reference them through a nil pointer.
+package activities
+
+import (
+	"errors"
+	"log/slog"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/gpuflow/gpuflow"
+)
+
+// Activities holds what the activities need. Every field is required except
+// Logger and Now.
+type Activities struct {
+	Jobs      gpuflow.JobStore
+	Providers gpuflow.Providers
+	Logger    *slog.Logger
+	Now       func() time.Time
+}
+
+func (a *Activities) now() time.Time {
+	if a.Now != nil {
+		return a.Now()
+	}
+	return time.Now().UTC()
+}
+
+func (a *Activities) logger() *slog.Logger {
+	if a.Logger != nil {
+		return a.Logger
+	}
+	return slog.Default()
+}
+
+// Application error types the workflow branches on. They are stable strings.
+const (
+	ErrTypeNoCapacity     = "NoCapacity"
+	ErrTypeInvalidRequest = "InvalidRequest"
+	ErrTypeAuth           = "AuthRejected"
+	ErrTypeUnschedulable  = "Unschedulable"
+	ErrTypeUnknownProvide = "UnknownProvider"
+	ErrTypeMachineExists  = "MachineStillExists"
+)
+
+// NonRetryable lists the error types the workflow must not retry in place.
+var NonRetryable = []string{ErrTypeNoCapacity, ErrTypeInvalidRequest, ErrTypeAuth, ErrTypeUnschedulable, ErrTypeUnknownProvide}
+
+// classify turns a provider error into a Temporal error: capacity, invalid
+// request and auth failures are non-retryable (the workflow decides what to
+// do); everything else is retried by the activity's policy, honouring the
+// provider's retry-after hint.
+func classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	var pe *gpuflow.ProviderError
+	if !errors.As(err, &pe) {
+		return err
+	}
+	switch pe.Kind {
+	case gpuflow.KindNoCapacity:
+		return temporal.NewNonRetryableApplicationError(pe.Error(), ErrTypeNoCapacity, err)
+	case gpuflow.KindInvalidRequest:
+		return temporal.NewNonRetryableApplicationError(pe.Error(), ErrTypeInvalidRequest, err)
+	case gpuflow.KindAuth:
+		return temporal.NewNonRetryableApplicationError(pe.Error(), ErrTypeAuth, err)
+	}
+	if pe.RetryAfter > 0 {
+		return temporal.NewApplicationErrorWithOptions(pe.Error(), string(pe.Kind), temporal.ApplicationErrorOptions{
+			Cause: err, NextRetryDelay: pe.RetryAfter,
+		})
+	}
+	return err
+}
+
+func (a *Activities) provider(name string) (gpuflow.Provider, error) {
+	p := a.Providers.Get(name)
+	if p == nil {
+		return nil, temporal.NewNonRetryableApplicationError("provider "+name+" is not configured on this worker", ErrTypeUnknownProvide, nil)
+	}
+	return p, nil
+}

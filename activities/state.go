@@ -1,0 +1,32 @@
+package activities
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/gpuflow/gpuflow"
+)
+
+// CreateJobInput creates the job's row if the API has not (yet).
+type CreateJobInput struct {
+	Job gpuflow.Job `json:"job"`
+}
+
+// CreateJob inserts the job's row unless it exists. The workflow runs it
+// first, so a job whose API insert failed after the workflow started is
+// never lost.
+func (a *Activities) CreateJob(ctx context.Context, in *CreateJobInput) error {
+	if err := a.Jobs.CreateJob(ctx, &in.Job); err != nil {
+		return fmt.Errorf("create job %s: %w", in.Job.ID, err)
+	}
+	return nil
+}
+
+// RecordUpdate applies one state change of a job and publishes its event.
+// Replays of the same (job, seq) are no-ops.
+func (a *Activities) RecordUpdate(ctx context.Context, u *gpuflow.JobUpdate) error {
+	if _, err := a.Jobs.ApplyUpdate(ctx, *u); err != nil {
+		return fmt.Errorf("record %s of job %s: %w", u.Type, u.JobID, err)
+	}
+	return nil
+}

@@ -1,0 +1,229 @@
+package gpuflow
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Provider modes, as shown by the API, the logs and the workflow memo.
+const (
+	ModeLive         = "live"
+	ModeEmulated     = "emulated"
+	ModeUnconfigured = "unconfigured"
+	ModeLocal        = "local"
+)
+
+// ProviderInfo describes a provider for the API.
+type ProviderInfo struct {
+	Name        string `json:"name"`
+	DisplayName string `json:"display_name"`
+	Description string `json:"description"`
+	Mode        string `json:"mode"`
+}
+
+// Offer is something a provider can rent out: a GPU type and count (or a
+// CPU-only slot when GPUCount is 0) in a region, at a price.
+type Offer struct {
+	Provider         string  `json:"provider"`
+	GPUType          string  `json:"gpu_type"`
+	GPUCount         int     `json:"gpu_count"`
+	MemoryGB         float64 `json:"memory_gb"`     // host memory
+	GPUMemoryGB      float64 `json:"gpu_memory_gb"` // per GPU
+	VCPUs            int     `json:"vcpus"`
+	PricePerHour     float64 `json:"price_per_hour"`
+	SpotPricePerHour float64 `json:"spot_price_per_hour,omitempty"`
+	Region           string  `json:"region,omitempty"`
+	// Available is the stock the provider reports: how many more such
+	// machines it can start now; -1 when it does not say.
+	Available int `json:"available"`
+}
+
+// Key identifies the offer for blocking after a failure.
+func (o Offer) Key() string { return o.Provider + "/" + o.GPUType + "/" + o.Region }
+
+// MachineState is the state of a machine, mapped from the provider's own.
+type MachineState string
+
+// Machine states.
+const (
+	MachinePending  MachineState = "pending"  // accepted, not yet booting
+	MachineStarting MachineState = "starting" // booting, pulling the image
+	MachineRunning  MachineState = "running"  // the job runs
+	MachineExited   MachineState = "exited"   // the job ended; ExitCode says how
+	MachineFailed   MachineState = "failed"   // the machine died or vanished; Reason says why
+	MachineStopping MachineState = "stopping" // being torn down
+	MachineGone     MachineState = "gone"     // no longer exists
+)
+
+// Machine is a provider's machine running one job.
+type Machine struct {
+	ID           string            `json:"id"`
+	Provider     string            `json:"provider"`
+	State        MachineState      `json:"state"`
+	ExitCode     *int              `json:"exit_code,omitempty"`
+	Reason       string            `json:"reason,omitempty"`
+	GPUType      string            `json:"gpu_type,omitempty"`
+	GPUCount     int               `json:"gpu_count"`
+	Region       string            `json:"region,omitempty"`
+	PricePerHour float64           `json:"price_per_hour,omitempty"`
+	Tags         map[string]string `json:"tags,omitempty"`
+	CreatedAt    time.Time         `json:"created_at"`
+}
+
+// ProvisionRequest asks a provider for a machine running a job.
+type ProvisionRequest struct {
+	JobID string `json:"job_id"`
+	// IdempotencyKey is derived from the job and the attempt: a second
+	// request with the same key returns the machine created by the first.
+	IdempotencyKey string  `json:"idempotency_key"`
+	Offer          Offer   `json:"offer"`
+	Spec           JobSpec `json:"spec"`
+	// Tags mark the machine as gpuflow's, for listing and reconciliation.
+	Tags map[string]string `json:"tags,omitempty"`
+}
+
+// Provider rents machines from one vendor (or runs jobs on this host).
+// Implementations live in provider/<name> and classify their errors with
+// *ProviderError.
+type Provider interface {
+	Info() ProviderInfo
+	// Offers lists what can be rented now.
+	Offers(ctx context.Context) ([]Offer, error)
+	// Provision starts a machine for the job. Calls with the same
+	// IdempotencyKey return the same machine.
+	Provision(ctx context.Context, req ProvisionRequest) (*Machine, error)
+	// Describe returns the machine's current state; a machine that no longer
+	// exists is returned with state MachineGone.
+	Describe(ctx context.Context, machineID string) (*Machine, error)
+	// Terminate stops and removes the machine. A machine that does not exist
+	// counts as gone: nil.
+	Terminate(ctx context.Context, machineID string) error
+	// List returns the machines this provider holds for gpuflow (by tag or name).
+	List(ctx context.Context) ([]Machine, error)
+	// Health checks that the provider can be used (credentials, a cheap call).
+	Health(ctx context.Context) error
+}
+
+// LogSource is implemented by providers that can return a job's output.
+type LogSource interface {
+	// ReadLogs returns up to limit bytes of the machine's output from offset.
+	ReadLogs(ctx context.Context, machineID string, offset int64, limit int) ([]byte, error)
+}
+
+// PollHinter is implemented by providers that know how often their state
+// is worth polling.
+type PollHinter interface {
+	PollInterval() time.Duration
+}
+
+// ProviderErrorKind classifies provider failures so the workflow can decide
+// whether to retry, try elsewhere, or fail.
+type ProviderErrorKind string
+
+// Provider error kinds.
+const (
+	KindNoCapacity     ProviderErrorKind = "no_capacity"     // try another offer, or wait
+	KindInvalidRequest ProviderErrorKind = "invalid_request" // the spec cannot be served here
+	KindAuth           ProviderErrorKind = "auth"            // credentials rejected
+	KindTransient      ProviderErrorKind = "transient"       // retry the same call
+	KindNotFound       ProviderErrorKind = "not_found"       // the machine does not exist
+)
+
+// ProviderError is a classified provider failure.
+type ProviderError struct {
+	Provider   string
+	Kind       ProviderErrorKind
+	Code       string // the provider's own code, if any
+	Message    string
+	RetryAfter time.Duration
+	Err        error
+}
+
+func (e *ProviderError) Error() string {
+	msg := fmt.Sprintf("%s: %s", e.Provider, e.Kind)
+	if e.Code != "" {
+		msg += " (" + e.Code + ")"
+	}
+	if e.Message != "" {
+		msg += ": " + e.Message
+	}
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg
+}
+
+func (e *ProviderError) Unwrap() error { return e.Err }
+
+// ProviderErrorKindOf returns the kind of the *ProviderError in err's chain,
+// or KindTransient for any other error (unknown failures are retried).
+func ProviderErrorKindOf(err error) ProviderErrorKind {
+	var pe *ProviderError
+	if errors.As(err, &pe) {
+		return pe.Kind
+	}
+	return KindTransient
+}
+
+// Providers is the set of configured providers, in preference order.
+type Providers []Provider
+
+// Get returns the provider named name, or nil.
+func (ps Providers) Get(name string) Provider {
+	for _, p := range ps {
+		if p.Info().Name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+// Names returns the providers' names in order.
+func (ps Providers) Names() []string {
+	names := make([]string, len(ps))
+	for i, p := range ps {
+		names[i] = p.Info().Name
+	}
+	return names
+}
+
+// Tags every provider sets on machines it creates for gpuflow.
+const (
+	TagManaged = "gpuflow-managed"
+	TagJob     = "gpuflow-job"
+)
+
+// SpecChecker is implemented by providers that can refuse a spec up front
+// (the local provider without a container runtime refuses image jobs).
+type SpecChecker interface {
+	Check(spec JobSpec) error
+}
+
+// OffersFor asks every provider that spec allows for its offers. Providers
+// that fail, or whose SpecChecker refuses the spec, are returned in refused
+// with the reason instead.
+func (ps Providers) OffersFor(ctx context.Context, spec JobSpec) (offers []Offer, refused map[string]string) {
+	refused = map[string]string{}
+	for _, p := range ps {
+		name := p.Info().Name
+		if !spec.AllowsProvider(name) {
+			refused[name] = "provider not allowed by the job"
+			continue
+		}
+		if c, ok := p.(SpecChecker); ok {
+			if err := c.Check(spec); err != nil {
+				refused[name] = err.Error()
+				continue
+			}
+		}
+		os, err := p.Offers(ctx)
+		if err != nil {
+			refused[name] = "offers unavailable: " + err.Error()
+			continue
+		}
+		offers = append(offers, os...)
+	}
+	return offers, refused
+}

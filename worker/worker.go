@@ -1,0 +1,78 @@
+// Package worker registers gpuflow's workflows and activities with Temporal
+// workers: one on the workflow task queue, and one per provider on that
+// provider's activity task queue (so only hosts that can reach a provider —
+// for "local", the host that runs the jobs — pick up its activities).
+package worker
+
+import (
+	"context"
+	"fmt"
+
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/client"
+	sdkworker "go.temporal.io/sdk/worker"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/gpuflow/gpuflow/activities"
+	"github.com/gpuflow/gpuflow/workflows"
+)
+
+// Options tune the workers.
+type Options struct {
+	// MaxConcurrentActivities bounds activities running at once per task
+	// queue (0: the SDK default).
+	MaxConcurrentActivities int
+}
+
+// Worker is a set of Temporal workers serving gpuflow's task queues.
+type Worker struct {
+	workers []sdkworker.Worker
+}
+
+// New creates workers for the workflow task queue and for every provider in
+// acts.Providers. Nothing runs until Start.
+func New(c client.Client, acts *activities.Activities, opts Options) *Worker {
+	wo := sdkworker.Options{MaxConcurrentActivityExecutionSize: opts.MaxConcurrentActivities}
+	main := sdkworker.New(c, workflows.TaskQueue, wo)
+	main.RegisterWorkflowWithOptions(workflows.RunJob, workflow.RegisterOptions{Name: workflows.JobWorkflowName})
+	main.RegisterActivity(acts)
+	w := &Worker{workers: []sdkworker.Worker{main}}
+	for _, p := range acts.Providers {
+		pw := sdkworker.New(c, workflows.ProviderTaskQueue(p.Info().Name), wo)
+		pw.RegisterActivityWithOptions(acts.Provision, activity.RegisterOptions{Name: "Provision"})
+		pw.RegisterActivityWithOptions(acts.WatchMachine, activity.RegisterOptions{Name: "WatchMachine"})
+		pw.RegisterActivityWithOptions(acts.TerminateMachine, activity.RegisterOptions{Name: "TerminateMachine"})
+		w.workers = append(w.workers, pw)
+	}
+	return w
+}
+
+// Start starts every worker; on failure the ones started are stopped.
+func (w *Worker) Start() error {
+	for i, sw := range w.workers {
+		if err := sw.Start(); err != nil {
+			for _, started := range w.workers[:i] {
+				started.Stop()
+			}
+			return fmt.Errorf("start worker: %w", err)
+		}
+	}
+	return nil
+}
+
+// Stop stops every worker, waiting for running activities to return.
+func (w *Worker) Stop() {
+	for _, sw := range w.workers {
+		sw.Stop()
+	}
+}
+
+// Run starts the workers and stops them when ctx is done.
+func (w *Worker) Run(ctx context.Context) error {
+	if err := w.Start(); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	w.Stop()
+	return nil
+}

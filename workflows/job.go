@@ -1,0 +1,487 @@
+package workflows
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.temporal.io/sdk/log"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/gpuflow/gpuflow"
+	"github.com/gpuflow/gpuflow/activities"
+)
+
+// Search attribute keys of the job workflow.
+var (
+	saOwner    = temporal.NewSearchAttributeKeyKeyword(SearchAttrOwner)
+	saProvider = temporal.NewSearchAttributeKeyKeyword(SearchAttrProvider)
+	saGPUType  = temporal.NewSearchAttributeKeyKeyword(SearchAttrGPUType)
+	saStatus   = temporal.NewSearchAttributeKeyKeyword(SearchAttrStatus)
+)
+
+// StartSearchAttributes are the search attributes a job workflow starts with.
+func StartSearchAttributes(in *RunJobInput, provider string) temporal.SearchAttributes {
+	gpu := in.Spec.GPUType
+	if in.Spec.GPUCount == 0 {
+		gpu = gpuflow.CPUOnly
+	}
+	return temporal.NewSearchAttributes(
+		saOwner.ValueSet(in.OwnerID),
+		saProvider.ValueSet(provider),
+		saGPUType.ValueSet(gpu),
+		saStatus.ValueSet(string(gpuflow.StatusQueued)),
+	)
+}
+
+// RunJob is the job workflow: choose an offer, provision a machine, wait
+// until it runs the job, wait until the job ends, and always tear the
+// machine down — on success, failure, the cancel signal, a Temporal
+// cancellation and when max_duration_minutes is reached. The job is marked
+// finished only once the provider has confirmed the machine is gone.
+func RunJob(ctx workflow.Context, in *RunJobInput) (*RunJobResult, error) {
+	w := newJobWorkflow(ctx, in)
+	if err := w.setup(ctx); err != nil {
+		return nil, err
+	}
+	return w.run(ctx)
+}
+
+// jobWorkflow is the state of one job's workflow. Everything here is
+// rebuilt by replay; nothing is shared between workflows.
+type jobWorkflow struct {
+	in     *RunJobInput
+	logger log.Logger
+	// dctx is never cancelled: recording and teardown use it.
+	dctx workflow.Context
+
+	snap    JobSnapshot
+	seq     int
+	queue   []gpuflow.JobUpdate // state changes not yet recorded, in order
+	writing bool
+
+	cancelWork  workflow.CancelFunc
+	cancelWatch workflow.CancelFunc
+	cancelReq   *CancelSignal
+	finished    *FinishedSignal
+	timedOut    bool
+	tearingDown bool
+
+	machine   *gpuflow.Machine
+	provider  string
+	logOffset int64
+	blocked   map[string]string
+}
+
+func newJobWorkflow(ctx workflow.Context, in *RunJobInput) *jobWorkflow {
+	dctx, _ := workflow.NewDisconnectedContext(ctx)
+	return &jobWorkflow{
+		in:      in,
+		logger:  log.With(workflow.GetLogger(ctx), "job_id", in.JobID),
+		dctx:    dctx,
+		snap:    JobSnapshot{JobID: in.JobID, Status: gpuflow.StatusQueued, Attempts: []gpuflow.Attempt{}},
+		blocked: map[string]string{},
+	}
+}
+
+// setup validates the input, creates the job's row if the API has not, and
+// installs the query and signal handlers and the recorder.
+func (w *jobWorkflow) setup(ctx workflow.Context) error {
+	if w.in == nil || w.in.JobID == "" {
+		return temporal.NewNonRetryableApplicationError("job id is required", "InvalidInput", nil)
+	}
+	w.snap.UpdatedAt = workflow.Now(ctx)
+	if err := workflow.SetQueryHandler(ctx, QueryStatus, func() (JobSnapshot, error) { return w.snap, nil }); err != nil {
+		return err
+	}
+	info := workflow.GetInfo(ctx)
+	job := gpuflow.Job{
+		ID: w.in.JobID, OwnerID: w.in.OwnerID, Status: gpuflow.StatusQueued, Spec: w.in.Spec,
+		WorkflowID: info.WorkflowExecution.ID, RunID: info.WorkflowExecution.RunID,
+		CreatedAt: w.in.CreatedAt, UpdatedAt: w.in.CreatedAt,
+	}
+	if err := workflow.ExecuteLocalActivity(withRecordOptions(w.dctx), a.CreateJob, &activities.CreateJobInput{Job: job}).Get(w.dctx, nil); err != nil {
+		return err
+	}
+	workflow.Go(w.dctx, w.recorder)
+	workflow.Go(w.dctx, w.onCancelSignal)
+	workflow.Go(w.dctx, w.onProgressSignal)
+	workflow.Go(w.dctx, w.onFinishedSignal)
+	return nil
+}
+
+// run is the runbook.
+func (w *jobWorkflow) run(ctx workflow.Context) (*RunJobResult, error) {
+	workCtx, cancelWork := workflow.WithCancel(ctx)
+	w.cancelWork = cancelWork
+	stopTimer := w.startDeadline(workCtx)
+
+	exitCode, failure := w.work(workCtx)
+	stopTimer()
+
+	temporalCancel := ctx.Err() != nil
+	if temporalCancel && w.cancelReq == nil {
+		w.cancelReq = &CancelSignal{Reason: "workflow cancelled through Temporal", RequestedBy: "temporal"}
+		w.emitStatus(gpuflow.StatusCancelling, nil)
+	}
+	w.teardown()
+
+	res := &RunJobResult{ExitCode: exitCode}
+	switch {
+	case w.cancelReq != nil:
+		res.Status = gpuflow.StatusCancelled
+		res.Error = "cancelled: " + w.cancelReq.Reason
+	case w.timedOut:
+		res.Status = gpuflow.StatusFailed
+		res.Error = fmt.Sprintf("max_duration_minutes (%d) reached", *w.in.Spec.MaxDurationMinutes)
+	case failure != "":
+		res.Status = gpuflow.StatusFailed
+		res.Error = failure
+	case exitCode != nil && *exitCode == 0:
+		res.Status = gpuflow.StatusSucceeded
+	default:
+		res.Status = gpuflow.StatusFailed
+		res.Error = fmt.Sprintf("job exited with code %d", deref(exitCode))
+	}
+	w.finish(res)
+	if temporalCancel {
+		return nil, temporal.NewCanceledError(res.Error)
+	}
+	return res, nil
+}
+
+// work selects, provisions and watches until the job ends, the work context
+// is cancelled, or it fails. It returns the exit code, or a failure message.
+func (w *jobWorkflow) work(ctx workflow.Context) (exitCode *int, failure string) {
+	backoff := time.Second
+	for ctx.Err() == nil {
+		w.emitStatus(gpuflow.StatusScheduling, nil)
+		var sel activities.SelectResult
+		err := workflow.ExecuteActivity(withSelectOptions(ctx), a.SelectOffer,
+			&activities.SelectInput{Spec: w.in.Spec, Blocked: w.blocked}).Get(ctx, &sel)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ""
+			}
+			if len(w.blocked) > 0 && isType(err, activities.ErrTypeUnschedulable) {
+				// Every candidate is full: wait for capacity, then look again.
+				if !w.queueFor(ctx, &backoff, "every fitting offer is full") {
+					return nil, ""
+				}
+				continue
+			}
+			return nil, "scheduling: " + errMessage(err)
+		}
+		m, err := w.provision(ctx, &sel)
+		if err != nil {
+			if isType(err, activities.ErrTypeNoCapacity) {
+				w.blocked[sel.Offer.Key()] = "no capacity"
+				continue
+			}
+			return nil, "provisioning: " + errMessage(err)
+		}
+		w.machine = m
+		if ctx.Err() != nil { // cancelled while provisioning: teardown follows
+			return nil, ""
+		}
+		return w.watch(ctx)
+	}
+	return nil, ""
+}
+
+// queueFor waits in "queued" before the next look for capacity, backing off
+// up to queueBackoffMax. It reports false when the wait was cancelled.
+func (w *jobWorkflow) queueFor(ctx workflow.Context, backoff *time.Duration, reason string) bool {
+	w.emitStatus(gpuflow.StatusQueued, map[string]any{"reason": reason})
+	clear(w.blocked)
+	if err := workflow.Sleep(ctx, *backoff); err != nil {
+		return false
+	}
+	*backoff = min(*backoff*2, queueBackoffMax)
+	return true
+}
+
+// provision creates the machine for the chosen offer. It runs in the
+// disconnected context: a cancel that arrives meanwhile waits for the
+// answer, so a machine being created is always known and torn down.
+func (w *jobWorkflow) provision(ctx workflow.Context, sel *activities.SelectResult) (*gpuflow.Machine, error) {
+	o := sel.Offer
+	w.provider = o.Provider
+	attempt := gpuflow.Attempt{Provider: o.Provider, GPUType: o.GPUType, Region: o.Region, StartedAt: workflow.Now(ctx)}
+	w.snap.Attempts = append(w.snap.Attempts, attempt)
+	w.snap.Provider = o.Provider
+	n := len(w.snap.Attempts)
+	_ = workflow.UpsertTypedSearchAttributes(w.dctx, saProvider.ValueSet(o.Provider))
+	_ = workflow.UpsertMemo(w.dctx, map[string]any{"provider_mode": sel.Mode})
+	w.emit(gpuflow.JobUpdate{
+		Type: gpuflow.EventStatus, Status: gpuflow.StatusProvisioning, Provider: &o.Provider, Price: ptr(o.PricePerHour),
+		Attempts: w.attempts(), Data: jsonData(map[string]any{"offer": o, "score": sel.Score, "breakdown": sel.Breakdown, "mode": sel.Mode}),
+	})
+
+	req := gpuflow.ProvisionRequest{
+		JobID:          w.in.JobID,
+		IdempotencyKey: fmt.Sprintf("%s-a%d", w.in.JobID, n),
+		Offer:          o,
+		Spec:           w.in.Spec,
+		Tags:           map[string]string{gpuflow.TagManaged: "true", gpuflow.TagJob: w.in.JobID},
+	}
+	var m gpuflow.Machine
+	err := workflow.ExecuteActivity(withProvisionOptions(w.dctx, o.Provider), a.Provision,
+		&activities.ProvisionInput{Provider: o.Provider, Request: req}).Get(w.dctx, &m)
+	if err != nil {
+		outcome := "provision failed: " + errMessage(err)
+		if isType(err, activities.ErrTypeNoCapacity) {
+			outcome = "no capacity"
+		}
+		w.endAttempt(outcome)
+		return nil, err
+	}
+	w.snap.Attempts[n-1].MachineID = m.ID
+	w.snap.MachineID = m.ID
+	w.emit(gpuflow.JobUpdate{Type: gpuflow.EventStatus, MachineID: &m.ID, Attempts: w.attempts(),
+		Data: jsonData(map[string]any{"machine": m})})
+	return &m, nil
+}
+
+// watch waits until the machine runs the job, then until the job ends or
+// the machine reports its exit code through the finished signal.
+func (w *jobWorkflow) watch(ctx workflow.Context) (exitCode *int, failure string) {
+	in := activities.WatchInput{Provider: w.provider, JobID: w.in.JobID, MachineID: w.machine.ID, Until: activities.UntilRunning}
+	var res activities.WatchResult
+	if err := workflow.ExecuteActivity(withWatchOptions(ctx, w.provider), a.WatchMachine, &in).Get(ctx, &res); err != nil {
+		if ctx.Err() != nil {
+			return nil, ""
+		}
+		return nil, "waiting for the machine: " + errMessage(err)
+	}
+	w.logOffset = res.LogOffset
+	if res.Machine.State == gpuflow.MachineRunning || res.Machine.State == gpuflow.MachineExited {
+		w.emitStatus(gpuflow.StatusRunning, nil)
+	}
+	if res.Machine.State == gpuflow.MachineRunning {
+		watchCtx, cancelWatch := workflow.WithCancel(ctx)
+		w.cancelWatch = cancelWatch
+		in.Until, in.LogOffset = activities.UntilExit, w.logOffset
+		err := workflow.ExecuteActivity(withWatchOptions(watchCtx, w.provider), a.WatchMachine, &in).Get(watchCtx, &res)
+		w.cancelWatch = nil
+		switch {
+		case w.finished != nil: // the machine's agent reported first
+			return &w.finished.ExitCode, ""
+		case err != nil && ctx.Err() != nil:
+			return nil, ""
+		case err != nil:
+			return nil, "watching the job: " + errMessage(err)
+		}
+		w.logOffset = res.LogOffset
+	}
+	switch res.Machine.State {
+	case gpuflow.MachineExited:
+		if res.Machine.ExitCode == nil {
+			return nil, "the job ended without an exit code"
+		}
+		return res.Machine.ExitCode, ""
+	case gpuflow.MachineGone:
+		return nil, "the machine disappeared"
+	default:
+		return nil, "the machine failed: " + res.Machine.Reason
+	}
+}
+
+// teardown terminates the machine, if there is one, retrying until the
+// provider confirms it is gone. It runs in the disconnected context, so
+// cancellation cannot stop it.
+func (w *jobWorkflow) teardown() {
+	if w.machine == nil {
+		return
+	}
+	w.tearingDown = true
+	in := activities.TerminateInput{Provider: w.provider, JobID: w.in.JobID, MachineID: w.machine.ID, LogOffset: w.logOffset}
+	var res activities.TerminateResult
+	for {
+		err := workflow.ExecuteActivity(withTerminateOptions(w.dctx, w.provider), a.TerminateMachine, &in).Get(w.dctx, &res)
+		if err == nil {
+			break
+		}
+		// Only a non-retryable error ends the retry policy; keep going anyway:
+		// a machine is never left behind.
+		w.logger.Error("teardown failed; trying again", "machine_id", w.machine.ID, "err", err)
+		_ = workflow.Sleep(w.dctx, queueBackoffMax)
+	}
+	w.logOffset = res.LogOffset
+}
+
+// finish records the outcome and waits until every state change is written.
+func (w *jobWorkflow) finish(res *RunJobResult) {
+	outcome := string(res.Status)
+	if res.Error != "" {
+		outcome += ": " + res.Error
+	}
+	w.endAttempt(outcome)
+	w.snap.ExitCode, w.snap.Error = res.ExitCode, res.Error
+	u := gpuflow.JobUpdate{Type: gpuflow.EventStatus, Status: res.Status, ExitCode: res.ExitCode, Attempts: w.attempts()}
+	if res.Error != "" {
+		u.Error = &res.Error
+	}
+	w.emit(u)
+	w.setStatus(res.Status)
+	_ = workflow.Await(w.dctx, func() bool { return len(w.queue) == 0 && !w.writing })
+}
+
+// startDeadline cancels the work when max_duration_minutes is reached.
+func (w *jobWorkflow) startDeadline(ctx workflow.Context) (stop func()) {
+	d := w.in.Spec.MaxDuration()
+	if d <= 0 {
+		return func() {}
+	}
+	tctx, cancel := workflow.WithCancel(ctx)
+	workflow.Go(tctx, func(c workflow.Context) {
+		if err := workflow.Sleep(c, d); err == nil {
+			w.timedOut = true
+			w.cancelWork()
+		}
+	})
+	return cancel
+}
+
+func (w *jobWorkflow) onCancelSignal(ctx workflow.Context) {
+	ch := workflow.GetSignalChannel(ctx, SignalCancel)
+	for {
+		var s CancelSignal
+		ch.Receive(ctx, &s)
+		if w.cancelReq != nil || w.tearingDown || w.snap.Status.Terminal() {
+			continue
+		}
+		if s.Reason == "" {
+			s.Reason = "cancel requested"
+		}
+		w.cancelReq = &s
+		w.snap.Cancel = &s
+		w.emitStatus(gpuflow.StatusCancelling, map[string]any{"reason": s.Reason, "requested_by": s.RequestedBy})
+		w.cancelWork()
+	}
+}
+
+func (w *jobWorkflow) onProgressSignal(ctx workflow.Context) {
+	ch := workflow.GetSignalChannel(ctx, SignalProgress)
+	for {
+		var s ProgressSignal
+		ch.Receive(ctx, &s)
+		if s.Percent < 0 || s.Percent > 100 {
+			w.logger.Warn("progress signal out of range ignored", "percent", s.Percent)
+			continue
+		}
+		w.snap.Progress = &s
+		w.emit(gpuflow.JobUpdate{Type: gpuflow.EventProgress, Data: jsonData(s)})
+	}
+}
+
+func (w *jobWorkflow) onFinishedSignal(ctx workflow.Context) {
+	ch := workflow.GetSignalChannel(ctx, SignalFinished)
+	for {
+		var s FinishedSignal
+		ch.Receive(ctx, &s)
+		if w.finished != nil || w.tearingDown {
+			continue
+		}
+		w.finished = &s
+		if w.cancelWatch != nil {
+			w.cancelWatch()
+		}
+	}
+}
+
+// recorder writes queued state changes one at a time, in order, so that
+// per-job sequence numbers reach the store in sequence.
+func (w *jobWorkflow) recorder(ctx workflow.Context) {
+	lctx := withRecordOptions(ctx)
+	for {
+		_ = workflow.Await(ctx, func() bool { return len(w.queue) > 0 })
+		w.writing = true
+		u := w.queue[0]
+		if err := workflow.ExecuteLocalActivity(lctx, a.RecordUpdate, &u).Get(lctx, nil); err != nil {
+			w.logger.Error("recording a state change failed", "seq", u.Seq, "err", err)
+		}
+		w.queue = w.queue[1:]
+		w.writing = false
+	}
+}
+
+// emit queues a state change for the recorder.
+func (w *jobWorkflow) emit(u gpuflow.JobUpdate) {
+	w.seq++
+	u.JobID, u.Seq, u.At = w.in.JobID, w.seq, workflow.Now(w.dctx)
+	w.snap.UpdatedAt = u.At
+	w.queue = append(w.queue, u)
+}
+
+// emitStatus moves the job to status s (unless it is there already).
+func (w *jobWorkflow) emitStatus(s gpuflow.JobStatus, data map[string]any) {
+	if w.snap.Status == s || w.snap.Status.Terminal() {
+		return
+	}
+	u := gpuflow.JobUpdate{Type: gpuflow.EventStatus, Status: s, Started: s == gpuflow.StatusRunning}
+	if data != nil {
+		u.Data = jsonData(data)
+	}
+	w.emit(u)
+	w.setStatus(s)
+}
+
+func (w *jobWorkflow) setStatus(s gpuflow.JobStatus) {
+	w.snap.Status = s
+	if err := workflow.UpsertTypedSearchAttributes(w.dctx, saStatus.ValueSet(string(s))); err != nil {
+		w.logger.Warn("upsert status search attribute", "err", err)
+	}
+}
+
+func (w *jobWorkflow) endAttempt(outcome string) {
+	n := len(w.snap.Attempts)
+	if n == 0 || w.snap.Attempts[n-1].EndedAt != nil {
+		return
+	}
+	now := workflow.Now(w.dctx)
+	w.snap.Attempts[n-1].EndedAt = &now
+	w.snap.Attempts[n-1].Outcome = outcome
+}
+
+func (w *jobWorkflow) attempts() []gpuflow.Attempt {
+	return append([]gpuflow.Attempt(nil), w.snap.Attempts...)
+}
+
+func isType(err error, typ string) bool {
+	var ae *temporal.ApplicationError
+	return errors.As(err, &ae) && ae.Type() == typ
+}
+
+// errMessage is the innermost application error's message, without the SDK's
+// wrapping ("activity error (type: ..., scheduledEventID: ...)").
+func errMessage(err error) string {
+	var ae *temporal.ApplicationError
+	if errors.As(err, &ae) {
+		return ae.Error()
+	}
+	var te *temporal.TimeoutError
+	if errors.As(err, &te) {
+		return te.Error()
+	}
+	return err.Error()
+}
+
+func jsonData(v any) json.RawMessage {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func deref(p *int) int {
+	if p == nil {
+		return -1
+	}
+	return *p
+}

@@ -1,0 +1,87 @@
+package workflows
+
+import (
+	"time"
+
+	"github.com/gpuflow/gpuflow"
+)
+
+// Names that cross process boundaries: the API, the worker, other services
+// and the Temporal Web UI all use them. They never change.
+const (
+	// TaskQueue is the workflow task queue every worker polls.
+	TaskQueue = "gpuflow"
+	// JobWorkflowName is the registered name of RunJob.
+	JobWorkflowName = "GpuJob"
+
+	// SignalCancel asks the job to stop: payload CancelSignal.
+	SignalCancel = "cancel"
+	// SignalProgress reports progress from the machine: payload ProgressSignal.
+	SignalProgress = "progress"
+	// SignalFinished reports the job's exit code from the machine: payload FinishedSignal.
+	SignalFinished = "finished"
+	// QueryStatus returns a JobSnapshot.
+	QueryStatus = "status"
+
+	// Search attributes (all keyword) set on every job workflow.
+	SearchAttrOwner    = "GpuflowOwner"
+	SearchAttrProvider = "GpuflowProvider"
+	SearchAttrGPUType  = "GpuflowGpuType"
+	SearchAttrStatus   = "GpuflowStatus"
+)
+
+// SearchAttributeNames lists the custom search attributes the namespace needs.
+var SearchAttributeNames = []string{SearchAttrOwner, SearchAttrProvider, SearchAttrGPUType, SearchAttrStatus}
+
+// JobWorkflowID is the workflow id of the job with taskID.
+func JobWorkflowID(taskID string) string { return "job-" + taskID }
+
+// ProviderTaskQueue is the activity task queue of a provider: workers that
+// can reach the provider (for "local", the host that runs the jobs) poll it.
+func ProviderTaskQueue(provider string) string { return "gpuflow-" + provider }
+
+// RunJobInput starts a job workflow. Fields may be added, never renamed.
+type RunJobInput struct {
+	JobID     string          `json:"job_id"`
+	OwnerID   string          `json:"owner_id,omitempty"`
+	Spec      gpuflow.JobSpec `json:"spec"`
+	CreatedAt time.Time       `json:"created_at"`
+}
+
+// RunJobResult is the job's outcome.
+type RunJobResult struct {
+	Status   gpuflow.JobStatus `json:"status"`
+	ExitCode *int              `json:"exit_code,omitempty"`
+	Error    string            `json:"error,omitempty"`
+}
+
+// CancelSignal is the payload of SignalCancel.
+type CancelSignal struct {
+	Reason      string `json:"reason,omitempty"`
+	RequestedBy string `json:"requested_by,omitempty"`
+}
+
+// ProgressSignal is the payload of SignalProgress.
+type ProgressSignal struct {
+	Percent float64 `json:"percent"`
+	Message string  `json:"message,omitempty"`
+}
+
+// FinishedSignal is the payload of SignalFinished.
+type FinishedSignal struct {
+	ExitCode int `json:"exit_code"`
+}
+
+// JobSnapshot is the answer to QueryStatus.
+type JobSnapshot struct {
+	JobID     string            `json:"task_id"`
+	Status    gpuflow.JobStatus `json:"status"`
+	Provider  string            `json:"provider,omitempty"`
+	MachineID string            `json:"machine_id,omitempty"`
+	ExitCode  *int              `json:"exit_code,omitempty"`
+	Error     string            `json:"error,omitempty"`
+	Progress  *ProgressSignal   `json:"progress,omitempty"`
+	Attempts  []gpuflow.Attempt `json:"attempts"`
+	Cancel    *CancelSignal     `json:"cancel,omitempty"`
+	UpdatedAt time.Time         `json:"updated_at"`
+}

@@ -1,0 +1,85 @@
+package workflows
+
+import (
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/gpuflow/gpuflow/activities"
+)
+
+// Timeouts of the job workflow's steps, chosen on purpose:
+const (
+	// recordTimeout bounds one write of a state change (a local activity).
+	recordTimeout = 10 * time.Second
+	// selectTimeout bounds one look at every provider's offers.
+	selectTimeout = 30 * time.Second
+	// provisionTimeout bounds one create call at a provider (not the boot).
+	provisionTimeout = time.Minute
+	// provisionAttempts caps create calls for one offer: they may bill.
+	provisionAttempts = 8
+	// watchHeartbeat is how soon a dead worker's watch is noticed and moved
+	// to another worker, which resumes from the last heartbeat.
+	watchHeartbeat = 10 * time.Second
+	// watchTimeout bounds one watch attempt; the retry policy starts another.
+	watchTimeout = 24 * time.Hour
+	// terminateTimeout bounds one teardown call; teardown retries forever.
+	terminateTimeout = 2 * time.Minute
+	// queueBackoffMax is the longest wait between looks for free capacity.
+	queueBackoffMax = 30 * time.Second
+)
+
+func withRecordOptions(ctx workflow.Context) workflow.Context {
+	return workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
+		StartToCloseTimeout: recordTimeout,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval: 100 * time.Millisecond, BackoffCoefficient: 2, MaximumInterval: 10 * time.Second,
+		},
+	})
+}
+
+func withSelectOptions(ctx workflow.Context) workflow.Context {
+	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: selectTimeout,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: 30 * time.Second,
+			MaximumAttempts: 10, NonRetryableErrorTypes: activities.NonRetryable,
+		},
+	})
+}
+
+func withProvisionOptions(ctx workflow.Context, provider string) workflow.Context {
+	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		TaskQueue:           ProviderTaskQueue(provider),
+		StartToCloseTimeout: provisionTimeout,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: 30 * time.Second,
+			MaximumAttempts: provisionAttempts, NonRetryableErrorTypes: activities.NonRetryable,
+		},
+	})
+}
+
+func withWatchOptions(ctx workflow.Context, provider string) workflow.Context {
+	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		TaskQueue:           ProviderTaskQueue(provider),
+		StartToCloseTimeout: watchTimeout,
+		HeartbeatTimeout:    watchHeartbeat,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: 10 * time.Second,
+			NonRetryableErrorTypes: activities.NonRetryable,
+		},
+	})
+}
+
+func withTerminateOptions(ctx workflow.Context, provider string) workflow.Context {
+	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		TaskQueue:           ProviderTaskQueue(provider),
+		StartToCloseTimeout: terminateTimeout,
+		// No MaximumAttempts: teardown is retried until the provider
+		// confirms the machine is gone.
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: 30 * time.Second,
+		},
+	})
+}
