@@ -1,0 +1,487 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/gpuflow/gpuflow"
+	"github.com/gpuflow/gpuflow/scheduler"
+	"github.com/gpuflow/gpuflow/workflows"
+)
+
+// Defaults of a submitted spec.
+const (
+	defaultGPUCount          = 1
+	defaultPriority          = 5
+	defaultEstimatedDuration = 60 // minutes
+	maxCancelReasonLen       = 1000
+)
+
+// Typed search attribute keys set on every job workflow.
+var (
+	saOwner    = temporal.NewSearchAttributeKeyKeyword(workflows.SearchAttrOwner)
+	saStatus   = temporal.NewSearchAttributeKeyKeyword(workflows.SearchAttrStatus)
+	saGPUType  = temporal.NewSearchAttributeKeyKeyword(workflows.SearchAttrGPUType)
+	saProvider = temporal.NewSearchAttributeKeyKeyword(workflows.SearchAttrProvider)
+)
+
+// submitRequest is the body of "POST /api/gpu/jobs/submit". Pointers tell an
+// absent field (which gets its default) from an explicit zero.
+type submitRequest struct {
+	Name               string            `json:"name"`
+	Image              string            `json:"image"`
+	Command            []string          `json:"command"`
+	Env                map[string]string `json:"env"`
+	GPUType            string            `json:"gpu_type"`
+	GPUCount           *int              `json:"gpu_count"`
+	MemoryGB           float64           `json:"memory_gb"`
+	VCPUs              int               `json:"vcpus"`
+	DiskGB             int               `json:"disk_gb"`
+	Priority           *int              `json:"priority"`
+	Strategy           string            `json:"strategy"`
+	Provider           string            `json:"provider"`
+	Providers          []string          `json:"providers"`
+	Spot               bool              `json:"spot"`
+	MaxPricePerHour    *float64          `json:"max_price_per_hour"`
+	MaxDurationMinutes *int              `json:"max_duration_minutes"`
+	EstimatedDuration  *int              `json:"estimated_duration"`
+}
+
+// spec returns the job spec the request asks for, with defaults filled in.
+func (r *submitRequest) spec() gpuflow.JobSpec {
+	spec := gpuflow.JobSpec{
+		Name: r.Name, Image: r.Image, Command: r.Command, Env: r.Env, GPUType: r.GPUType,
+		GPUCount: defaultGPUCount, MemoryGB: r.MemoryGB, VCPUs: r.VCPUs, DiskGB: r.DiskGB,
+		Priority: defaultPriority, Strategy: r.Strategy, Provider: r.Provider, Providers: r.Providers,
+		Spot: r.Spot, MaxPricePerHour: r.MaxPricePerHour, MaxDurationMinutes: r.MaxDurationMinutes,
+		EstimatedDuration: defaultEstimatedDuration,
+	}
+	if r.GPUCount != nil {
+		spec.GPUCount = *r.GPUCount
+	}
+	if r.Priority != nil {
+		spec.Priority = *r.Priority
+	}
+	if r.EstimatedDuration != nil {
+		spec.EstimatedDuration = *r.EstimatedDuration
+	}
+	if spec.Strategy == "" {
+		spec.Strategy = gpuflow.StrategyBalanced
+	}
+	return spec
+}
+
+// submitResponse is the 202 answer of a submission, as the seed's clients
+// know it.
+type submitResponse struct {
+	TaskID         string         `json:"task_id"`
+	WorkflowID     string         `json:"workflow_id"`
+	RunID          string         `json:"run_id"`
+	Provider       string         `json:"provider"`
+	RoutingKey     string         `json:"routing_key"`
+	Queue          string         `json:"queue"`
+	Status         string         `json:"status"`
+	Message        string         `json:"message"`
+	CreatedAt      time.Time      `json:"created_at"`
+	SchedulingInfo schedulingInfo `json:"scheduling_info"`
+}
+
+type schedulingInfo struct {
+	Strategy          string  `json:"strategy"`
+	ProviderScore     float64 `json:"provider_score"`
+	EstimatedDuration int     `json:"estimated_duration"`
+	GPUSpec           gpuSpec `json:"gpu_spec"`
+}
+
+type gpuSpec struct {
+	GPUType  string  `json:"gpu_type"`
+	GPUCount int     `json:"gpu_count"`
+	MemoryGB float64 `json:"memory_gb"`
+	VCPUs    int     `json:"vcpus"`
+	Priority int     `json:"priority"`
+}
+
+// handleSubmit handles "POST /api/gpu/jobs/submit": it validates the spec,
+// plans it onto a provider, starts the job's workflow and records the job.
+// 400/413/415 for bad input, 422 when no provider can run the job, 503 when
+// the workflow cannot be started (nothing is stored then).
+func (s *Server) handleSubmit(c echo.Context) error {
+	req := c.Request()
+	ctx := req.Context()
+	caller := callerFrom(c)
+	if err := requireJSON(req); err != nil {
+		return err
+	}
+	body, err := readBody(req, c.Response(), maxSubmitBody)
+	if err != nil {
+		return err
+	}
+	var in submitRequest
+	if err := decodeStrict(body, &in); err != nil {
+		return err
+	}
+	spec := in.spec()
+	if err := spec.Validate(s.cfg.Providers.Names()); err != nil {
+		return err
+	}
+	best, err := s.plan(ctx, spec)
+	if err != nil {
+		return err
+	}
+	if s.cfg.Temporal == nil {
+		return gpuflow.Errorf(gpuflow.EUNAVAILABLE, "temporal is not configured; the job was not submitted")
+	}
+
+	provider := best.Offer.Provider
+	gpuType := jobGPUType(spec)
+	id := uuid.NewString()
+	wfID := workflows.JobWorkflowID(id)
+	now := s.now().UTC()
+	mode := ""
+	if p := s.cfg.Providers.Get(provider); p != nil {
+		mode = p.Info().Mode
+	}
+	run, err := s.cfg.Temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+		ID:                                       wfID,
+		TaskQueue:                                workflows.TaskQueue,
+		WorkflowIDConflictPolicy:                 enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
+		WorkflowExecutionErrorWhenAlreadyStarted: true,
+		TypedSearchAttributes: temporal.NewSearchAttributes(
+			saOwner.ValueSet(caller.UserID),
+			saStatus.ValueSet(string(gpuflow.StatusQueued)),
+			saGPUType.ValueSet(gpuType),
+			saProvider.ValueSet(provider),
+		),
+		Memo: map[string]any{"provider_mode": mode},
+	}, workflows.JobWorkflowName, workflows.RunJobInput{
+		JobID: id, OwnerID: caller.UserID, Spec: spec, CreatedAt: now,
+	})
+	if err == nil && run == nil {
+		err = errors.New("temporal returned no run")
+	}
+	if err != nil {
+		var started *serviceerror.WorkflowExecutionAlreadyStarted
+		if errors.As(err, &started) {
+			return &gpuflow.Error{Code: gpuflow.ECONFLICT, Message: "a job with this id already exists", Err: err}
+		}
+		return &gpuflow.Error{Code: gpuflow.EUNAVAILABLE,
+			Message: "the job could not be started (temporal is unavailable); nothing was submitted",
+			Err:     fmt.Errorf("start workflow %s: %w", wfID, err)}
+	}
+	runID := run.GetRunID()
+
+	job := &gpuflow.Job{
+		ID: id, OwnerID: caller.UserID, Status: gpuflow.StatusQueued, Spec: spec, Provider: provider,
+		Attempts: []gpuflow.Attempt{}, WorkflowID: wfID, RunID: runID, CreatedAt: now, UpdatedAt: now,
+	}
+	if err := s.cfg.Jobs.CreateJob(ctx, job); err != nil {
+		// The workflow is running and records the job itself (idempotently),
+		// so the submission stands.
+		s.log.ErrorContext(ctx, "record submitted job; the workflow will record it",
+			"job_id", id, "workflow_id", wfID, "err", err)
+	}
+	s.log.InfoContext(ctx, "job submitted", "job_id", id, "owner_id", caller.UserID,
+		"provider", provider, "gpu_type", gpuType, "gpu_count", spec.GPUCount, "run_id", runID)
+
+	return c.JSON(http.StatusAccepted, submitResponse{
+		TaskID: id, WorkflowID: wfID, RunID: runID, Provider: provider,
+		RoutingKey: fmt.Sprintf("%s_%s_%d", provider, gpuType, spec.GPUCount),
+		Queue:      workflows.ProviderTaskQueue(provider),
+		Status:     string(gpuflow.StatusQueued),
+		Message:    "Job intelligently scheduled to " + provider,
+		CreatedAt:  now,
+		SchedulingInfo: schedulingInfo{
+			Strategy: spec.Strategy, ProviderScore: best.Score, EstimatedDuration: spec.EstimatedDuration,
+			GPUSpec: gpuSpec{GPUType: gpuType, GPUCount: spec.GPUCount, MemoryGB: spec.MemoryGB,
+				VCPUs: spec.VCPUs, Priority: spec.Priority},
+		},
+	})
+}
+
+// jobGPUType is the spec's GPU type, gpuflow.CPUOnly for a CPU-only job.
+func jobGPUType(spec gpuflow.JobSpec) string {
+	if spec.GPUCount == 0 {
+		return gpuflow.CPUOnly
+	}
+	return spec.GPUType
+}
+
+// specChecker is implemented by providers that can reject a spec outright
+// (an image they cannot run, a feature they lack).
+type specChecker interface {
+	Check(gpuflow.JobSpec) error
+}
+
+// plan collects the offers of every provider the spec allows (concurrently,
+// keeping preference order) and returns the best candidate, or
+// EUNSCHEDULABLE with the reasons per provider.
+func (s *Server) plan(ctx context.Context, spec gpuflow.JobSpec) (scheduler.Candidate, error) {
+	type result struct {
+		offers []gpuflow.Offer
+		reason string
+	}
+	results := make([]result, len(s.cfg.Providers))
+	var wg sync.WaitGroup
+	for i, p := range s.cfg.Providers {
+		name := p.Info().Name
+		if !spec.AllowsProvider(name) {
+			continue
+		}
+		if ch, ok := p.(specChecker); ok {
+			if err := ch.Check(spec); err != nil {
+				results[i].reason = err.Error()
+				continue
+			}
+		}
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(ctx, providerTimeout)
+			defer cancel()
+			offers, err := safeOffers(ctx, p)
+			switch {
+			case err != nil:
+				results[i].reason = "offers unavailable: " + err.Error()
+				s.log.WarnContext(ctx, "provider offers failed", "provider", name, "err", err)
+			case len(offers) == 0:
+				results[i].reason = "no offers"
+			}
+			for j := range offers {
+				if offers[j].Provider == "" {
+					offers[j].Provider = name
+				}
+			}
+			results[i].offers = offers
+		})
+	}
+	wg.Wait()
+
+	var offers []gpuflow.Offer
+	reasons := map[string][]string{}
+	for i, r := range results {
+		offers = append(offers, r.offers...)
+		if r.reason != "" {
+			name := s.cfg.Providers[i].Info().Name
+			reasons[name] = append(reasons[name], r.reason)
+		}
+	}
+	d := scheduler.Rank(spec, offers, nil)
+	if best, ok := d.Best(); ok {
+		return best, nil
+	}
+	for p, rs := range d.ReasonsByProvider() {
+		reasons[p] = append(reasons[p], rs...)
+	}
+	msg := "no provider can run this job"
+	if len(reasons) == 0 {
+		msg = "no provider can run this job: none is configured or allowed"
+	}
+	return scheduler.Candidate{}, gpuflow.Errorf(gpuflow.EUNSCHEDULABLE, "%s", msg).
+		WithDetails(map[string]any{"reasons": reasons})
+}
+
+// safeOffers calls p.Offers, turning a panic into an error: it runs on its
+// own goroutine, where a panic would take the whole server down.
+func safeOffers(ctx context.Context, p gpuflow.Provider) (offers []gpuflow.Offer, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			offers, err = nil, fmt.Errorf("provider %s panicked listing offers: %v", p.Info().Name, r)
+		}
+	}()
+	return p.Offers(ctx)
+}
+
+// jobView is a job as the API shows it.
+type jobView struct {
+	ID            string            `json:"id"`
+	TaskID        string            `json:"task_id"`
+	Name          string            `json:"name"`
+	OwnerID       string            `json:"owner_id"`
+	Status        gpuflow.JobStatus `json:"status"`
+	Provider      *string           `json:"provider"`
+	InstanceID    *string           `json:"instance_id"`
+	Spec          gpuflow.JobSpec   `json:"spec"`
+	CreatedAt     time.Time         `json:"created_at"`
+	UpdatedAt     time.Time         `json:"updated_at"`
+	StartedAt     *time.Time        `json:"started_at"`
+	FinishedAt    *time.Time        `json:"finished_at"`
+	ExitCode      *int              `json:"exit_code"`
+	Error         *string           `json:"error"`
+	Attempts      []gpuflow.Attempt `json:"attempts"`
+	PricePerHour  float64           `json:"price_per_hour"`
+	CostSoFar     float64           `json:"cost_so_far"`
+	WorkflowID    string            `json:"workflow_id"`
+	RunID         *string           `json:"run_id"`
+	TemporalUIURL *string           `json:"temporal_ui_url"`
+}
+
+// view returns j as the API shows it.
+func (s *Server) view(j *gpuflow.Job) jobView {
+	v := jobView{
+		ID: j.ID, TaskID: j.ID, Name: j.Spec.Name, OwnerID: j.OwnerID, Status: j.Status,
+		Provider: nullable(j.Provider), InstanceID: nullable(j.MachineID), Spec: j.Spec,
+		CreatedAt: j.CreatedAt.UTC(), UpdatedAt: j.UpdatedAt.UTC(),
+		StartedAt: utc(j.StartedAt), FinishedAt: utc(j.FinishedAt), ExitCode: j.ExitCode,
+		Error: nullable(j.Error), Attempts: j.Attempts, PricePerHour: j.PricePerHour,
+		CostSoFar: j.CostSoFar(s.now()), WorkflowID: j.WorkflowID, RunID: nullable(j.RunID),
+	}
+	if v.Attempts == nil {
+		v.Attempts = []gpuflow.Attempt{}
+	}
+	if s.cfg.TemporalUIURL != "" && j.WorkflowID != "" {
+		u := strings.TrimRight(s.cfg.TemporalUIURL, "/") + "/namespaces/" + url.PathEscape(s.cfg.Namespace) +
+			"/workflows/" + url.PathEscape(j.WorkflowID)
+		v.TemporalUIURL = &u
+	}
+	return v
+}
+
+func nullable(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+func utc(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
+
+// jobFor loads the job named by the :id parameter if the caller may see it.
+// Unknown, malformed and other users' ids are all ENOTFOUND.
+func (s *Server) jobFor(c echo.Context) (*gpuflow.Job, error) {
+	id := c.Param("id")
+	u, err := uuid.Parse(id)
+	if err != nil || len(id) != 36 {
+		return nil, gpuflow.Errorf(gpuflow.ENOTFOUND, "task not found")
+	}
+	id = u.String()
+	notFound := gpuflow.Errorf(gpuflow.ENOTFOUND, "task %s not found", id)
+	job, err := s.cfg.Jobs.Job(c.Request().Context(), id)
+	if gpuflow.ErrorCode(err) == gpuflow.ENOTFOUND {
+		return nil, notFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get job %s: %w", id, err)
+	}
+	if !canSee(callerFrom(c), job) {
+		return nil, notFound
+	}
+	return job, nil
+}
+
+// handleGetTask handles "GET /api/gpu/tasks/{id}": the job. 404 when unknown.
+func (s *Server) handleGetTask(c echo.Context) error {
+	job, err := s.jobFor(c)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, s.view(job))
+}
+
+// handleListTasks handles "GET /api/gpu/tasks": the caller's jobs, newest
+// first, a page at a time. 400 for a bad status or limit.
+func (s *Server) handleListTasks(c echo.Context) error {
+	f := gpuflow.JobFilter{
+		OwnerID:  ownerScope(callerFrom(c)),
+		Status:   gpuflow.JobStatus(c.QueryParam("status")),
+		Provider: c.QueryParam("provider"),
+		Limit:    defaultListLimit,
+		Cursor:   c.QueryParam("cursor"),
+	}
+	if f.Status != "" && !f.Status.Valid() {
+		msg := fmt.Sprintf("status must be one of %v", gpuflow.AllStatuses)
+		return gpuflow.Errorf(gpuflow.EINVALID, "%s", msg).
+			WithDetails(map[string]any{"fields": map[string]any{"status": msg}})
+	}
+	if l := c.QueryParam("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > maxListLimit {
+			msg := fmt.Sprintf("limit must be between 1 and %d", maxListLimit)
+			return gpuflow.Errorf(gpuflow.EINVALID, "%s", msg).
+				WithDetails(map[string]any{"fields": map[string]any{"limit": msg}})
+		}
+		f.Limit = n
+	}
+	jobs, next, err := s.cfg.Jobs.Jobs(c.Request().Context(), f)
+	if err != nil {
+		return fmt.Errorf("list jobs: %w", err)
+	}
+	views := make([]jobView, 0, len(jobs))
+	for _, j := range jobs {
+		views = append(views, s.view(j))
+	}
+	return c.JSON(http.StatusOK, map[string]any{"tasks": views, "next_cursor": nullable(next)})
+}
+
+// cancelRequest is the optional body of a cancel.
+type cancelRequest struct {
+	Reason string `json:"reason"`
+}
+
+// handleCancelTask handles "POST /api/gpu/tasks/{id}/cancel": it signals the
+// job's workflow to cancel and answers 202 with the job. 409 when the job
+// has finished.
+func (s *Server) handleCancelTask(c echo.Context) error {
+	req := c.Request()
+	ctx := req.Context()
+	caller := callerFrom(c)
+	job, err := s.jobFor(c)
+	if err != nil {
+		return err
+	}
+	var in cancelRequest
+	body, err := readBody(req, c.Response(), maxCancelBody)
+	if err != nil {
+		return err
+	}
+	if len(strings.TrimSpace(string(body))) > 0 {
+		if err := requireJSON(req); err != nil {
+			return err
+		}
+		if err := decodeStrict(body, &in); err != nil {
+			return err
+		}
+	}
+	if len(in.Reason) > maxCancelReasonLen {
+		msg := fmt.Sprintf("reason must be at most %d characters", maxCancelReasonLen)
+		return gpuflow.Errorf(gpuflow.EINVALID, "%s", msg).
+			WithDetails(map[string]any{"fields": map[string]any{"reason": msg}})
+	}
+	if job.Status.Terminal() {
+		return gpuflow.Errorf(gpuflow.ECONFLICT, "task %s has already finished (%s)", job.ID, job.Status).
+			WithDetails(map[string]any{"status": job.Status})
+	}
+	if s.cfg.Temporal == nil {
+		return gpuflow.Errorf(gpuflow.EUNAVAILABLE, "temporal is not configured")
+	}
+	err = s.cfg.Temporal.SignalWorkflow(ctx, job.WorkflowID, "", workflows.SignalCancel,
+		workflows.CancelSignal{Reason: in.Reason, RequestedBy: caller.Name()})
+	if err != nil {
+		var nf *serviceerror.NotFound
+		if errors.As(err, &nf) {
+			return &gpuflow.Error{Code: gpuflow.ECONFLICT, Message: fmt.Sprintf("task %s has already finished", job.ID),
+				Err: err}
+		}
+		return &gpuflow.Error{Code: gpuflow.EUNAVAILABLE, Message: "the cancel could not be sent (temporal is unavailable)",
+			Err: fmt.Errorf("signal cancel to %s: %w", job.WorkflowID, err)}
+	}
+	s.log.InfoContext(ctx, "job cancel requested", "job_id", job.ID, "requested_by", caller.Name())
+	return c.JSON(http.StatusAccepted, s.view(job))
+}
