@@ -1,0 +1,51 @@
+# gpuflow — run `make` for the list of targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+GO        ?= go
+TOOLS     := $(CURDIR)/.tools
+STATICCHECK_VERSION := v0.8.2
+# Packages whose tests link the embedded Temporal server: slow to build,
+# so they run without the race detector and with a longer timeout.
+SERVER_PKGS := ./internal/e2e/... ./internal/devtemporal/...
+UNIT_PKGS    = $(shell $(GO) list ./... | grep -v -e /internal/e2e -e /internal/devtemporal)
+
+.PHONY: help run build test test/unit test/integration lint bench clean postgres
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z/_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
+
+run: postgres ## run the whole system in one process (API :8080, Temporal Web UI :8233)
+	$(GO) build -tags dev -o bin/gpuflow-dev ./cmd/gpuflow
+	./bin/gpuflow-dev dev
+
+build: ## build bin/gpuflow (production: api, worker, migrate) and bin/gpuflow-dev
+	$(GO) build -trimpath -o bin/gpuflow ./cmd/gpuflow
+	$(GO) build -trimpath -tags dev -o bin/gpuflow-dev ./cmd/gpuflow
+
+test: postgres test/unit test/integration ## run every test (unit with -race, then integration)
+
+test/unit: ## unit tests, with the race detector
+	$(GO) test -race -count=1 -timeout 10m $(UNIT_PKGS)
+
+test/integration: postgres ## integration tests on a real Temporal server and PostgreSQL
+	$(GO) test -count=1 -timeout 20m $(SERVER_PKGS)
+
+lint: $(TOOLS)/staticcheck ## gofmt, go vet and staticcheck (installed into .tools by this Makefile)
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) vet -tags dev ./cmd/...
+	$(TOOLS)/staticcheck ./...
+
+$(TOOLS)/staticcheck:
+	GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+bench: postgres ## benchmarks; results go into docs/BENCHMARKS.md by hand
+	$(GO) test -run '^$$' -bench . -benchmem ./scheduler/...
+	GPUFLOW_BENCH=1 $(GO) test -count=1 -timeout 30m -run '^TestBench' -v ./internal/e2e/
+
+postgres:
+	@./scripts/ensure-postgres.sh
+
+clean: ## remove build outputs (not .data/)
+	rm -rf bin

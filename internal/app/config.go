@@ -1,0 +1,195 @@
+// Package app wires gpuflow's production commands (api, worker, migrate)
+// from configuration: it is the only place that reads the environment and
+// builds concrete adapters. cmd/gpuflow calls it; the dev command and the
+// integration tests reuse it.
+package app
+
+import (
+	"cmp"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gpuflow/gpuflow/auth"
+)
+
+// Config is everything gpuflow reads from its environment. Every variable,
+// with its default:
+//
+//	GPUFLOW_DATA_DIR        .data                 runtime state: job directories, dev databases, generated secrets
+//	HTTP_ADDR               127.0.0.1:8080        where the API listens
+//	DATABASE_URL            (none)                PostgreSQL; required by api, worker and migrate; `dev` starts a private cluster when unset
+//	TEMPORAL_ADDRESS        127.0.0.1:7233        Temporal frontend (gRPC)
+//	TEMPORAL_NAMESPACE      default               Temporal namespace
+//	TEMPORAL_UI_ADDR        127.0.0.1:8233        where `dev` serves the Temporal Web UI
+//	TEMPORAL_UI_URL         http://<TEMPORAL_UI_ADDR>  the Web UI link the API shows
+//	JWT_SECRET              (none)                HS256 key for API tokens, 32 bytes or more; required by api (`dev` generates <data dir>/jwt-secret)
+//	JWT_LIFETIME            1h                    how long an API token is valid (1m to 720h)
+//	TRUSTED_PROXIES         (none)                comma-separated CIDRs of reverse proxies whose X-Forwarded-For names the client
+//	LOG_LEVEL               info                  debug, info, warn or error
+//	LOG_FORMAT              text                  text or json
+//	GPUFLOW_LOCAL_ENABLED   true                  run jobs on this host (the local provider)
+//	GPUFLOW_LOCAL_DIR       <data dir>/jobs       where local jobs run and keep their output
+//	GPUFLOW_LOCAL_CPU_SLOTS number of CPUs        how many CPU-only local jobs run at once
+type Config struct {
+	DataDir           string
+	HTTPAddr          string
+	DatabaseURL       string
+	TemporalAddress   string
+	TemporalNamespace string
+	TemporalUIAddr    string
+	TemporalUIURL     string
+	JWTSecret         string
+	JWTLifetime       time.Duration
+	TrustedProxies    []*net.IPNet
+	LogLevel          slog.Level
+	LogFormat         string
+	LocalEnabled      bool
+	LocalDir          string
+	LocalCPUSlots     int
+}
+
+// EnvVars lists every environment variable Config reads.
+var EnvVars = []string{
+	"GPUFLOW_DATA_DIR", "HTTP_ADDR", "DATABASE_URL", "TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE",
+	"TEMPORAL_UI_ADDR", "TEMPORAL_UI_URL", "JWT_SECRET", "JWT_LIFETIME", "TRUSTED_PROXIES", "LOG_LEVEL", "LOG_FORMAT",
+	"GPUFLOW_LOCAL_ENABLED", "GPUFLOW_LOCAL_DIR", "GPUFLOW_LOCAL_CPU_SLOTS",
+}
+
+// ConfigFromEnv reads Config from getenv (os.Getenv in production) and
+// validates it.
+func ConfigFromEnv(getenv func(string) string) (Config, error) {
+	c := Config{
+		DataDir:           cmp.Or(getenv("GPUFLOW_DATA_DIR"), ".data"),
+		HTTPAddr:          cmp.Or(getenv("HTTP_ADDR"), "127.0.0.1:8080"),
+		DatabaseURL:       getenv("DATABASE_URL"),
+		TemporalAddress:   cmp.Or(getenv("TEMPORAL_ADDRESS"), "127.0.0.1:7233"),
+		TemporalNamespace: cmp.Or(getenv("TEMPORAL_NAMESPACE"), "default"),
+		TemporalUIAddr:    cmp.Or(getenv("TEMPORAL_UI_ADDR"), "127.0.0.1:8233"),
+		JWTSecret:         getenv("JWT_SECRET"),
+		LogFormat:         cmp.Or(getenv("LOG_FORMAT"), "text"),
+		LocalDir:          getenv("GPUFLOW_LOCAL_DIR"),
+	}
+	c.TemporalUIURL = cmp.Or(getenv("TEMPORAL_UI_URL"), "http://"+c.TemporalUIAddr)
+	if c.LocalDir == "" {
+		c.LocalDir = filepath.Join(c.DataDir, "jobs")
+	}
+	if err := c.LogLevel.UnmarshalText([]byte(cmp.Or(getenv("LOG_LEVEL"), "info"))); err != nil {
+		return c, fmt.Errorf("LOG_LEVEL: %w", err)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return c, fmt.Errorf("LOG_FORMAT must be text or json, not %q", c.LogFormat)
+	}
+	var err error
+	if c.JWTLifetime, err = parseLifetime(getenv("JWT_LIFETIME")); err != nil {
+		return c, fmt.Errorf("JWT_LIFETIME: %w", err)
+	}
+	if c.TrustedProxies, err = parseCIDRs(getenv("TRUSTED_PROXIES")); err != nil {
+		return c, fmt.Errorf("TRUSTED_PROXIES: %w", err)
+	}
+	if c.LocalEnabled, err = parseBool(getenv("GPUFLOW_LOCAL_ENABLED"), true); err != nil {
+		return c, fmt.Errorf("GPUFLOW_LOCAL_ENABLED: %w", err)
+	}
+	c.LocalCPUSlots = runtime.NumCPU()
+	if s := getenv("GPUFLOW_LOCAL_CPU_SLOTS"); s != "" {
+		if c.LocalCPUSlots, err = strconv.Atoi(s); err != nil || c.LocalCPUSlots < 1 {
+			return c, fmt.Errorf("GPUFLOW_LOCAL_CPU_SLOTS must be a positive integer, not %q", s)
+		}
+	}
+	for name, addr := range map[string]string{"HTTP_ADDR": c.HTTPAddr, "TEMPORAL_ADDRESS": c.TemporalAddress, "TEMPORAL_UI_ADDR": c.TemporalUIAddr} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return c, fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	return c, nil
+}
+
+// Bounds of JWT_LIFETIME.
+const (
+	minJWTLifetime = time.Minute
+	maxJWTLifetime = 720 * time.Hour
+)
+
+// MinJWTSecretLen is the shortest JWT_SECRET the API accepts (256 bits).
+const MinJWTSecretLen = auth.MinSecretLen
+
+// CheckJWTSecret returns an error saying how to fix JWT_SECRET when it is
+// unset or too short. The API refuses to start without a good one; the
+// other commands do not need it. The message never contains the secret.
+func (c Config) CheckJWTSecret() error {
+	if c.JWTSecret == "" {
+		return fmt.Errorf("JWT_SECRET is not set: the API signs its access tokens with it; "+
+			"set it to %d or more random bytes, e.g. JWT_SECRET=$(openssl rand -hex 32)", MinJWTSecretLen)
+	}
+	if len(c.JWTSecret) < MinJWTSecretLen {
+		return fmt.Errorf("JWT_SECRET is too short (%d bytes): use %d or more random bytes, "+
+			"e.g. JWT_SECRET=$(openssl rand -hex 32)", len(c.JWTSecret), MinJWTSecretLen)
+	}
+	return nil
+}
+
+func parseLifetime(s string) (time.Duration, error) {
+	if s == "" {
+		return auth.DefaultLifetime, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a duration such as 1h or 30m", s)
+	}
+	if d < minJWTLifetime || d > maxJWTLifetime {
+		return 0, fmt.Errorf("%s is not between %s and %s", d, minJWTLifetime, maxJWTLifetime)
+	}
+	return d, nil
+}
+
+// parseCIDRs parses a comma-separated list of CIDRs; a bare address stands
+// for itself alone.
+func parseCIDRs(s string) ([]*net.IPNet, error) {
+	var out []*net.IPNet
+	for f := range strings.SplitSeq(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if !strings.Contains(f, "/") {
+			ip := net.ParseIP(f)
+			if ip == nil {
+				return nil, fmt.Errorf("%q is not an IP address or CIDR", f)
+			}
+			bits := 128
+			if ip.To4() != nil {
+				ip, bits = ip.To4(), 32
+			}
+			out = append(out, &net.IPNet{IP: ip, Mask: net.CIDRMask(bits, bits)})
+			continue
+		}
+		_, n, err := net.ParseCIDR(f)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not an IP address or CIDR", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func parseBool(s string, def bool) (bool, error) {
+	if s == "" {
+		return def, nil
+	}
+	return strconv.ParseBool(strings.ToLower(s))
+}
+
+// NewLogger builds the process's logger from the config.
+func (c Config) NewLogger() *slog.Logger {
+	opts := &slog.HandlerOptions{Level: c.LogLevel}
+	if c.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
