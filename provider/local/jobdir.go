@@ -175,7 +175,7 @@ func (p *Provider) usage(skip string) (usage, error) {
 	if err != nil {
 		return u, p.transient("read job directory", err)
 	}
-	procs := scanProcs()
+	var procs *procView // scanned on first need: /proc is costly to read
 	for _, e := range ents {
 		id := e.Name()
 		if !e.IsDir() || id == skip || !validID(id) {
@@ -186,7 +186,14 @@ func (p *Provider) usage(skip string) (usage, error) {
 			continue
 		}
 		rec, err := readPid(dir)
-		if err != nil || !jobAlive(rec.PID, rec.Start, procs) {
+		if err != nil {
+			continue
+		}
+		if procs == nil {
+			v := scanProcs()
+			procs = &v
+		}
+		if !jobAlive(rec.PID, rec.Start, *procs) {
 			continue
 		}
 		gpus, err := readGPUs(dir)

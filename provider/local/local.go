@@ -76,6 +76,35 @@ type Provider struct {
 	// mu orders this process's goroutines; the lock file in dir orders
 	// processes.
 	mu sync.RWMutex
+
+	// Offers reuse a usage snapshot for offerUsageTTL: stock in an offer is
+	// advisory (Provision recounts under the lock), and every submission
+	// asks for offers.
+	offerMu     sync.Mutex
+	offerUsed   usage
+	offerUsedAt time.Time
+}
+
+// offerUsageTTL is how long Offers trusts a usage snapshot.
+const offerUsageTTL = 500 * time.Millisecond
+
+func (p *Provider) offerUsage() (usage, error) {
+	p.offerMu.Lock()
+	defer p.offerMu.Unlock()
+	if !p.offerUsedAt.IsZero() && time.Since(p.offerUsedAt) < offerUsageTTL {
+		return p.offerUsed, nil
+	}
+	unlock, err := p.lock(false)
+	if err != nil {
+		return usage{}, err
+	}
+	u, err := p.usage("")
+	unlock()
+	if err != nil {
+		return usage{}, err
+	}
+	p.offerUsed, p.offerUsedAt = u, time.Now()
+	return u, nil
 }
 
 var (
@@ -214,12 +243,7 @@ func (p *Provider) Offers(ctx context.Context) ([]gpuflow.Offer, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	unlock, err := p.lock(false)
-	if err != nil {
-		return nil, err
-	}
-	u, err := p.usage("")
-	unlock()
+	u, err := p.offerUsage()
 	if err != nil {
 		return nil, err
 	}
@@ -447,4 +471,12 @@ func (p *Provider) noCapacity(msg string) error {
 
 func (p *Provider) transient(msg string, err error) error {
 	return &gpuflow.ProviderError{Provider: Name, Kind: gpuflow.KindTransient, Message: msg, Err: err}
+}
+
+// invalidateOffers drops the usage snapshot after this process started or
+// stopped a job.
+func (p *Provider) invalidateOffers() {
+	p.offerMu.Lock()
+	p.offerUsedAt = time.Time{}
+	p.offerMu.Unlock()
 }

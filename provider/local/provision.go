@@ -29,6 +29,7 @@ import (
 // cannot run (see Check), KindNoCapacity when its GPUs or the CPU slots are
 // taken, KindTransient for a local failure.
 func (p *Provider) Provision(ctx context.Context, req gpuflow.ProvisionRequest) (*gpuflow.Machine, error) {
+	defer p.invalidateOffers()
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}

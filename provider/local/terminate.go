@@ -22,6 +22,7 @@ import (
 // frees its GPUs; the directory and its log stay. It returns nil only when
 // the process group is confirmed gone, and nil for an unknown job.
 func (p *Provider) Terminate(ctx context.Context, machineID string) error {
+	defer p.invalidateOffers()
 	if err := ctx.Err(); err != nil {
 		return err
 	}
