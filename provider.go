@@ -82,6 +82,22 @@ type ProvisionRequest struct {
 	Spec           JobSpec `json:"spec"`
 	// Tags mark the machine as gpuflow's, for listing and reconciliation.
 	Tags map[string]string `json:"tags,omitempty"`
+	// Agent is how the job on a cloud machine reports back (progress, exit
+	// code, output); nil for providers that watch jobs themselves.
+	Agent *AgentEndpoint `json:"agent,omitempty"`
+	// MaxDuration bounds the machine's life: providers set their own safety
+	// timer (auto-release, terminate-after) somewhat past it, so a machine
+	// dies even if gpuflow is gone. Zero means the provider's default.
+	MaxDuration time.Duration `json:"max_duration,omitempty"`
+}
+
+// AgentEndpoint is where a machine's agent reports: POST URL+"/progress"
+// {"percent","message"}, URL+"/finished" {"exit_code"}, URL+"/logs" (raw
+// output, appended), each with "Authorization: Bearer <Token>". The token is
+// valid for this job alone and expires.
+type AgentEndpoint struct {
+	URL   string `json:"url"`
+	Token string `json:"token"`
 }
 
 // Provider rents machines from one vendor (or runs jobs on this host).
