@@ -311,3 +311,6 @@ type JobStore interface {
 	// Logs returns the job's output from offset on, at most limit bytes.
 	Logs(ctx context.Context, jobID string, offset int64, limit int) ([]byte, error)
 }
+
+// WorkflowIDOf is the Temporal workflow id of the job with id jobID.
+func WorkflowIDOf(jobID string) string { return "job-" + jobID }

@@ -14,11 +14,12 @@ import (
 	"github.com/gpuflow/gpuflow"
 )
 
-// Activities holds what the activities need. Every field is required except
-// Logger and Now.
+// Activities holds what the activities need. Logger and Now are optional.
 type Activities struct {
 	Jobs      gpuflow.JobStore
 	Providers gpuflow.Providers
+	// Workflows answers whether a job's workflow still runs (the reconciler).
+	Workflows WorkflowDescriber
 	Logger    *slog.Logger
 	Now       func() time.Time
 }

@@ -35,6 +35,7 @@ func New(c client.Client, acts *activities.Activities, opts Options) *Worker {
 	wo := sdkworker.Options{MaxConcurrentActivityExecutionSize: opts.MaxConcurrentActivities}
 	main := sdkworker.New(c, workflows.TaskQueue, wo)
 	main.RegisterWorkflowWithOptions(workflows.RunJob, workflow.RegisterOptions{Name: workflows.JobWorkflowName})
+	main.RegisterWorkflowWithOptions(workflows.Reconcile, workflow.RegisterOptions{Name: workflows.ReconcileWorkflowName})
 	main.RegisterActivity(acts)
 	w := &Worker{workers: []sdkworker.Worker{main}}
 	for _, p := range acts.Providers {
@@ -42,6 +43,7 @@ func New(c client.Client, acts *activities.Activities, opts Options) *Worker {
 		pw.RegisterActivityWithOptions(acts.Provision, activity.RegisterOptions{Name: "Provision"})
 		pw.RegisterActivityWithOptions(acts.WatchMachine, activity.RegisterOptions{Name: "WatchMachine"})
 		pw.RegisterActivityWithOptions(acts.TerminateMachine, activity.RegisterOptions{Name: "TerminateMachine"})
+		pw.RegisterActivityWithOptions(acts.ReconcileProvider, activity.RegisterOptions{Name: "ReconcileProvider"})
 		w.workers = append(w.workers, pw)
 	}
 	return w

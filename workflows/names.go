@@ -34,7 +34,7 @@ const (
 var SearchAttributeNames = []string{SearchAttrOwner, SearchAttrProvider, SearchAttrGPUType, SearchAttrStatus}
 
 // JobWorkflowID is the workflow id of the job with taskID.
-func JobWorkflowID(taskID string) string { return "job-" + taskID }
+func JobWorkflowID(taskID string) string { return gpuflow.WorkflowIDOf(taskID) }
 
 // ProviderTaskQueue is the activity task queue of a provider: workers that
 // can reach the provider (for "local", the host that runs the jobs) poll it.

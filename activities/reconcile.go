@@ -1,0 +1,125 @@
+package activities
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/api/workflowservice/v1"
+	"go.temporal.io/sdk/activity"
+
+	"github.com/gpuflow/gpuflow"
+)
+
+// WorkflowDescriber is the part of the Temporal client the reconciler uses
+// to ask whether a job's workflow still runs.
+type WorkflowDescriber interface {
+	DescribeWorkflowExecution(ctx context.Context, workflowID, runID string) (*workflowservice.DescribeWorkflowExecutionResponse, error)
+}
+
+// ReconcileInput asks for one provider's machines to be reconciled.
+type ReconcileInput struct {
+	Provider string `json:"provider"`
+	// Grace spares machines younger than this: their workflow may not have
+	// recorded them yet.
+	Grace time.Duration `json:"grace"`
+}
+
+// ReconcileResult counts what the reconciler found and did.
+type ReconcileResult struct {
+	Provider   string   `json:"provider"`
+	Seen       int      `json:"seen"`
+	Owned      int      `json:"owned"`
+	Terminated []string `json:"terminated,omitempty"`
+}
+
+// ReconcileProvider lists the machines the provider holds for gpuflow and
+// terminates every one that no live job workflow owns and that is older
+// than the grace period. A job whose workflow was terminated by force is
+// marked failed, with an event recording the cleanup.
+func (a *Activities) ReconcileProvider(ctx context.Context, in *ReconcileInput) (*ReconcileResult, error) {
+	p, err := a.provider(in.Provider)
+	if err != nil {
+		return nil, err
+	}
+	if a.Workflows == nil {
+		return nil, errors.New("reconciler needs a Temporal client")
+	}
+	machines, err := p.List(ctx)
+	if err != nil {
+		return nil, classify(fmt.Errorf("list machines on %s: %w", in.Provider, err))
+	}
+	res := &ReconcileResult{Provider: in.Provider, Seen: len(machines)}
+	now := a.now()
+	for _, m := range machines {
+		activity.RecordHeartbeat(ctx, m.ID)
+		if m.State == gpuflow.MachineGone || now.Sub(m.CreatedAt) < in.Grace {
+			res.Owned++
+			continue
+		}
+		jobID := m.Tags[gpuflow.TagJob]
+		live, err := a.workflowLive(ctx, jobID)
+		if err != nil {
+			return nil, err
+		}
+		if live {
+			res.Owned++
+			continue
+		}
+		if err := p.Terminate(ctx, m.ID); err != nil {
+			return nil, classify(fmt.Errorf("terminate orphan %s on %s: %w", m.ID, in.Provider, err))
+		}
+		res.Terminated = append(res.Terminated, m.ID)
+		a.logger().WarnContext(ctx, "terminated a machine no live job owns", "provider", in.Provider, "machine_id", m.ID, "job_id", jobID)
+		if err := a.recordOrphan(ctx, jobID, in.Provider, m.ID); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+// workflowLive reports whether the job's workflow is still running.
+func (a *Activities) workflowLive(ctx context.Context, jobID string) (bool, error) {
+	if jobID == "" {
+		return false, nil
+	}
+	d, err := a.Workflows.DescribeWorkflowExecution(ctx, gpuflow.WorkflowIDOf(jobID), "")
+	var nf *serviceerror.NotFound
+	if errors.As(err, &nf) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("describe workflow of job %s: %w", jobID, err)
+	}
+	return d.GetWorkflowExecutionInfo().GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING, nil
+}
+
+// recordOrphan records the cleanup on the job, and fails a job its dead
+// workflow left unfinished.
+func (a *Activities) recordOrphan(ctx context.Context, jobID, provider, machineID string) error {
+	if jobID == "" {
+		return nil
+	}
+	j, err := a.Jobs.Job(ctx, jobID)
+	if gpuflow.ErrorCode(err) == gpuflow.ENOTFOUND {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	u := gpuflow.JobUpdate{
+		JobID: jobID, Seq: j.LastSeq + 1, Type: gpuflow.EventStatus, At: a.now(),
+		Data: []byte(fmt.Sprintf(`{"reconciler":"terminated machine %s on %s that no live workflow owned"}`, machineID, provider)),
+	}
+	if !j.Status.Terminal() {
+		msg := "the job's workflow ended without finishing it (terminated?); its machine was removed by the reconciler"
+		u.Status, u.Error = gpuflow.StatusFailed, &msg
+	}
+	if _, err := a.Jobs.ApplyUpdate(ctx, u); err != nil {
+		return fmt.Errorf("record reconciliation of job %s: %w", jobID, err)
+	}
+	return nil
+}
