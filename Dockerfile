@@ -10,7 +10,7 @@
 #
 # Temporal itself is NOT in this image: production talks to a real Temporal
 # cluster at TEMPORAL_ADDRESS. The embedded dev server (internal/devtemporal)
-# is only linked into `gpuflow dev` builds and tests, not into cmd/gpuflow.
+# is for dev builds and tests only and is not linked into cmd/gpuflow.
 #
 # Configuration comes from the environment only (see docker-compose.yml);
 # nothing secret is baked into the image.

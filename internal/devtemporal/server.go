@@ -1,0 +1,115 @@
+package devtemporal
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"go.temporal.io/server/common/authorization"
+	"go.temporal.io/server/common/cluster"
+	"go.temporal.io/server/common/config"
+	"go.temporal.io/server/common/dynamicconfig"
+	"go.temporal.io/server/common/membership/static"
+	"go.temporal.io/server/common/primitives"
+	"go.temporal.io/server/temporal"
+)
+
+// sqliteStore names the one data store that holds both the execution and the
+// visibility tables.
+const sqliteStore = "sqlite-default"
+
+// newTemporalServer builds (but does not start) a single-process Temporal
+// server with all four services on host, persisting to sqlConf.
+func newTemporalServer(host string, p ports, sqlConf *config.SQL, logger *slog.Logger) (temporal.Server, error) {
+	conf := serverConfig(host, p, sqlConf)
+	tlog := newServerLogger(logger)
+
+	authorizer, err := authorization.GetAuthorizerFromConfig(&conf.Global.Authorization)
+	if err != nil {
+		return nil, fmt.Errorf("temporal authorizer: %w", err)
+	}
+	claimMapper, err := authorization.GetClaimMapperFromConfig(&conf.Global.Authorization, tlog)
+	if err != nil {
+		return nil, fmt.Errorf("temporal claim mapper: %w", err)
+	}
+
+	addr := func(port int) static.Hosts { return static.SingleLocalHost(net.JoinHostPort(host, strconv.Itoa(port))) }
+	srv, err := temporal.NewServer(
+		temporal.WithConfig(conf),
+		temporal.ForServices(temporal.DefaultServices),
+		// Static membership: no gossip ring, no membership ports.
+		temporal.WithStaticHosts(map[primitives.ServiceName]static.Hosts{
+			primitives.FrontendService: addr(p.frontend),
+			primitives.HistoryService:  addr(p.history),
+			primitives.MatchingService: addr(p.matching),
+			primitives.WorkerService:   addr(p.worker),
+		}),
+		temporal.WithLogger(tlog),
+		temporal.WithAuthorizer(authorizer),
+		temporal.WithClaimMapper(func(*config.Config) authorization.ClaimMapper { return claimMapper }),
+		temporal.WithDynamicConfigClient(dynamicconfig.StaticClient{
+			// No phoning home: the dev server runs offline.
+			dynamicconfig.EnableServerVersionCheck.Key(): false,
+			// Read search attribute aliases from the DB on every use, so ones
+			// added at start (ensureSearchAttributes) work at once instead of
+			// after the next namespace cache refresh. Cheap at dev volumes.
+			dynamicconfig.ForceSearchAttributesCacheRefreshOnRead.Key(): true,
+			// The Web UI lists workflows often; the default per-namespace
+			// visibility rate limit is tight for one local user clicking around.
+			dynamicconfig.FrontendMaxNamespaceVisibilityRPSPerInstance.Key(): 100,
+		}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("build temporal server: %w", err)
+	}
+	return srv, nil
+}
+
+// serverConfig is the static server configuration: one cluster, one history
+// shard (SQLite has a single writer), no archival, no metrics, no pprof.
+func serverConfig(host string, p ports, sqlConf *config.SQL) *config.Config {
+	hostPort := func(port int) string { return net.JoinHostPort(host, strconv.Itoa(port)) }
+	service := func(grpcPort, httpPort int) config.Service {
+		return config.Service{RPC: config.RPC{GRPCPort: grpcPort, HTTPPort: httpPort, BindOnIP: host}}
+	}
+
+	var conf config.Config
+	conf.Global.Membership.MaxJoinDuration = 30 * time.Second
+	conf.Global.Membership.BroadcastAddress = host
+	conf.Persistence = config.Persistence{
+		DefaultStore:     sqliteStore,
+		VisibilityStore:  sqliteStore,
+		NumHistoryShards: 1,
+		DataStores:       map[string]config.DataStore{sqliteStore: {SQL: sqlConf}},
+	}
+	conf.ClusterMetadata = &cluster.Config{
+		EnableGlobalNamespace:    false,
+		FailoverVersionIncrement: 10,
+		MasterClusterName:        clusterName,
+		CurrentClusterName:       clusterName,
+		ClusterInformation: map[string]cluster.ClusterInformation{
+			clusterName: {
+				Enabled:                true,
+				InitialFailoverVersion: 1,
+				RPCAddress:             hostPort(p.frontend),
+				HTTPAddress:            hostPort(p.frontendHTTP),
+			},
+		},
+	}
+	conf.DCRedirectionPolicy.Policy = "noop"
+	conf.Services = map[string]config.Service{
+		string(primitives.FrontendService): service(p.frontend, p.frontendHTTP),
+		string(primitives.HistoryService):  service(p.history, 0),
+		string(primitives.MatchingService): service(p.matching, 0),
+		string(primitives.WorkerService):   service(p.worker, 0),
+	}
+	conf.Archival.History.State = "disabled"
+	conf.Archival.Visibility.State = "disabled"
+	conf.NamespaceDefaults.Archival.History.State = "disabled"
+	conf.NamespaceDefaults.Archival.Visibility.State = "disabled"
+	// The server's internal system workers dial the frontend through this.
+	conf.PublicClient.HostPort = hostPort(p.frontend)
+	return &conf
+}
