@@ -23,7 +23,7 @@ func TestDependencyArrows(t *testing.T) {
 		mod + "/worker":     {mod + "/postgres", mod + "/provider", mod + "/api", mod + "/internal"},
 		mod + "/api":        {mod + "/activities", mod + "/postgres", mod + "/provider", mod + "/internal", mod + "/worker"},
 		mod + "/postgres":   {mod + "/activities", mod + "/workflows", mod + "/provider", mod + "/api", mod + "/worker"},
-		mod + "/provider/":  {mod + "/activities", mod + "/workflows", mod + "/postgres", mod + "/api", mod + "/worker", mod + "/provider/"},
+		mod + "/provider/":  {mod + "/activities", mod + "/workflows", mod + "/postgres", mod + "/api", mod + "/worker", mod + "/internal"},
 		mod + "/schema":     {mod + "/"},
 	}
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
@@ -36,6 +36,17 @@ func TestDependencyArrows(t *testing.T) {
 				}
 			}
 			continue
+		}
+		// One provider never imports another; they share only agentscript
+		// and emulate.
+		if rest, ok := strings.CutPrefix(pkg, mod+"/provider/"); ok {
+			own := mod + "/provider/" + strings.Split(rest, "/")[0]
+			for _, imp := range imports {
+				if strings.HasPrefix(imp, mod+"/provider/") && !strings.HasPrefix(imp, own) &&
+					imp != mod+"/provider/agentscript" && imp != mod+"/provider/emulate" {
+					t.Errorf("%s imports %s: providers must not depend on each other", pkg, imp)
+				}
+			}
 		}
 		for prefix, bad := range forbidden {
 			if pkg != prefix && !strings.HasPrefix(pkg, prefix) {

@@ -57,6 +57,7 @@ const (
 	MaxEnvVars        = 128
 	MaxPriority       = 10
 	MaxDurationMinMax = 7 * 24 * 60
+	MaxRestartsMax    = 20
 )
 
 // JobSpec is what a user asks for. JSON names are the API's; fields may be
@@ -79,6 +80,8 @@ type JobSpec struct {
 	MaxPricePerHour    *float64          `json:"max_price_per_hour,omitempty"`
 	MaxDurationMinutes *int              `json:"max_duration_minutes,omitempty"`
 	EstimatedDuration  int               `json:"estimated_duration,omitempty"`
+	// MaxRestarts bounds how often a preempted spot job is re-provisioned.
+	MaxRestarts int `json:"max_restarts,omitempty"`
 }
 
 // Validate checks s against the API's rules and returns an EINVALID *Error
@@ -160,6 +163,9 @@ func (s *JobSpec) Validate(knownProviders []string) error {
 	if d := s.MaxDurationMinutes; d != nil && (*d < 1 || *d > MaxDurationMinMax) {
 		bad("max_duration_minutes", "max_duration_minutes must be between 1 and %d", MaxDurationMinMax)
 	}
+	if s.MaxRestarts < 0 || s.MaxRestarts > MaxRestartsMax {
+		bad("max_restarts", "max_restarts must be between 0 and %d", MaxRestartsMax)
+	}
 	if s.EstimatedDuration < 0 || s.EstimatedDuration > MaxDurationMinMax {
 		bad("estimated_duration", "estimated_duration must be between 0 and %d minutes", MaxDurationMinMax)
 	}
@@ -170,7 +176,7 @@ func (s *JobSpec) Validate(knownProviders []string) error {
 	first := ""
 	for _, f := range []string{"command", "image", "name", "env", "gpu_type", "gpu_count", "memory_gb", "vcpus",
 		"disk_gb", "priority", "strategy", "provider", "providers", "max_price_per_hour",
-		"max_duration_minutes", "estimated_duration"} {
+		"max_duration_minutes", "estimated_duration", "max_restarts"} {
 		if m, ok := fields[f]; ok {
 			details[f] = m
 			if first == "" {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -56,6 +57,15 @@ const (
 	MachineStopping MachineState = "stopping" // being torn down
 	MachineGone     MachineState = "gone"     // no longer exists
 )
+
+// ReasonPreempted starts the Reason of a spot machine the provider took back.
+const ReasonPreempted = "preempted"
+
+// Preempted reports whether the machine failed because the provider took
+// back its spot capacity.
+func (m *Machine) Preempted() bool {
+	return m.State == MachineFailed && strings.HasPrefix(strings.ToLower(m.Reason), ReasonPreempted)
+}
 
 // Machine is a provider's machine running one job.
 type Machine struct {

@@ -20,6 +20,9 @@ type Activities struct {
 	Providers gpuflow.Providers
 	// Workflows answers whether a job's workflow still runs (the reconciler).
 	Workflows WorkflowDescriber
+	// Agents gives a cloud machine its agent endpoint and token; nil leaves
+	// machines without one (enough for the local provider).
+	Agents AgentIssuer
 	Logger    *slog.Logger
 	Now       func() time.Time
 }
@@ -85,4 +88,10 @@ func (a *Activities) provider(name string) (gpuflow.Provider, error) {
 		return nil, temporal.NewNonRetryableApplicationError("provider "+name+" is not configured on this worker", ErrTypeUnknownProvide, nil)
 	}
 	return p, nil
+}
+
+// AgentIssuer hands out the agent endpoint (URL and a token valid for one
+// job until ttl passes) a machine reports to.
+type AgentIssuer interface {
+	Endpoint(jobID string, ttl time.Duration) (*gpuflow.AgentEndpoint, error)
 }

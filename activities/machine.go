@@ -24,7 +24,16 @@ func (a *Activities) Provision(ctx context.Context, in *ProvisionInput) (*gpuflo
 	if err != nil {
 		return nil, err
 	}
-	m, err := p.Provision(ctx, in.Request)
+	req := in.Request
+	if a.Agents != nil {
+		// Issued here, not in the workflow: the token must never enter
+		// the workflow's history.
+		ttl := req.MaxDuration + 24*time.Hour
+		if req.Agent, err = a.Agents.Endpoint(req.JobID, ttl); err != nil {
+			return nil, fmt.Errorf("agent endpoint for job %s: %w", req.JobID, err)
+		}
+	}
+	m, err := p.Provision(ctx, req)
 	if err != nil {
 		return nil, classify(fmt.Errorf("provision job %s on %s: %w", in.Request.JobID, in.Provider, err))
 	}

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"encoding/json"
 
 	"github.com/gpuflow/gpuflow"
 	"github.com/jackc/pgx/v5"
@@ -30,7 +31,7 @@ const (
 // AppendLog stores data as the job's output from byte offset on. Output only
 // grows, so of two chunks stored at one offset the longer wins: a retried
 // append is a no-op, and a retry that read further than a lost attempt
-// leaves no gap.
+// leaves no gap. A stored chunk is announced on LogsChannel.
 // Empty data stores nothing. It returns ENOTFOUND for an unknown job and
 // EINVALID for a negative offset.
 func (db *DB) AppendLog(ctx context.Context, jobID string, offset int64, data []byte) error {
@@ -49,8 +50,16 @@ func (db *DB) AppendLog(ctx context.Context, jobID string, offset int64, data []
 		return translate(err, "append log", "log chunk")
 	}
 	defer rollback(ctx, tx)
-	if _, err := tx.Exec(ctx, logInsertSQL, id, offset, data, db.now()); err != nil {
+	tag, err := tx.Exec(ctx, logInsertSQL, id, offset, data, db.now())
+	if err != nil {
 		return translate(err, "append log of job "+id, "log chunk")
+	}
+	if tag.RowsAffected() > 0 {
+		// Followers of the output wake on this, once the chunk commits.
+		n, _ := json.Marshal(LogNotice{JobID: id, Offset: offset, End: offset + int64(len(data))})
+		if _, err := tx.Exec(ctx, notifySQL, LogsChannel, string(n)); err != nil {
+			return translate(err, "announce log of job "+id, "log chunk")
+		}
 	}
 	return translate(tx.Commit(ctx), "append log of job "+id, "log chunk")
 }

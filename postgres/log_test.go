@@ -81,3 +81,25 @@ func TestLogsLongerRetryWins(t *testing.T) {
 		t.Fatalf("Logs = %q, %v; want abcdef", got, err)
 	}
 }
+
+func TestAppendLogTail(t *testing.T) {
+	t.Parallel()
+	db, _ := newDB(t)
+	ctx := testCtx(t)
+	j := mustCreate(t, db, newJob()).ID
+	for i, line := range []string{"one\n", "two\n", "three\n"} {
+		off, err := db.AppendLogTail(ctx, j, []byte(line))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := []int64{0, 4, 8}[i]; off != want {
+			t.Fatalf("line %d stored at %d, want %d", i, off, want)
+		}
+	}
+	if got, err := db.Logs(ctx, j, 0, 0); err != nil || string(got) != "one\ntwo\nthree\n" {
+		t.Fatalf("Logs = %q, %v", got, err)
+	}
+	if _, err := db.AppendLogTail(ctx, "6f1c7c1e-8d0a-4b43-9c39-7e9c2b1f0a11", []byte("x")); gpuflow.ErrorCode(err) != gpuflow.ENOTFOUND {
+		t.Fatalf("unknown job: %v", err)
+	}
+}

@@ -34,10 +34,29 @@ type Listener struct {
 	// Lookup reads an event whose notification left out its data, too large
 	// for NOTIFY. When nil, such events are delivered without data.
 	Lookup func(ctx context.Context, id int64) (*gpuflow.Event, error)
+	// OnLog, when set, also listens on LogsChannel and is called with each
+	// notice of new output, from the goroutine that delivers events. Log
+	// notices lost while disconnected are not replayed: a consumer re-reads
+	// the output it follows when OnListen is called.
+	OnLog func(LogNotice)
 	// MinBackoff and MaxBackoff bound the wait between reconnects (100ms
 	// and 5s when zero).
 	MinBackoff, MaxBackoff time.Duration
 }
+
+// LogsChannel is the NOTIFY channel AppendLog announces new output on, with
+// a LogNotice as the payload. No event is recorded for output.
+const LogsChannel = "gpuflow_logs"
+
+// LogNotice is the payload of a LogsChannel notification: the job's output
+// now reaches at least byte End, having grown from Offset.
+type LogNotice struct {
+	JobID  string `json:"job_id"`
+	Offset int64  `json:"offset"`
+	End    int64  `json:"end"`
+}
+
+const latestEventSQL = `SELECT COALESCE(max(id), 0) FROM job_events`
 
 // NewListener returns a Listener on db's database that reads oversized
 // events back from db.
@@ -99,8 +118,14 @@ func (l *Listener) listenOnce(ctx context.Context, logger *slog.Logger, fn func(
 		return false, fmt.Errorf("connect: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{EventsChannel}.Sanitize()); err != nil {
-		return false, fmt.Errorf("listen: %w", err)
+	channels := []string{EventsChannel}
+	if l.OnLog != nil {
+		channels = append(channels, LogsChannel)
+	}
+	for _, ch := range channels {
+		if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{ch}.Sanitize()); err != nil {
+			return false, fmt.Errorf("listen on %s: %w", ch, err)
+		}
 	}
 	if l.OnListen != nil {
 		l.OnListen(ctx)
@@ -110,11 +135,28 @@ func (l *Listener) listenOnce(ctx context.Context, logger *slog.Logger, fn func(
 		if err != nil {
 			return true, fmt.Errorf("wait for notification: %w", err)
 		}
+		if n.Channel == LogsChannel {
+			if notice, ok := decodeLogNotice(ctx, logger, n.Payload); ok && l.OnLog != nil {
+				l.OnLog(notice)
+			}
+			continue
+		}
 		ev, ok := l.decode(ctx, logger, n.Payload)
 		if ok {
 			fn(ev)
 		}
 	}
+}
+
+// decodeLogNotice decodes a LogsChannel payload; anything else is logged
+// and dropped.
+func decodeLogNotice(ctx context.Context, logger *slog.Logger, payload string) (LogNotice, bool) {
+	var n LogNotice
+	if err := json.Unmarshal([]byte(payload), &n); err != nil || n.JobID == "" {
+		logger.WarnContext(ctx, "dropping undecodable log notification", "err", err, "bytes", len(payload))
+		return LogNotice{}, false
+	}
+	return n, true
 }
 
 // decode turns a payload into an event. It accepts the notification
@@ -145,6 +187,31 @@ func (l *Listener) decode(ctx context.Context, logger *slog.Logger, payload stri
 		return gpuflow.Event{}, false
 	}
 	return ev, true // without its data
+}
+
+// LatestEventID returns the ID of the newest event of the feed, 0 when there
+// is none: where a consumer that wants only what happens from now on starts
+// (and later resumes with EventsAfter).
+func (db *DB) LatestEventID(ctx context.Context) (int64, error) {
+	var id int64
+	if err := db.Pool.QueryRow(ctx, latestEventSQL).Scan(&id); err != nil {
+		return 0, translate(err, "get latest event id", "event")
+	}
+	return id, nil
+}
+
+// Subscribe runs a Listener on db's database until ctx is done: onEvent gets
+// each event, onListen (when not nil) is called on every (re)subscription,
+// and onLog (when not nil) gets the job id of each notice of new output. All
+// three are called from one goroutine. It has the signature the API's event
+// feed asks for.
+func (db *DB) Subscribe(ctx context.Context, onListen func(context.Context), onEvent func(gpuflow.Event), onLog func(jobID string)) error {
+	l := db.NewListener()
+	l.OnListen = onListen
+	if onLog != nil {
+		l.OnLog = func(n LogNotice) { onLog(n.JobID) }
+	}
+	return l.Run(ctx, onEvent)
 }
 
 func cmpOr(d, def time.Duration) time.Duration {

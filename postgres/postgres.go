@@ -171,6 +171,9 @@ func translate(err error, op, what string) error {
 		case codeUniqueViolation:
 			return &gpuflow.Error{Code: gpuflow.ECONFLICT, Message: what + " already exists", Err: err}
 		case codeForeignKeyViolation:
+			if pgErr.ConstraintName == "jobs_owner_id_fkey" {
+				return &gpuflow.Error{Code: gpuflow.EINVALID, Message: "the job's owner is not a user", Err: err}
+			}
 			return &gpuflow.Error{Code: gpuflow.ENOTFOUND, Message: "job not found", Err: err}
 		case codeCheckViolation, codeNotNullViolation, codeInvalidText, codeStringTooLong,
 			codeNumericOutOfRange, codeUntranslatable, codeCharacterNotInRepr:

@@ -68,6 +68,9 @@ func newJob(edit ...func(*gpuflow.Job)) *gpuflow.Job {
 
 func mustCreate(t *testing.T, db *DB, j *gpuflow.Job) *gpuflow.Job {
 	t.Helper()
+	if j.OwnerID != "" {
+		ensureUser(t, db, j.OwnerID) // jobs.owner_id references users
+	}
 	if err := db.CreateJob(testCtx(t), j); err != nil {
 		t.Fatalf("CreateJob: %v", err)
 	}

@@ -70,6 +70,7 @@ type jobWorkflow struct {
 	tearingDown bool
 
 	machine   *gpuflow.Machine
+	preempted bool // the last watch ended with the spot machine taken back
 	provider  string
 	logOffset int64
 	blocked   map[string]string
@@ -186,9 +187,26 @@ func (w *jobWorkflow) work(ctx workflow.Context) (exitCode *int, failure string)
 		if ctx.Err() != nil { // cancelled while provisioning: teardown follows
 			return nil, ""
 		}
-		return w.watch(ctx)
+		exitCode, failure = w.watch(ctx)
+		if w.preempted && w.snap.Restarts < w.in.Spec.MaxRestarts && ctx.Err() == nil {
+			w.restartAfterPreemption()
+			continue
+		}
+		return exitCode, failure
 	}
 	return nil, ""
+}
+
+// restartAfterPreemption tears the preempted machine down (it is gone or
+// going) and counts the restart; the caller provisions again, elsewhere
+// when the offer is no longer available.
+func (w *jobWorkflow) restartAfterPreemption() {
+	w.snap.Restarts++
+	w.endAttempt("preempted")
+	w.teardown()
+	w.machine, w.preempted, w.tearingDown = nil, false, false
+	w.emit(gpuflow.JobUpdate{Type: gpuflow.EventStatus, Attempts: w.attempts(),
+		Data: jsonData(map[string]any{"restart": w.snap.Restarts, "max_restarts": w.in.Spec.MaxRestarts, "reason": "spot machine preempted"})})
 }
 
 // queueFor waits in "queued" before the next look for capacity, backing off
@@ -276,6 +294,7 @@ func (w *jobWorkflow) watch(ctx workflow.Context) (exitCode *int, failure string
 		}
 		w.logOffset = res.LogOffset
 	}
+	w.preempted = res.Machine.Preempted()
 	switch res.Machine.State {
 	case gpuflow.MachineExited:
 		if res.Machine.ExitCode == nil {

@@ -423,4 +423,52 @@ func TestRunJob(t *testing.T) {
 			t.Fatalf("%d progress events", progress)
 		}
 	})
+
+	t.Run("PreemptedSpotRestarts", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.happyPath()
+		b.terminateOK()
+		exits := 0
+		b.env.OnActivity(a.WatchMachine, mock.Anything, mock.MatchedBy(func(in *activities.WatchInput) bool { return in.Until == activities.UntilRunning })).
+			Return(&activities.WatchResult{Machine: gpuflow.Machine{ID: "m1", State: gpuflow.MachineRunning}}, nil)
+		b.env.OnActivity(a.WatchMachine, mock.Anything, mock.MatchedBy(func(in *activities.WatchInput) bool { return in.Until == activities.UntilExit })).Return(
+			func(context.Context, *activities.WatchInput) (*activities.WatchResult, error) {
+				exits++
+				if exits <= 2 {
+					return &activities.WatchResult{Machine: gpuflow.Machine{ID: "m1", State: gpuflow.MachineFailed, Reason: "preempted by the provider"}}, nil
+				}
+				code := 0
+				return &activities.WatchResult{Machine: gpuflow.Machine{ID: "m1", State: gpuflow.MachineExited, ExitCode: &code}}, nil
+			})
+		in := input()
+		in.Spec.Spot, in.Spec.MaxRestarts = true, 2
+		b.env.ExecuteWorkflow(RunJob, in)
+		res := b.result(t)
+		if res.Status != gpuflow.StatusSucceeded || b.provisions != 3 || b.terminates != 3 {
+			t.Fatalf("result %+v after %d provisions, %d terminates", res, b.provisions, b.terminates)
+		}
+		v, _ := b.env.QueryWorkflow(QueryStatus)
+		var snap JobSnapshot
+		_ = v.Get(&snap)
+		if snap.Restarts != 2 || len(snap.Attempts) != 3 || snap.Attempts[0].Outcome != "preempted" {
+			t.Fatalf("snapshot %+v", snap)
+		}
+	})
+
+	t.Run("PreemptedBeyondMaxRestartsFails", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.happyPath()
+		b.terminateOK()
+		b.env.OnActivity(a.WatchMachine, mock.Anything, mock.Anything).
+			Return(&activities.WatchResult{Machine: gpuflow.Machine{ID: "m1", State: gpuflow.MachineFailed, Reason: "preempted"}}, nil)
+		in := input()
+		in.Spec.Spot, in.Spec.MaxRestarts = true, 1
+		b.env.ExecuteWorkflow(RunJob, in)
+		res := b.result(t)
+		if res.Status != gpuflow.StatusFailed || !strings.Contains(res.Error, "preempted") || b.provisions != 2 {
+			t.Fatalf("result %+v after %d provisions", res, b.provisions)
+		}
+	})
 }

@@ -82,6 +82,7 @@ type JobSnapshot struct {
 	Error     string            `json:"error,omitempty"`
 	Progress  *ProgressSignal   `json:"progress,omitempty"`
 	Attempts  []gpuflow.Attempt `json:"attempts"`
+	Restarts  int               `json:"restarts"`
 	Cancel    *CancelSignal     `json:"cancel,omitempty"`
 	UpdatedAt time.Time         `json:"updated_at"`
 }

@@ -14,7 +14,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -132,10 +131,12 @@ func runWorker(ctx context.Context, cfg app.Config, _ []string) error {
 		return err
 	}
 	defer closeDeps()
-	w := app.NewWorker(deps)
-	deps.Logger.Info("worker running", "providers", deps.Providers.Names())
-	if err := w.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+	w, err := app.StartWorker(ctx, cfg, deps)
+	if err != nil {
 		return err
 	}
+	deps.Logger.Info("worker running", "providers", deps.Providers.Names())
+	<-ctx.Done()
+	w.Stop()
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"go.temporal.io/sdk/client"
@@ -14,6 +15,7 @@ import (
 	"github.com/gpuflow/gpuflow"
 	"github.com/gpuflow/gpuflow/activities"
 	"github.com/gpuflow/gpuflow/api"
+	"github.com/gpuflow/gpuflow/auth"
 	"github.com/gpuflow/gpuflow/postgres"
 	"github.com/gpuflow/gpuflow/provider/local"
 	"github.com/gpuflow/gpuflow/worker"
@@ -76,10 +78,52 @@ type Deps struct {
 	Logger    *slog.Logger
 }
 
-// NewWorker builds the Temporal workers over deps.
-func NewWorker(deps Deps) *worker.Worker {
-	acts := &activities.Activities{Jobs: deps.DB, Providers: deps.Providers, Logger: deps.Logger}
-	return worker.New(deps.Temporal, acts, worker.Options{})
+// NewWorker builds the Temporal workers over deps. With a JWT secret it
+// gives cloud machines an agent endpoint (cfg.AgentURL) and job tokens.
+func NewWorker(cfg Config, deps Deps) (*worker.Worker, error) {
+	acts := &activities.Activities{Jobs: deps.DB, Providers: deps.Providers, Workflows: deps.Temporal, Logger: deps.Logger}
+	if cfg.JWTSecret != "" {
+		tokens, err := auth.NewAgentTokens([]byte(cfg.JWTSecret), nil)
+		if err != nil {
+			return nil, fmt.Errorf("agent tokens: %w", err)
+		}
+		acts.Agents = agentIssuer{base: strings.TrimSuffix(cfg.AgentURL, "/"), tokens: tokens}
+	}
+	return worker.New(deps.Temporal, acts, worker.Options{}), nil
+}
+
+// agentIssuer gives a job's machine the API's agent endpoint and a token
+// valid for that job alone.
+type agentIssuer struct {
+	base   string
+	tokens *auth.AgentTokens
+}
+
+func (a agentIssuer) Endpoint(jobID string, ttl time.Duration) (*gpuflow.AgentEndpoint, error) {
+	tok, err := a.tokens.Issue(jobID, ttl)
+	if err != nil {
+		return nil, err
+	}
+	return &gpuflow.AgentEndpoint{URL: a.base + "/agent/v1/jobs/" + jobID, Token: tok}, nil
+}
+
+// StartWorker starts the workers over deps and installs (or updates) the
+// reconciler's schedule for this worker's providers.
+func StartWorker(ctx context.Context, cfg Config, deps Deps) (*worker.Worker, error) {
+	w, err := NewWorker(cfg, deps)
+	if err != nil {
+		return nil, err
+	}
+	if err := w.Start(); err != nil {
+		return nil, err
+	}
+	if len(deps.Providers) > 0 {
+		if err := worker.EnsureReconcileSchedule(ctx, deps.Temporal, deps.Providers.Names(), cfg.ReconcileInterval, cfg.ReconcileGrace); err != nil {
+			w.Stop()
+			return nil, err
+		}
+	}
+	return w, nil
 }
 
 // NewAPI builds the HTTP API over deps.

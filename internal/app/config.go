@@ -37,6 +37,9 @@ import (
 //	GPUFLOW_LOCAL_ENABLED   true                  run jobs on this host (the local provider)
 //	GPUFLOW_LOCAL_DIR       <data dir>/jobs       where local jobs run and keep their output
 //	GPUFLOW_LOCAL_CPU_SLOTS number of CPUs        how many CPU-only local jobs run at once
+//	GPUFLOW_RECONCILE_INTERVAL 1m                 how often the reconciler looks for machines no live job owns
+//	GPUFLOW_AGENT_URL       http://<HTTP_ADDR>    the API's base URL as cloud machines reach it (their agent reports there)
+//	GPUFLOW_RECONCILE_GRACE 2m                    how old such a machine must be before it is terminated
 type Config struct {
 	DataDir           string
 	HTTPAddr          string
@@ -47,6 +50,9 @@ type Config struct {
 	TemporalUIURL     string
 	JWTSecret         string
 	JWTLifetime       time.Duration
+	AgentURL          string
+	ReconcileInterval time.Duration
+	ReconcileGrace    time.Duration
 	TrustedProxies    []*net.IPNet
 	LogLevel          slog.Level
 	LogFormat         string
@@ -60,6 +66,7 @@ var EnvVars = []string{
 	"GPUFLOW_DATA_DIR", "HTTP_ADDR", "DATABASE_URL", "TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE",
 	"TEMPORAL_UI_ADDR", "TEMPORAL_UI_URL", "JWT_SECRET", "JWT_LIFETIME", "TRUSTED_PROXIES", "LOG_LEVEL", "LOG_FORMAT",
 	"GPUFLOW_LOCAL_ENABLED", "GPUFLOW_LOCAL_DIR", "GPUFLOW_LOCAL_CPU_SLOTS",
+	"GPUFLOW_RECONCILE_INTERVAL", "GPUFLOW_RECONCILE_GRACE", "GPUFLOW_AGENT_URL",
 }
 
 // ConfigFromEnv reads Config from getenv (os.Getenv in production) and
@@ -77,6 +84,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		LocalDir:          getenv("GPUFLOW_LOCAL_DIR"),
 	}
 	c.TemporalUIURL = cmp.Or(getenv("TEMPORAL_UI_URL"), "http://"+c.TemporalUIAddr)
+	c.AgentURL = cmp.Or(getenv("GPUFLOW_AGENT_URL"), "http://"+c.HTTPAddr)
 	if c.LocalDir == "" {
 		c.LocalDir = filepath.Join(c.DataDir, "jobs")
 	}
@@ -87,6 +95,12 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		return c, fmt.Errorf("LOG_FORMAT must be text or json, not %q", c.LogFormat)
 	}
 	var err error
+	if c.ReconcileInterval, err = parseDuration(getenv("GPUFLOW_RECONCILE_INTERVAL"), time.Minute); err != nil {
+		return c, fmt.Errorf("GPUFLOW_RECONCILE_INTERVAL: %w", err)
+	}
+	if c.ReconcileGrace, err = parseDuration(getenv("GPUFLOW_RECONCILE_GRACE"), 2*time.Minute); err != nil {
+		return c, fmt.Errorf("GPUFLOW_RECONCILE_GRACE: %w", err)
+	}
 	if c.JWTLifetime, err = parseLifetime(getenv("JWT_LIFETIME")); err != nil {
 		return c, fmt.Errorf("JWT_LIFETIME: %w", err)
 	}
@@ -192,4 +206,15 @@ func (c Config) NewLogger() *slog.Logger {
 		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+func parseDuration(s string, def time.Duration) (time.Duration, error) {
+	if s == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("want a positive duration such as 90s, not %q", s)
+	}
+	return d, nil
 }

@@ -1,0 +1,240 @@
+// Package devstack runs the whole system in one process for `make run` and
+// the integration tests: a private PostgreSQL (unless DATABASE_URL is set),
+// the Temporal server and Web UI embedded, the worker and the API. Only the
+// dev build of cmd/gpuflow and the tests link it: it pulls in the Temporal
+// server, which the production binary must not contain.
+package devstack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"go.temporal.io/sdk/client"
+
+	"github.com/gpuflow/gpuflow/api"
+	"github.com/gpuflow/gpuflow/internal/app"
+	"github.com/gpuflow/gpuflow/internal/devtemporal"
+	"github.com/gpuflow/gpuflow/internal/pgcluster"
+	"github.com/gpuflow/gpuflow/postgres"
+	"github.com/gpuflow/gpuflow/worker"
+	"github.com/gpuflow/gpuflow/workflows"
+)
+
+// Options adjust a stack beyond its Config.
+type Options struct {
+	// NoWorker starts everything but the worker (tests run workers apart).
+	NoWorker bool
+	// InMemoryTemporal keeps Temporal's state in memory instead of
+	// <data dir>/temporal.db.
+	InMemoryTemporal bool
+	// NoUI skips the Temporal Web UI.
+	NoUI bool
+}
+
+// Stack is a running system.
+type Stack struct {
+	Config   app.Config
+	Logger   *slog.Logger
+	PG       *pgcluster.Cluster // nil when DATABASE_URL was given
+	DB       *postgres.DB
+	Temporal *devtemporal.Server
+	Client   client.Client
+	Worker   *worker.Worker
+	API      *api.Server
+	apiErr   chan error
+}
+
+// Start brings the stack up. Ports are checked before anything starts.
+// On failure everything started so far is stopped again.
+func Start(ctx context.Context, cfg app.Config, opts Options, logger *slog.Logger) (s *Stack, err error) {
+	for _, addr := range []string{cfg.HTTPAddr, cfg.TemporalAddress} {
+		if err := api.CheckPortFree(addr); err != nil {
+			return nil, err
+		}
+	}
+	if !opts.NoUI {
+		if err := api.CheckPortFree(cfg.TemporalUIAddr); err != nil {
+			return nil, err
+		}
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	if cfg.JWTSecret == "" {
+		// A dev stack needs no setup: it makes a secret once and keeps it
+		// in the data dir, so tokens survive restarts. Never logged.
+		if cfg.JWTSecret, err = app.DevJWTSecret(cfg.DataDir); err != nil {
+			return nil, err
+		}
+	}
+	s = &Stack{Config: cfg, Logger: logger}
+	defer func() {
+		if err != nil {
+			s.Stop()
+		}
+	}()
+
+	// Temporal first: its file lock tells a second copy to go away before
+	// it touches anything else.
+	tport, err := port(cfg.TemporalAddress)
+	if err != nil {
+		return nil, err
+	}
+	topts := devtemporal.Options{
+		Host: host(cfg.TemporalAddress), Port: tport, Namespace: cfg.TemporalNamespace,
+		SearchAttributes: workflows.SearchAttributeNames, Logger: logger.With("component", "temporal-server"),
+	}
+	if !opts.InMemoryTemporal {
+		topts.DBFile = filepath.Join(cfg.DataDir, "temporal.db")
+	}
+	if !opts.NoUI {
+		if topts.UIPort, err = port(cfg.TemporalUIAddr); err != nil {
+			return nil, err
+		}
+	}
+	if s.Temporal, err = devtemporal.Start(ctx, topts); err != nil {
+		return nil, err
+	}
+
+	if cfg.DatabaseURL == "" {
+		s.PG, err = pgcluster.Start(ctx, pgcluster.Options{Dir: filepath.Join(cfg.DataDir, "postgres"), Logger: logger.With("component", "postgres")})
+		if err != nil {
+			return nil, err
+		}
+		cfg.DatabaseURL = s.PG.URL()
+		s.Config.DatabaseURL = cfg.DatabaseURL
+	}
+	if s.DB, err = app.OpenDB(ctx, cfg, logger); err != nil {
+		return nil, err
+	}
+	if err := app.Migrate(ctx, s.DB); err != nil {
+		return nil, err
+	}
+	if s.Client, err = app.DialTemporal(ctx, cfg, logger); err != nil {
+		return nil, err
+	}
+	ps, err := app.NewProviders(cfg, logger)
+	if err != nil {
+		return nil, err
+	}
+	deps := app.Deps{DB: s.DB, Temporal: s.Client, Providers: ps, Logger: logger}
+	if !opts.NoWorker {
+		if s.Worker, err = app.StartWorker(ctx, cfg, deps); err != nil {
+			return nil, err
+		}
+	}
+	s.API = app.NewAPI(cfg, deps)
+	s.apiErr = make(chan error, 1)
+	go func() { s.apiErr <- s.API.Start(cfg.HTTPAddr) }()
+	if err := waitHTTP(ctx, "http://"+cfg.HTTPAddr+"/health", s.apiErr); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// APIURL is the API's base URL.
+func (s *Stack) APIURL() string { return "http://" + s.Config.HTTPAddr }
+
+// Stop stops everything in order: the API, the worker, the Temporal client
+// and server, the database pool, PostgreSQL.
+func (s *Stack) Stop() {
+	if s.API != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = s.API.Shutdown(ctx)
+		cancel()
+	}
+	if s.Worker != nil {
+		s.Worker.Stop()
+	}
+	if s.Client != nil {
+		s.Client.Close()
+	}
+	if s.Temporal != nil {
+		s.Temporal.Stop()
+	}
+	if s.DB != nil {
+		s.DB.Close()
+	}
+	if s.PG != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		if err := s.PG.Stop(ctx); err != nil {
+			s.Logger.Warn("stop postgres", "err", err)
+		}
+		cancel()
+	}
+}
+
+// Run starts the stack, prints where everything is, and stops it when ctx
+// is done (Ctrl-C).
+func Run(ctx context.Context, cfg app.Config, logger *slog.Logger) error {
+	s, err := Start(ctx, cfg, Options{}, logger)
+	if err != nil {
+		return err
+	}
+	fmt.Printf(`gpuflow %s is running (all in one process; Ctrl-C stops it)
+  API              %s
+  API docs         %s/docs
+  Temporal Web UI  %s
+  Temporal gRPC    %s (namespace %s)
+  PostgreSQL       %s
+  data             %s
+`, app.Version, s.APIURL(), s.APIURL(), s.Temporal.UIURL(), s.Temporal.FrontendAddr(), cfg.TemporalNamespace,
+		redact(s.Config.DatabaseURL), cfg.DataDir)
+	select {
+	case <-ctx.Done():
+	case err = <-s.apiErr:
+		err = fmt.Errorf("api: %w", err)
+	}
+	fmt.Println("gpuflow: stopping")
+	s.Stop()
+	return err
+}
+
+func waitHTTP(ctx context.Context, url string, failed <-chan error) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-failed:
+			return fmt.Errorf("api: %w", err)
+		default:
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return errors.New("api did not come up within 10s")
+}
+
+func host(addr string) string {
+	h, _, _ := net.SplitHostPort(addr)
+	return h
+}
+
+func port(addr string) (int, error) {
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(p)
+}
+
+// redact hides a password in a database URL.
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
+}
