@@ -24,14 +24,27 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/gpuflow/gpuflow"
+	"github.com/gpuflow/gpuflow/auth"
 	"github.com/gpuflow/gpuflow/workflows"
 )
 
 var testNow = time.Date(2025, 9, 6, 14, 35, 41, 818341000, time.UTC)
 
+// The accounts of every test server: two users and a superuser. Requests
+// made with bundle.do are alice's unless they set Authorization.
+const (
+	aliceID = "a11ce000-0000-4000-8000-000000000001"
+	bobID   = "b0b00000-0000-4000-8000-000000000002"
+	adminID = "ad000000-0000-4000-8000-000000000003"
+)
+
+var testSecret = []byte("test-secret-test-secret-test-secret!")
+
 type bundle struct {
 	srv      *Server
 	store    *fakeStore
+	users    *fakeUsers
+	tokens   map[string]string // user id -> a valid token
 	temporal *mocks.Client
 	runpod   *fakeProvider
 	tencent  *checkingProvider
@@ -43,6 +56,7 @@ func setup(t *testing.T) *bundle {
 	t.Helper()
 	b := &bundle{
 		store:    newFakeStore(),
+		users:    newFakeUsers(),
 		temporal: &mocks.Client{},
 		runpod: &fakeProvider{
 			info: gpuflow.ProviderInfo{Name: "runpod", DisplayName: "RunPod",
@@ -79,9 +93,40 @@ func setup(t *testing.T) *bundle {
 		Version:       "v0.1.0-test",
 		Now:           func() time.Time { return testNow },
 		HealthChecks:  b.checks,
+		Auth:          AuthConfig{Users: b.users, Secret: testSecret, PasswordCost: auth.MinCost},
 	})
+	b.tokens = map[string]string{}
+	for id, email := range map[string]string{aliceID: "alice@example.com", bobID: "bob@example.com", adminID: "admin@example.com"} {
+		b.addUser(t, id, email, id == adminID)
+	}
 	return b
 }
+
+// addUser creates an active account whose password is its email followed
+// by "-password", and a token for it.
+func (b *bundle) addUser(t *testing.T, id, email string, superuser bool) {
+	t.Helper()
+	hash, err := b.srv.auth.hasher.Hash(email + "-password")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &gpuflow.User{ID: id, Email: email, HashedPassword: hash, IsActive: true, IsSuperuser: superuser,
+		CreatedAt: testNow}
+	if err := b.users.CreateUser(context.Background(), u); err != nil {
+		t.Fatal(err)
+	}
+	tok, _, err := b.srv.auth.tokens.Issue(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.tokens[id] = tok
+}
+
+// as is the Authorization header of user id.
+func (b *bundle) as(id string) header { return header{"Authorization", "Bearer " + b.tokens[id]} }
+
+// anonymous is a request without credentials.
+var anonymous = header{"Authorization", ""}
 
 // expectStart makes ExecuteWorkflow succeed and records its options and input.
 func (b *bundle) expectStart(t *testing.T) (*client.StartWorkflowOptions, *workflows.RunJobInput) {
@@ -108,8 +153,12 @@ func (b *bundle) do(t *testing.T, method, path, body string, headers ...header) 
 		r = strings.NewReader(body)
 	}
 	req := httptest.NewRequest(method, path, r)
+	req.Header.Set("Authorization", "Bearer "+b.tokens[aliceID])
 	for _, h := range headers {
 		req.Header.Set(h.k, h.v)
+	}
+	if req.Header.Get("Authorization") == "" {
+		req.Header.Del("Authorization")
 	}
 	rec := httptest.NewRecorder()
 	b.srv.Handler().ServeHTTP(rec, req)
@@ -227,7 +276,7 @@ func TestSubmit(t *testing.T) {
 			}
 		}
 		si, _ := got["scheduling_info"].(map[string]any)
-		if si["strategy"] != "balanced" || si["estimated_duration"] != 60.0 || si["provider_score"] != 1.0 {
+		if si["strategy"] != "balanced" || si["estimated_duration"] != 60.0 || !inUnit(si["provider_score"]) {
 			t.Errorf("scheduling_info = %v", si)
 		}
 		wantSpec := map[string]any{"gpu_type": "RTX4090", "gpu_count": 1.0, "memory_gb": 16.0, "vcpus": 4.0, "priority": 5.0}
@@ -243,7 +292,7 @@ func TestSubmit(t *testing.T) {
 			t.Errorf("start options = %+v", opts)
 		}
 		for key, want := range map[string]string{
-			workflows.SearchAttrOwner: "", workflows.SearchAttrStatus: "queued",
+			workflows.SearchAttrOwner: aliceID, workflows.SearchAttrStatus: "queued",
 			workflows.SearchAttrGPUType: "RTX4090", workflows.SearchAttrProvider: "runpod",
 		} {
 			v, ok := opts.TypedSearchAttributes.GetKeyword(temporal.NewSearchAttributeKeyKeyword(key))
@@ -254,7 +303,7 @@ func TestSubmit(t *testing.T) {
 		if opts.Memo["provider_mode"] != gpuflow.ModeLive {
 			t.Errorf("memo = %v", opts.Memo)
 		}
-		if in.JobID != id || in.Spec.GPUCount != 1 || in.Spec.Priority != 5 || in.Spec.Strategy != "balanced" ||
+		if in.JobID != id || in.OwnerID != aliceID || in.Spec.GPUCount != 1 || in.Spec.Priority != 5 || in.Spec.Strategy != "balanced" ||
 			in.Spec.EstimatedDuration != 60 || !in.CreatedAt.Equal(testNow) || in.Spec.Name != "train" {
 			t.Errorf("input = %+v", in)
 		}
@@ -264,7 +313,8 @@ func TestSubmit(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if j.Status != gpuflow.StatusQueued || j.WorkflowID != "job-"+id || j.RunID != "run-1" || j.Provider != "runpod" {
+		if j.Status != gpuflow.StatusQueued || j.WorkflowID != "job-"+id || j.RunID != "run-1" || j.Provider != "runpod" ||
+			j.OwnerID != aliceID {
 			t.Errorf("stored job = %+v", j)
 		}
 		b.temporal.AssertExpectations(t)
@@ -424,6 +474,7 @@ func TestSubmitBadInput(t *testing.T) {
 		req := httptest.NewRequest(http.MethodPost, "/api/gpu/jobs/submit", io.MultiReader(strings.NewReader(body)))
 		req.ContentLength = -1 // unknown length: the limit applies while reading
 		req.Header.Set("Content-Type", "application/json; charset=utf-8")
+		req.Header.Set("Authorization", "Bearer "+b.tokens[aliceID])
 		rec := httptest.NewRecorder()
 		b.srv.Handler().ServeHTTP(rec, req)
 		wantError(t, rec, http.StatusRequestEntityTooLarge, "payload_too_large")
@@ -434,7 +485,7 @@ func TestSubmitBadInput(t *testing.T) {
 func runningJob(id string, created time.Time) *gpuflow.Job {
 	started := created.Add(time.Minute)
 	return &gpuflow.Job{
-		ID: id, Status: gpuflow.StatusRunning, Provider: "runpod", MachineID: "pod-1", PricePerHour: 2,
+		ID: id, OwnerID: aliceID, Status: gpuflow.StatusRunning, Provider: "runpod", MachineID: "pod-1", PricePerHour: 2,
 		Spec: gpuflow.JobSpec{Name: "train", Command: []string{"python"}, GPUType: "RTX4090", GPUCount: 1,
 			Priority: 5, Strategy: "balanced"},
 		Attempts:   []gpuflow.Attempt{{Provider: "runpod", GPUType: "RTX4090", StartedAt: started}},
@@ -542,7 +593,7 @@ func TestListTasks(t *testing.T) {
 		b.store.mu.Lock()
 		f := b.store.lastFilter
 		b.store.mu.Unlock()
-		if f.Status != gpuflow.StatusRunning || f.Provider != "runpod" || f.Limit != defaultListLimit || f.OwnerID != "" {
+		if f.Status != gpuflow.StatusRunning || f.Provider != "runpod" || f.Limit != defaultListLimit || f.OwnerID != aliceID {
 			t.Errorf("filter = %+v", f)
 		}
 	})
@@ -576,7 +627,7 @@ func TestCancelTask(t *testing.T) {
 		id := uuid.NewString()
 		b.store.put(runningJob(id, testNow))
 		b.temporal.On("SignalWorkflow", mock.Anything, "job-"+id, "", workflows.SignalCancel,
-			workflows.CancelSignal{Reason: "too slow", RequestedBy: "anonymous"}).Return(nil).Once()
+			workflows.CancelSignal{Reason: "too slow", RequestedBy: aliceID}).Return(nil).Once()
 		rec := b.do(t, http.MethodPost, "/api/gpu/tasks/"+id+"/cancel", `{"reason":"too slow"}`, jsonCT)
 		if rec.Code != http.StatusAccepted {
 			t.Fatalf("status = %d; body %s", rec.Code, rec.Body)
@@ -593,7 +644,7 @@ func TestCancelTask(t *testing.T) {
 		id := uuid.NewString()
 		b.store.put(runningJob(id, testNow))
 		b.temporal.On("SignalWorkflow", mock.Anything, "job-"+id, "", workflows.SignalCancel,
-			workflows.CancelSignal{RequestedBy: "anonymous"}).Return(nil).Once()
+			workflows.CancelSignal{RequestedBy: aliceID}).Return(nil).Once()
 		rec := b.do(t, http.MethodPost, "/api/gpu/tasks/"+id+"/cancel", "")
 		if rec.Code != http.StatusAccepted {
 			t.Fatalf("status = %d; body %s", rec.Code, rec.Body)
@@ -692,7 +743,9 @@ func TestTaskLogs(t *testing.T) {
 		ts := httptest.NewServer(b.srv.Handler())
 		defer ts.Close()
 
-		resp, err := http.Get(ts.URL + "/api/gpu/tasks/" + id + "/logs?follow=1")
+		req, _ := http.NewRequest(http.MethodGet, ts.URL+"/api/gpu/tasks/"+id+"/logs?follow=1", nil)
+		req.Header.Set("Authorization", "Bearer "+b.tokens[aliceID])
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -786,6 +839,8 @@ func TestServiceRoutes(t *testing.T) {
 
 	t.Run("ErrUnknownRoute", func(t *testing.T) {
 		wantError(t, b.do(t, http.MethodGet, "/api/gpu/nope", ""), http.StatusNotFound, "not_found")
+		// Without a token, an unknown route tells nothing either.
+		wantError(t, b.do(t, http.MethodGet, "/api/gpu/nope", "", anonymous), http.StatusUnauthorized, "unauthorized")
 	})
 
 	t.Run("ErrMethodNotAllowed", func(t *testing.T) {
@@ -886,4 +941,10 @@ func TestStartShutdown(t *testing.T) {
 	if err := CheckPortFree(addr); err != nil {
 		t.Errorf("CheckPortFree after shutdown = %v", err)
 	}
+}
+
+// inUnit reports whether v is a score in (0, 1].
+func inUnit(v any) bool {
+	f, ok := v.(float64)
+	return ok && f > 0 && f <= 1
 }

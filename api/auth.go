@@ -1,9 +1,62 @@
 package api
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
 	"github.com/labstack/echo/v4"
 
 	"github.com/gpuflow/gpuflow"
+	"github.com/gpuflow/gpuflow/auth"
+)
+
+// AuthConfig configures accounts, tokens and the limits on logging in.
+type AuthConfig struct {
+	// Users stores the accounts.
+	Users gpuflow.UserStore
+	// Secret is the HS256 key of the access tokens, at least
+	// auth.MinSecretLen bytes. Without it (or without Users) every route
+	// that needs a token answers 503.
+	Secret []byte
+	// TokenLifetime is how long an access token is valid;
+	// auth.DefaultLifetime (1h) when 0.
+	TokenLifetime time.Duration
+	// PasswordCost is the bcrypt cost of new password hashes;
+	// auth.DefaultCost when 0. Tests use auth.MinCost.
+	PasswordCost int
+	// TrustedProxies are the networks of reverse proxies whose
+	// X-Forwarded-For header names the client. Empty (the default): the
+	// header is ignored and the client is the connection's peer.
+	TrustedProxies []*net.IPNet
+	// LoginPerAccount limits login attempts per account (by the email
+	// given, known or not); a successful login clears the account's count.
+	// Zero: 5 per 15 minutes. A negative Limit disables it.
+	LoginPerAccount RateLimit
+	// AttemptsPerAddress limits logins and registrations per client
+	// address. Zero: 20 per minute. A negative Limit disables it.
+	AttemptsPerAddress RateLimit
+}
+
+// RateLimit allows Limit events per Period.
+//
+// The counts are kept in memory: several API replicas each count on their
+// own, so a client spreading its attempts over n replicas gets n times the
+// limit. Put a shared limiter (at the load balancer) in front when that
+// matters.
+type RateLimit struct {
+	Limit  int
+	Period time.Duration
+}
+
+// Default limits.
+var (
+	defaultLoginPerAccount    = RateLimit{Limit: 5, Period: 15 * time.Minute}
+	defaultAttemptsPerAddress = RateLimit{Limit: 20, Period: time.Minute}
 )
 
 // Principal is the caller of a request.
@@ -21,12 +74,27 @@ func (p Principal) Name() string {
 	return p.UserID
 }
 
-// callerFrom returns the caller of the request. Until authentication lands
-// every caller is an anonymous superuser; the auth middleware will put the
-// token's principal in the context and this function will read it.
+// Context keys of the authenticated caller.
+const (
+	principalKey = "gpuflow.principal"
+	userKey      = "gpuflow.user"
+)
+
+// noOwner is the owner filter of a caller who is nobody: no job has it.
+const noOwner = "00000000-0000-0000-0000-000000000000"
+
+// callerFrom returns the caller of the request, as the authentication
+// middleware found it. A request that did not pass it (a public route) has
+// the zero Principal, which sees no job.
 func callerFrom(c echo.Context) Principal {
-	_ = c
-	return Principal{UserID: "", Superuser: true}
+	p, _ := c.Get(principalKey).(Principal)
+	return p
+}
+
+// userFrom returns the caller's account, or nil on a public route.
+func userFrom(c echo.Context) *gpuflow.User {
+	u, _ := c.Get(userKey).(*gpuflow.User)
+	return u
 }
 
 // canSee reports whether p may see and act on job j. Jobs p may not see
@@ -36,10 +104,204 @@ func canSee(p Principal, j *gpuflow.Job) bool {
 }
 
 // ownerScope is the owner filter of p's job listings: "" (all owners) for a
-// superuser, the user's own id otherwise.
+// superuser, the user's own id otherwise (an id no job has when p is
+// nobody, so that a missing principal lists nothing rather than all).
 func ownerScope(p Principal) string {
-	if p.Superuser {
+	switch {
+	case p.Superuser:
 		return ""
+	case p.UserID == "":
+		return noOwner
 	}
 	return p.UserID
+}
+
+// authState holds what authentication needs.
+type authState struct {
+	users      gpuflow.UserStore
+	tokens     *auth.Tokens // nil: not configured
+	hasher     *auth.Hasher
+	perAccount *window
+	perAddress *window
+	misconfig  string // why tokens is nil
+}
+
+func newAuthState(cfg AuthConfig, now func() time.Time) *authState {
+	a := &authState{
+		users:      cfg.Users,
+		hasher:     &auth.Hasher{Cost: cfg.PasswordCost},
+		perAccount: newWindow(cfg.LoginPerAccount, defaultLoginPerAccount),
+		perAddress: newWindow(cfg.AttemptsPerAddress, defaultAttemptsPerAddress),
+	}
+	tokens, err := auth.NewTokens(cfg.Secret, cfg.TokenLifetime, now)
+	switch {
+	case err != nil:
+		a.misconfig = err.Error()
+	case cfg.Users == nil:
+		a.misconfig = "no user store"
+	default:
+		a.tokens = tokens
+		// Make the hash that logins for unknown emails compare against
+		// now, so that the first such login is not slower than the rest.
+		go a.hasher.VerifyNone("")
+	}
+	return a
+}
+
+// ready returns EUNAVAILABLE when authentication is not configured.
+func (a *authState) ready() error {
+	if a.tokens == nil {
+		return &gpuflow.Error{Code: gpuflow.EUNAVAILABLE, Message: "authentication is not configured on this server",
+			Err: errors.New(a.misconfig)}
+	}
+	return nil
+}
+
+// registerAuthRoutes sets up authentication: the client address extractor,
+// the middleware that guards every route but the public ones, and the
+// account routes.
+func (s *Server) registerAuthRoutes(e *echo.Echo) {
+	s.auth = newAuthState(s.cfg.Auth, s.now)
+	if s.auth.misconfig != "" {
+		s.log.Error("authentication is not configured: routes that need a token answer 503",
+			"reason", s.auth.misconfig)
+	}
+	e.IPExtractor = ipExtractor(s.cfg.Auth.TrustedProxies)
+	e.Use(s.requireAuth)
+	e.POST("/auth/register", s.handleRegister)
+	e.POST("/auth/jwt/login", s.handleLogin)
+	e.GET("/users/me", s.handleMe)
+}
+
+// ipExtractor finds the client's address: the connection's peer, or with
+// trusted proxies the nearest address in X-Forwarded-For that is not one of
+// them. Echo's default would believe any client's X-Forwarded-For.
+func ipExtractor(trusted []*net.IPNet) echo.IPExtractor {
+	if len(trusted) == 0 {
+		return echo.ExtractIPDirect()
+	}
+	opts := []echo.TrustOption{echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false)}
+	for _, n := range trusted {
+		opts = append(opts, echo.TrustIPRange(n))
+	}
+	return echo.ExtractIPFromXFFHeader(opts...)
+}
+
+// isPublic reports whether the request's route is open to everyone: the
+// service routes, the docs, the metrics and the account routes. Every other
+// route, known or not, needs a token.
+func isPublic(c echo.Context) bool {
+	p := c.Path() // the matched route's template
+	if p == "" {
+		p = c.Request().URL.Path
+	}
+	switch p {
+	case "/", "/health", "/docs", "/openapi.json", "/metrics":
+		return true
+	}
+	// The agent routes check their own, job-scoped token (agent.go).
+	return strings.HasPrefix(p, "/auth/") || strings.HasPrefix(p, "/docs/") || strings.HasPrefix(p, "/agent/")
+}
+
+// requireAuth is the middleware that authenticates every non-public
+// request: it verifies the bearer token, loads its user (a primary-key
+// look-up per request, so that deactivating or deleting an account takes
+// effect at once) and puts the principal in the context for callerFrom.
+// No, malformed, expired or revoked credentials answer 401 with
+// WWW-Authenticate: Bearer.
+func (s *Server) requireAuth(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if isPublic(c) {
+			return next(c)
+		}
+		u, err := s.authenticateRequest(c)
+		if err != nil {
+			return err
+		}
+		c.Set(principalKey, Principal{UserID: u.ID, Superuser: u.IsSuperuser})
+		c.Set(userKey, u)
+		return next(c)
+	}
+}
+
+// authenticateRequest returns the active user the request's token names,
+// setting WWW-Authenticate on a 401.
+func (s *Server) authenticateRequest(c echo.Context) (*gpuflow.User, error) {
+	token, ok := requestToken(c.Request())
+	if !ok {
+		if err := s.auth.ready(); err != nil {
+			return nil, err
+		}
+		c.Response().Header().Set(echo.HeaderWWWAuthenticate, "Bearer")
+		return nil, gpuflow.Errorf(gpuflow.EUNAUTHORIZED, "missing bearer token: send the header Authorization: Bearer TOKEN")
+	}
+	u, err := s.verifyToken(c.Request().Context(), token)
+	if gpuflow.ErrorCode(err) == gpuflow.EUNAUTHORIZED {
+		c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer error="invalid_token"`)
+	}
+	return u, err
+}
+
+// verifyToken checks token and returns the active user it names: EUNAUTHORIZED
+// for a token that is malformed, forged, expired, or names a user who no
+// longer exists or is inactive; EUNAVAILABLE when authentication is not
+// configured or the user store is down.
+func (s *Server) verifyToken(ctx context.Context, token string) (*gpuflow.User, error) {
+	if err := s.auth.ready(); err != nil {
+		return nil, err
+	}
+	invalid := func(reason error) error {
+		return &gpuflow.Error{Code: gpuflow.EUNAUTHORIZED, Message: "invalid or expired token", Err: reason}
+	}
+	id, err := s.auth.tokens.Verify(token)
+	if err != nil {
+		s.log.DebugContext(ctx, "token refused", "err", err)
+		return nil, invalid(err)
+	}
+	u, err := s.auth.users.User(ctx, id)
+	if gpuflow.ErrorCode(err) == gpuflow.ENOTFOUND {
+		s.log.DebugContext(ctx, "token of an unknown user", "user_id", id)
+		return nil, invalid(err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load user %s: %w", id, err)
+	}
+	if !u.IsActive {
+		s.log.DebugContext(ctx, "token of an inactive user", "user_id", id)
+		return nil, invalid(errors.New("user is inactive"))
+	}
+	return u, nil
+}
+
+// requestToken returns the request's access token: from the Authorization
+// header ("Bearer <token>"), and for a WebSocket upgrade, which browsers
+// cannot give headers, also from ?token= or the subprotocol pair
+// "bearer, <token>".
+func requestToken(r *http.Request) (string, bool) {
+	if h := r.Header.Get(echo.HeaderAuthorization); h != "" {
+		scheme, token, ok := strings.Cut(strings.TrimSpace(h), " ")
+		token = strings.TrimSpace(token)
+		if !ok || !strings.EqualFold(scheme, "bearer") || token == "" {
+			return "", false
+		}
+		return token, true
+	}
+	if !strings.EqualFold(r.Header.Get(echo.HeaderUpgrade), "websocket") {
+		return "", false
+	}
+	if t := r.URL.Query().Get("token"); t != "" {
+		return t, true
+	}
+	var protocols []string
+	for _, v := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for p := range strings.SplitSeq(v, ",") {
+			protocols = append(protocols, strings.TrimSpace(p))
+		}
+	}
+	for i := 0; i+1 < len(protocols); i++ {
+		if strings.EqualFold(protocols[i], "bearer") && protocols[i+1] != "" {
+			return protocols[i+1], true
+		}
+	}
+	return "", false
 }

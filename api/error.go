@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strings"
@@ -11,7 +12,10 @@ import (
 )
 
 // errorBody is the one error shape of the API:
-// {"error":{"code":"…","message":"…","details":{…}}}.
+// {"error":{"code":"…","message":"…","details":{…}}}. Errors of the account
+// routes also carry fastapi-users' code as a top-level "detail", which that
+// library's clients read: {"error":{"code":"LOGIN_BAD_CREDENTIALS",…},
+// "detail":"LOGIN_BAD_CREDENTIALS"}.
 type errorBody struct {
 	Error errorPayload `json:"error"`
 }
@@ -20,6 +24,22 @@ type errorPayload struct {
 	Code    string         `json:"code"`
 	Message string         `json:"message"`
 	Details map[string]any `json:"details,omitempty"`
+	// detail is fastapi-users' code, sent as the top-level "detail" (see
+	// errorBody.MarshalJSON); empty for every other error.
+	detail string
+}
+
+// MarshalJSON writes the body, with "detail" beside "error" when the error
+// has a fastapi-users code.
+func (b errorBody) MarshalJSON() ([]byte, error) {
+	if b.Error.detail == "" {
+		type plain errorBody // without this method
+		return json.Marshal(plain(b))
+	}
+	return json.Marshal(struct {
+		Error  errorPayload `json:"error"`
+		Detail string       `json:"detail"`
+	}{b.Error, b.Error.detail})
 }
 
 // wireError is an error that exists only at the HTTP layer (malformed JSON,
@@ -37,7 +57,27 @@ func (e *wireError) Error() string { return e.Code + ": " + e.Message }
 const (
 	codeInvalidJSON          = "invalid_json"
 	codeUnsupportedMediaType = "unsupported_media_type"
+
+	// fastapi-users' codes, which the earlier system's clients know.
+	codeRegisterUserAlreadyExists = "REGISTER_USER_ALREADY_EXISTS"
+	codeRegisterInvalidPassword   = "REGISTER_INVALID_PASSWORD"
+	codeLoginBadCredentials       = "LOGIN_BAD_CREDENTIALS"
 )
+
+// codedError is a domain error answered with its own wire code instead of
+// its code's, also sent as the top-level "detail". The status, message and
+// details are the domain error's.
+type codedError struct {
+	code string
+	err  *gpuflow.Error
+}
+
+func (e *codedError) Error() string { return e.code + ": " + e.err.Error() }
+
+func (e *codedError) Unwrap() error { return e.err }
+
+// withWireCode returns err answered with the wire code code.
+func withWireCode(code string, err *gpuflow.Error) error { return &codedError{code: code, err: err} }
 
 // domainStatus maps gpuflow error codes to an HTTP status and a wire code.
 // It is the only such map in the project.
@@ -78,6 +118,12 @@ func errorResponse(err error) (int, errorBody) {
 	var we *wireError
 	if errors.As(err, &we) {
 		return we.Status, errorBody{errorPayload{Code: we.Code, Message: we.Message, Details: we.Details}}
+	}
+	var ce *codedError
+	if errors.As(err, &ce) {
+		status, body := errorResponse(ce.err)
+		body.Error.Code, body.Error.detail = ce.code, ce.code
+		return status, body
 	}
 	var he *echo.HTTPError
 	if errors.As(err, &he) {

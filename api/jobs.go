@@ -59,6 +59,7 @@ type submitRequest struct {
 	MaxPricePerHour    *float64          `json:"max_price_per_hour"`
 	MaxDurationMinutes *int              `json:"max_duration_minutes"`
 	EstimatedDuration  *int              `json:"estimated_duration"`
+	MaxRestarts        int               `json:"max_restarts"`
 }
 
 // spec returns the job spec the request asks for, with defaults filled in.
@@ -68,7 +69,7 @@ func (r *submitRequest) spec() gpuflow.JobSpec {
 		GPUCount: defaultGPUCount, MemoryGB: r.MemoryGB, VCPUs: r.VCPUs, DiskGB: r.DiskGB,
 		Priority: defaultPriority, Strategy: r.Strategy, Provider: r.Provider, Providers: r.Providers,
 		Spot: r.Spot, MaxPricePerHour: r.MaxPricePerHour, MaxDurationMinutes: r.MaxDurationMinutes,
-		EstimatedDuration: defaultEstimatedDuration,
+		EstimatedDuration: defaultEstimatedDuration, MaxRestarts: r.MaxRestarts,
 	}
 	if r.GPUCount != nil {
 		spec.GPUCount = *r.GPUCount
@@ -155,21 +156,15 @@ func (s *Server) handleSubmit(c echo.Context) error {
 	if p := s.cfg.Providers.Get(provider); p != nil {
 		mode = p.Info().Mode
 	}
+	input := workflows.RunJobInput{JobID: id, OwnerID: caller.UserID, Spec: spec, CreatedAt: now}
 	run, err := s.cfg.Temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
 		ID:                                       wfID,
 		TaskQueue:                                workflows.TaskQueue,
 		WorkflowIDConflictPolicy:                 enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
 		WorkflowExecutionErrorWhenAlreadyStarted: true,
-		TypedSearchAttributes: temporal.NewSearchAttributes(
-			saOwner.ValueSet(caller.UserID),
-			saStatus.ValueSet(string(gpuflow.StatusQueued)),
-			saGPUType.ValueSet(gpuType),
-			saProvider.ValueSet(provider),
-		),
-		Memo: map[string]any{"provider_mode": mode},
-	}, workflows.JobWorkflowName, workflows.RunJobInput{
-		JobID: id, OwnerID: caller.UserID, Spec: spec, CreatedAt: now,
-	})
+		TypedSearchAttributes:                    workflows.StartSearchAttributes(&input, provider),
+		Memo:                                     map[string]any{"provider_mode": mode},
+	}, workflows.JobWorkflowName, input)
 	if err == nil && run == nil {
 		err = errors.New("temporal returned no run")
 	}

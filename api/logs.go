@@ -57,11 +57,23 @@ func (s *Server) handleTaskLogs(c echo.Context) error {
 	})
 }
 
-// followLogs streams the job's output from offset, polling the store, until
-// the job is terminal and nothing more is stored (or the client leaves).
+// followLogs streams the job's output from offset until the job is terminal
+// and nothing more is stored (or the client leaves, or the server shuts
+// down). With an event feed it reads again when the job's events or output
+// notices arrive, and every logFallback regardless; without one it polls
+// every logPoll.
 func (s *Server) followLogs(c echo.Context, job *gpuflow.Job, offset int64) error {
 	ctx := c.Request().Context()
 	resp := c.Response()
+	// Watch before the first read, so that nothing written after it is
+	// missed.
+	var wake <-chan struct{}
+	every := s.logPoll
+	if hub := s.live.hub; hub != nil {
+		w, stop := hub.watch(job.ID)
+		defer stop()
+		wake, every = w, s.live.logFallback
+	}
 	resp.Header().Set(echo.HeaderContentType, echo.MIMETextPlainCharsetUTF8)
 	resp.Header().Set("X-Content-Type-Options", "nosniff")
 	resp.Header().Set("Cache-Control", "no-cache")
@@ -69,6 +81,8 @@ func (s *Server) followLogs(c echo.Context, job *gpuflow.Job, offset int64) erro
 	resp.Flush()
 
 	terminal := job.Status.Terminal()
+	tick := time.NewTicker(every)
+	defer tick.Stop()
 	for {
 		data, err := s.cfg.Jobs.Logs(ctx, job.ID, offset, maxLogPage)
 		if err != nil {
@@ -93,7 +107,10 @@ func (s *Server) followLogs(c echo.Context, job *gpuflow.Job, offset int64) erro
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(s.logPoll):
+		case <-s.closingCh():
+			return nil // shutting down; the client resumes with ?offset=
+		case <-wake:
+		case <-tick.C:
 		}
 		j, err := s.cfg.Jobs.Job(ctx, job.ID)
 		if err != nil {

@@ -40,6 +40,18 @@ type Config struct {
 	// HealthChecks are run by GET /health, by name (e.g. "postgres",
 	// "temporal"); each gets healthCheckTimeout.
 	HealthChecks map[string]func(context.Context) error
+	// Auth configures accounts and tokens; every route but the public ones
+	// needs a token.
+	Auth AuthConfig
+	// Feed is the job event feed every process writes to: the WebSocket
+	// and followed logs read it. nil: the WebSocket answers 503 and
+	// followed logs poll the store.
+	Feed EventFeed
+	// WebSocket tunes GET /api/gpu/ws; zero fields get defaults.
+	WebSocket WebSocketConfig
+	// Agents verifies the job-scoped tokens of cloud machines reporting to
+	// /agent/v1/jobs/:id; nil answers 503 there.
+	Agents AgentVerifier
 }
 
 // Limits and intervals of the API.
@@ -62,6 +74,8 @@ type Server struct {
 	echo    *echo.Echo
 	http    *http.Server
 	logPoll time.Duration // how often a followed log is polled
+	auth    *authState
+	live    *liveFeed // the WebSocket and the event feed
 }
 
 // New returns a server for cfg with every route registered.
@@ -83,6 +97,7 @@ func New(cfg Config) *Server {
 	e.HTTPErrorHandler = s.handleError
 	e.Use(s.logRequests, s.recoverPanics)
 	s.echo = e
+	s.initLive()
 	s.routes()
 	s.http = &http.Server{
 		Handler:           e,
@@ -97,6 +112,8 @@ func New(cfg Config) *Server {
 
 func (s *Server) routes() {
 	e := s.echo
+	s.registerAuthRoutes(e)
+	s.registerAgentRoutes(e)
 	e.GET("/", s.handleRoot)
 	e.GET("/health", s.handleHealth)
 
@@ -108,6 +125,8 @@ func (s *Server) routes() {
 	g.GET("/tasks/:id", s.handleGetTask)
 	g.POST("/tasks/:id/cancel", s.handleCancelTask)
 	g.GET("/tasks/:id/logs", s.handleTaskLogs)
+	s.registerFeedRoutes(e, g)
+	s.registerDocRoutes(e)
 }
 
 // Handler returns the server's HTTP handler (for tests and embedding).
@@ -123,15 +142,19 @@ func (s *Server) Start(addr string) error {
 	return s.Serve(ln)
 }
 
-// Serve serves on ln until Shutdown, then returns http.ErrServerClosed.
+// Serve serves on ln until Shutdown, then returns http.ErrServerClosed. It
+// also runs the event feed (RunFeed) in the background.
 func (s *Server) Serve(ln net.Listener) error {
 	s.log.Info("api listening", "addr", ln.Addr().String())
+	s.startFeed()
 	return s.http.Serve(ln)
 }
 
-// Shutdown stops accepting connections and waits for active requests to
-// finish, or for ctx to end.
+// Shutdown stops the event feed, closes every WebSocket (1001), ends
+// followed logs, stops accepting connections and waits for active requests
+// to finish, or for ctx to end.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopLive()
 	if err := s.http.Shutdown(ctx); err != nil {
 		return fmt.Errorf("shut down api: %w", err)
 	}

@@ -128,7 +128,12 @@ func StartWorker(ctx context.Context, cfg Config, deps Deps) (*worker.Worker, er
 
 // NewAPI builds the HTTP API over deps.
 func NewAPI(cfg Config, deps Deps) *api.Server {
+	var agents api.AgentVerifier
+	if t, err := auth.NewAgentTokens([]byte(cfg.JWTSecret), nil); err == nil {
+		agents = t
+	}
 	return api.New(api.Config{
+		Agents:        agents,
 		Jobs:          deps.DB,
 		Temporal:      deps.Temporal,
 		Namespace:     cfg.TemporalNamespace,

@@ -1,0 +1,134 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+	"go.temporal.io/api/serviceerror"
+
+	"github.com/gpuflow/gpuflow"
+	"github.com/gpuflow/gpuflow/workflows"
+)
+
+// The agent endpoint: a cloud machine's boot script reports its job's
+// progress, output and exit code here, authenticated by a token valid for
+// that job alone (auth.AgentTokens). Reports become the workflow's progress
+// and finished signals; output is appended to the job's logs.
+
+// LogAppender is implemented by job stores that can append output at its
+// end (output that arrives without an offset).
+type LogAppender interface {
+	AppendLogTail(ctx context.Context, jobID string, data []byte) (int64, error)
+}
+
+// AgentVerifier checks an agent token for a job.
+type AgentVerifier interface {
+	Verify(token, jobID string) error
+}
+
+const maxAgentMessage = 1000
+
+func (s *Server) registerAgentRoutes(e *echo.Echo) {
+	g := e.Group("/agent/v1/jobs/:id", s.requireAgent)
+	g.POST("/progress", s.handleAgentProgress)
+	g.POST("/finished", s.handleAgentFinished)
+	g.POST("/logs", s.handleAgentLogs)
+}
+
+// requireAgent admits requests carrying a valid agent token for the job in
+// the path.
+func (s *Server) requireAgent(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if s.cfg.Agents == nil {
+			return gpuflow.Errorf(gpuflow.EUNAVAILABLE, "the agent endpoint is not configured")
+		}
+		token, ok := strings.CutPrefix(c.Request().Header.Get(echo.HeaderAuthorization), "Bearer ")
+		if !ok || s.cfg.Agents.Verify(strings.TrimSpace(token), c.Param("id")) != nil {
+			c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="gpuflow-agent"`)
+			return gpuflow.Errorf(gpuflow.EUNAUTHORIZED, "a valid agent token for this job is required")
+		}
+		return next(c)
+	}
+}
+
+// handleAgentProgress handles "POST /agent/v1/jobs/:id/progress".
+func (s *Server) handleAgentProgress(c echo.Context) error {
+	var in struct {
+		Percent *float64 `json:"percent"`
+		Message string   `json:"message"`
+	}
+	if err := s.decodeAgentJSON(c, &in); err != nil {
+		return err
+	}
+	if in.Percent == nil || *in.Percent < 0 || *in.Percent > 100 {
+		return agentFieldError("percent", "percent must be between 0 and 100")
+	}
+	if len(in.Message) > maxAgentMessage {
+		return agentFieldError("message", "message must be at most 1000 characters")
+	}
+	return s.signalAgent(c, workflows.SignalProgress, workflows.ProgressSignal{Percent: *in.Percent, Message: in.Message})
+}
+
+// handleAgentFinished handles "POST /agent/v1/jobs/:id/finished".
+func (s *Server) handleAgentFinished(c echo.Context) error {
+	var in struct {
+		ExitCode *int `json:"exit_code"`
+	}
+	if err := s.decodeAgentJSON(c, &in); err != nil {
+		return err
+	}
+	if in.ExitCode == nil || *in.ExitCode < -1 || *in.ExitCode > 255 {
+		return agentFieldError("exit_code", "exit_code must be between -1 and 255")
+	}
+	return s.signalAgent(c, workflows.SignalFinished, workflows.FinishedSignal{ExitCode: *in.ExitCode})
+}
+
+// handleAgentLogs handles "POST /agent/v1/jobs/:id/logs": the body is raw
+// output, appended to the job's logs.
+func (s *Server) handleAgentLogs(c echo.Context) error {
+	la, ok := s.cfg.Jobs.(LogAppender)
+	if !ok {
+		return gpuflow.Errorf(gpuflow.EUNAVAILABLE, "this job store cannot take agent output")
+	}
+	body, err := readBody(c.Request(), c.Response(), maxSubmitBody)
+	if err != nil {
+		return err
+	}
+	off, err := la.AppendLogTail(c.Request().Context(), c.Param("id"), body)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusAccepted, map[string]any{"offset": off, "next_offset": off + int64(len(body))})
+}
+
+func (s *Server) decodeAgentJSON(c echo.Context, v any) error {
+	if err := requireJSON(c.Request()); err != nil {
+		return err
+	}
+	body, err := readBody(c.Request(), c.Response(), 64<<10)
+	if err != nil {
+		return err
+	}
+	return decodeStrict(body, v)
+}
+
+func (s *Server) signalAgent(c echo.Context, name string, payload any) error {
+	id := c.Param("id")
+	err := s.cfg.Temporal.SignalWorkflow(c.Request().Context(), workflows.JobWorkflowID(id), "", name, payload)
+	var nf *serviceerror.NotFound
+	if errors.As(err, &nf) {
+		return gpuflow.Errorf(gpuflow.ECONFLICT, "the job has finished")
+	}
+	if err != nil {
+		return &gpuflow.Error{Code: gpuflow.EUNAVAILABLE, Message: "temporal is unavailable", Err: err}
+	}
+	return c.NoContent(http.StatusAccepted)
+}
+
+func agentFieldError(field, msg string) error {
+	return &gpuflow.Error{Code: gpuflow.EINVALID, Message: msg, Details: map[string]any{"fields": map[string]any{field: msg}}}
+}
+
