@@ -1,0 +1,446 @@
+// Package emulator is an emulator of the Tencent Cloud CVM API (version
+// 2017-03-12), production code used by `make run` (mode "emulated") and by
+// the tencent provider's tests.
+//
+// It speaks the real wire format, so the real tencentcloud-sdk-go client
+// talks to it unchanged; only the endpoint differs:
+//
+//   - POST / with a JSON body, the action in X-TC-Action, the version in
+//     X-TC-Version (2017-03-12) and the region in X-TC-Region;
+//   - every request is authenticated: the TC3-HMAC-SHA256 signature in the
+//     Authorization header is verified against the credentials configured
+//     on the emulator (Options.Credentials, by default TestSecretID and
+//     TestSecretKey), and the timestamp must be within MaxSkew of the wall
+//     clock;
+//   - every answer is HTTP 200 with {"Response":{...,"RequestId":"..."}};
+//     errors are {"Response":{"Error":{"Code","Message"},"RequestId"}} with
+//     the API's own codes.
+//
+// Actions: RunInstances (ClientToken, DryRun, TagSpecification, UserData,
+// SPOTPAID with InstanceMarketOptions, ActionTimer), DescribeInstances
+// (InstanceIds or Filters instance-id, instance-name, instance-state,
+// instance-charge-type, zone, tag-key, tag-value, tag:<key>; Offset/Limit),
+// DescribeInstancesStatus, TerminateInstances,
+// DescribeZoneInstanceConfigInfos and InquiryPriceRunInstances.
+//
+// Instances follow the real state machine, driven by the clock
+// (Options.Now): PENDING for Timing.Pending, STARTING for Timing.Starting,
+// then RUNNING; TerminateInstances moves them to TERMINATING and they vanish
+// after Options.Terminating; a TERMINATING instance may not be terminated
+// again and a PENDING one answers UnsupportedOperation.InstanceStatePending.
+// When an instance reaches RUNNING the emulator plays the job its user data
+// describes (agentscript.Env → emulate.RunJob), reporting to the agent
+// endpoint exactly as the boot script on a real machine would; terminating
+// the instance stops the job. Preempt reclaims a running spot instance: it
+// goes to SHUTDOWN (its last operation left untouched, as no API call of
+// the user's caused it) and vanishes after Options.ReclaimLinger. An
+// ActionTimer fires TerminateInstances at its time.
+//
+// Prices are in USD, as on an international-site account.
+//
+// Faults (emulate.Faults, flipped with Faults().Set or PUT
+// /_emulator/faults) answer with the real codes: NoCapacity →
+// ResourceInsufficient.SpecifiedInstanceType on RunInstances and SOLD_OUT
+// rows in DescribeZoneInstanceConfigInfos; Throttle → RequestLimitExceeded on
+// every call; ServerErrors → InternalError; Slow delays every answer;
+// CreateLost → the instance is created but the answer is InternalError;
+// TerminateFailures → MutexOperation.TaskRunning. POST
+// /_emulator/preempt/<instance id> preempts a spot instance.
+package emulator
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gpuflow/gpuflow/provider/agentscript"
+	"github.com/gpuflow/gpuflow/provider/emulate"
+)
+
+// Test credentials the emulator accepts when Options.Credentials is empty.
+// They open nothing but the emulator.
+const (
+	TestSecretID  = "AKIDgpuflowEmulatorTestSecretId0000"
+	TestSecretKey = "gpuflowEmulatorTestSecretKey0000"
+)
+
+// APIVersion is the CVM API version the emulator speaks.
+const APIVersion = "2017-03-12"
+
+// Instance states (InstanceState) the emulator uses.
+const (
+	StatePending     = "PENDING"
+	StateStarting    = "STARTING"
+	StateRunning     = "RUNNING"
+	StateShutdown    = "SHUTDOWN"
+	StateTerminating = "TERMINATING"
+)
+
+// Charge types the emulator sells.
+const (
+	ChargePostpaid = "POSTPAID_BY_HOUR"
+	ChargeSpot     = "SPOTPAID"
+)
+
+// Options configure an Emulator.
+type Options struct {
+	// Credentials maps each accepted SecretId to its SecretKey; empty means
+	// TestSecretID/TestSecretKey.
+	Credentials map[string]string
+	// Timing is how long instances spend in PENDING and STARTING and how
+	// long emulated jobs run; the zero value means emulate.DefaultTiming.
+	Timing emulate.Timing
+	// Terminating is how long a terminated instance stays TERMINATING
+	// before it vanishes; 0 means Timing.Pending.
+	Terminating time.Duration
+	// ReclaimLinger is how long a reclaimed spot instance stays SHUTDOWN
+	// before it vanishes; 0 means one minute.
+	ReclaimLinger time.Duration
+	// Now is the clock that drives the instances; nil means time.Now.
+	Now func() time.Time
+	// MaxSkew bounds the difference between a request's X-TC-Timestamp and
+	// the wall clock (not Now); 0 means 5 minutes, as the real API.
+	MaxSkew time.Duration
+	// Tick is how often the clock is looked at to move instances on
+	// between requests; 0 means 20ms.
+	Tick time.Duration
+	// AgentClient sends the emulated jobs' reports; nil means a client
+	// with a 10s timeout.
+	AgentClient *http.Client
+	// Logger receives the emulator's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Emulator is an in-process Tencent Cloud CVM API. It is an http.Handler.
+type Emulator struct {
+	creds         map[string]string
+	timing        emulate.Timing
+	terminating   time.Duration
+	reclaimLinger time.Duration
+	maxSkew       time.Duration
+	now           func() time.Time
+	agentClient   *http.Client
+	log           *slog.Logger
+	faults        emulate.Switches
+
+	mu        sync.Mutex
+	instances map[string]*instance // by instance id
+	tokens    map[string][]string  // region + "\x00" + ClientToken → instance ids
+	seq       int
+	closed    bool
+
+	jobs      sync.WaitGroup
+	stop      chan struct{}
+	closeOnce sync.Once
+	ticker    sync.WaitGroup
+}
+
+// instance is one emulated CVM instance.
+type instance struct {
+	id, uuid      string
+	seq           int
+	region, zone  string
+	typ           instanceType
+	charge        string
+	state         string
+	name, imageID string
+	diskType      string
+	diskGB        int64
+	tags          [][2]string
+	userData      string // decoded
+	privateIP     string
+	publicIP      bool
+	created       time.Time
+	timerAt       time.Time // ActionTimer TerminateInstances; zero for none
+	timerID       string
+	dropAt        time.Time // when a TERMINATING or SHUTDOWN instance vanishes
+	reclaimed     bool
+	latestOp      string
+	latestOpState string
+	latestOpReq   string
+	cancelJob     context.CancelFunc
+}
+
+// New returns a running emulator; Close stops its clock and jobs.
+func New(opts Options) *Emulator {
+	e := &Emulator{
+		creds:         maps.Clone(opts.Credentials),
+		timing:        opts.Timing,
+		terminating:   opts.Terminating,
+		reclaimLinger: cmp.Or(opts.ReclaimLinger, time.Minute),
+		maxSkew:       cmp.Or(opts.MaxSkew, 5*time.Minute),
+		now:           opts.Now,
+		agentClient:   opts.AgentClient,
+		log:           opts.Logger,
+		instances:     map[string]*instance{},
+		tokens:        map[string][]string{},
+		stop:          make(chan struct{}),
+	}
+	if len(e.creds) == 0 {
+		e.creds = map[string]string{TestSecretID: TestSecretKey}
+	}
+	if e.timing == (emulate.Timing{}) {
+		e.timing = emulate.DefaultTiming
+	}
+	if e.terminating <= 0 {
+		e.terminating = e.timing.Pending
+	}
+	if e.now == nil {
+		e.now = time.Now
+	}
+	if e.agentClient == nil {
+		e.agentClient = &http.Client{Timeout: 10 * time.Second}
+	}
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
+	}
+	e.log = e.log.With("emulator", "tencent")
+	tick := cmp.Or(opts.Tick, 20*time.Millisecond)
+	e.ticker.Add(1)
+	go func() {
+		defer e.ticker.Done()
+		t := time.NewTicker(tick)
+		defer t.Stop()
+		for {
+			select {
+			case <-e.stop:
+				return
+			case <-t.C:
+				e.mu.Lock()
+				e.advanceLocked()
+				e.mu.Unlock()
+			}
+		}
+	}()
+	return e
+}
+
+// Faults returns the emulator's fault switches.
+func (e *Emulator) Faults() *emulate.Switches { return &e.faults }
+
+// Close stops the clock and every emulated job, and waits for them. The
+// instances stay as they are. Close is idempotent.
+func (e *Emulator) Close() {
+	e.closeOnce.Do(func() {
+		close(e.stop)
+		e.ticker.Wait()
+		e.mu.Lock()
+		e.closed = true
+		for _, in := range e.instances {
+			if in.cancelJob != nil {
+				in.cancelJob()
+				in.cancelJob = nil
+			}
+		}
+		e.mu.Unlock()
+		e.jobs.Wait()
+	})
+}
+
+// Live returns the ids of the instances that still exist and have not been
+// terminated or reclaimed (those in TERMINATING or SHUTDOWN go away by
+// themselves), sorted.
+func (e *Emulator) Live() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.advanceLocked()
+	var ids []string
+	for id, in := range e.instances {
+		if in.state != StateTerminating && in.state != StateShutdown {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// State returns the InstanceState of the instance, or "" when it does not
+// exist. machineID may carry the provider's "<region>:" prefix.
+func (e *Emulator) State(machineID string) string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.advanceLocked()
+	if in := e.instances[instanceID(machineID)]; in != nil {
+		return in.state
+	}
+	return ""
+}
+
+// ErrNotPreemptible is returned by Preempt for an instance that is not a
+// running spot instance.
+var ErrNotPreemptible = errors.New("not a running spot instance")
+
+// ErrNotFound is returned for an instance the emulator does not hold.
+var ErrNotFound = errors.New("instance not found")
+
+// Preempt reclaims a running spot instance as Tencent Cloud does when the
+// spot market takes it back: its job stops, it shows SHUTDOWN and vanishes
+// after Options.ReclaimLinger. machineID may carry the provider's
+// "<region>:" prefix.
+func (e *Emulator) Preempt(machineID string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.advanceLocked()
+	id := instanceID(machineID)
+	in := e.instances[id]
+	if in == nil {
+		return fmt.Errorf("preempt %s: %w", id, ErrNotFound)
+	}
+	if in.charge != ChargeSpot || in.state != StateRunning {
+		return fmt.Errorf("preempt %s (%s, %s): %w", id, in.charge, in.state, ErrNotPreemptible)
+	}
+	in.state = StateShutdown
+	in.reclaimed = true
+	in.dropAt = e.now().Add(e.reclaimLinger)
+	e.stopJobLocked(in)
+	e.log.Info("spot instance reclaimed", "instance_id", id)
+	return nil
+}
+
+// instanceID strips a "<region>:" prefix.
+func instanceID(machineID string) string {
+	if _, id, ok := strings.Cut(machineID, ":"); ok {
+		return id
+	}
+	return machineID
+}
+
+// ServeHTTP serves the CVM API on POST / and the admin endpoints under
+// /_emulator/.
+func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case r.URL.Path == "/_emulator/faults":
+		e.faults.Handler().ServeHTTP(w, r)
+	case strings.HasPrefix(r.URL.Path, "/_emulator/preempt/"):
+		e.servePreempt(w, r)
+	default:
+		e.serveAPI(w, r)
+	}
+}
+
+func (e *Emulator) servePreempt(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		http.Error(w, "use POST", http.StatusMethodNotAllowed)
+		return
+	}
+	id := strings.TrimPrefix(r.URL.Path, "/_emulator/preempt/")
+	err := e.Preempt(id)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		http.Error(w, err.Error(), http.StatusNotFound)
+	case err != nil:
+		http.Error(w, err.Error(), http.StatusConflict)
+	default:
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]string{"preempted": instanceID(id)})
+	}
+}
+
+// advanceLocked moves every instance on to where the clock says it is.
+func (e *Emulator) advanceLocked() {
+	now := e.now()
+	for id, in := range e.instances {
+		if !in.timerAt.IsZero() && !now.Before(in.timerAt) && in.state != StateTerminating && in.state != StateShutdown {
+			e.log.Info("action timer fired", "instance_id", id)
+			in.timerAt = time.Time{}
+			e.terminateLocked(in, "")
+		}
+		for {
+			switch in.state {
+			case StatePending:
+				if at := in.created.Add(e.timing.Pending); !now.Before(at) {
+					in.state = StateStarting
+					continue
+				}
+			case StateStarting:
+				if at := in.created.Add(e.timing.Pending + e.timing.Starting); !now.Before(at) {
+					in.state = StateRunning
+					in.latestOpState = "SUCCESS"
+					e.startJobLocked(in)
+					continue
+				}
+			case StateTerminating, StateShutdown:
+				if !in.dropAt.IsZero() && !now.Before(in.dropAt) {
+					delete(e.instances, id)
+				}
+			}
+			break
+		}
+	}
+}
+
+// terminateLocked starts an instance's destruction.
+func (e *Emulator) terminateLocked(in *instance, requestID string) {
+	in.state = StateTerminating
+	in.latestOp = "TerminateInstances"
+	in.latestOpState = "OPERATING"
+	in.latestOpReq = requestID
+	in.dropAt = e.now().Add(e.terminating)
+	e.stopJobLocked(in)
+}
+
+func (e *Emulator) stopJobLocked(in *instance) {
+	if in.cancelJob != nil {
+		in.cancelJob()
+		in.cancelJob = nil
+	}
+}
+
+// startJobLocked plays the job described by the instance's user data.
+func (e *Emulator) startJobLocked(in *instance) {
+	if e.closed || in.userData == "" {
+		return
+	}
+	env := agentscript.Env(in.userData)
+	jobEnv := map[string]string{}
+	for k, v := range env {
+		if name, ok := strings.CutPrefix(k, agentscript.EnvPrefixJob); ok {
+			jobEnv[name] = v
+		}
+	}
+	plan := emulate.PlanJob(jobEnv, e.timing)
+	agent := emulate.Agent{URL: env[agentscript.EnvAgentURL], Token: env[agentscript.EnvAgentToken], Client: e.agentClient}
+	ctx, cancel := context.WithCancel(context.Background())
+	in.cancelJob = cancel
+	jobID := env[agentscript.EnvJobID]
+	e.log.Info("emulated job started", "instance_id", in.id, "job_id", jobID, "exit_code", plan.ExitCode, "run", plan.Run)
+	e.jobs.Add(1)
+	go func() {
+		defer e.jobs.Done()
+		defer cancel()
+		emulate.RunJob(ctx, agent, plan, jobID)
+	}()
+}
+
+// newID returns prefix followed by n random lowercase letters and digits.
+func newID(prefix string, n int) string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return prefix + string(b)
+}
+
+// newUUID returns a random UUID-shaped string (request ids, instance uuids).
+func newUUID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b)
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
