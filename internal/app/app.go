@@ -67,7 +67,11 @@ func NewProviders(cfg Config, logger *slog.Logger) (gpuflow.Providers, error) {
 		}
 		ps = append(ps, p)
 	}
-	return ps, nil
+	clouds, err := newClouds(cfg.Clouds, logger)
+	if err != nil {
+		return nil, err
+	}
+	return append(ps, clouds...), nil
 }
 
 // Deps are the connections a process shares between the API and the worker.

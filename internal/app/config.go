@@ -37,6 +37,9 @@ import (
 //	GPUFLOW_LOCAL_ENABLED   true                  run jobs on this host (the local provider)
 //	GPUFLOW_LOCAL_DIR       <data dir>/jobs       where local jobs run and keep their output
 //	GPUFLOW_LOCAL_CPU_SLOTS number of CPUs        how many CPU-only local jobs run at once
+//	RUNPOD_API_KEY, RUNPOD_BASE_URL                      RunPod credentials (live mode) and API base override
+//	TENCENTCLOUD_SECRET_ID, TENCENTCLOUD_SECRET_KEY      Tencent Cloud credentials (live mode)
+//	TENCENTCLOUD_REGIONS, TENCENTCLOUD_IMAGE_ID, TENCENTCLOUD_ENDPOINT  regions (default ap-guangzhou), GPU boot image, endpoint override
 //	GPUFLOW_RECONCILE_INTERVAL 1m                 how often the reconciler looks for machines no live job owns
 //	GPUFLOW_AGENT_URL       http://<HTTP_ADDR>    the API's base URL as cloud machines reach it (their agent reports there)
 //	GPUFLOW_RECONCILE_GRACE 2m                    how old such a machine must be before it is terminated
@@ -51,6 +54,7 @@ type Config struct {
 	JWTSecret         string
 	JWTLifetime       time.Duration
 	AgentURL          string
+	Clouds            CloudConfig
 	ReconcileInterval time.Duration
 	ReconcileGrace    time.Duration
 	TrustedProxies    []*net.IPNet
@@ -62,12 +66,12 @@ type Config struct {
 }
 
 // EnvVars lists every environment variable Config reads.
-var EnvVars = []string{
+var EnvVars = append([]string{
 	"GPUFLOW_DATA_DIR", "HTTP_ADDR", "DATABASE_URL", "TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE",
 	"TEMPORAL_UI_ADDR", "TEMPORAL_UI_URL", "JWT_SECRET", "JWT_LIFETIME", "TRUSTED_PROXIES", "LOG_LEVEL", "LOG_FORMAT",
 	"GPUFLOW_LOCAL_ENABLED", "GPUFLOW_LOCAL_DIR", "GPUFLOW_LOCAL_CPU_SLOTS",
 	"GPUFLOW_RECONCILE_INTERVAL", "GPUFLOW_RECONCILE_GRACE", "GPUFLOW_AGENT_URL",
-}
+}, cloudEnvVars...)
 
 // ConfigFromEnv reads Config from getenv (os.Getenv in production) and
 // validates it.
@@ -85,6 +89,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	}
 	c.TemporalUIURL = cmp.Or(getenv("TEMPORAL_UI_URL"), "http://"+c.TemporalUIAddr)
 	c.AgentURL = cmp.Or(getenv("GPUFLOW_AGENT_URL"), "http://"+c.HTTPAddr)
+	c.Clouds = cloudConfigFromEnv(getenv)
 	if c.LocalDir == "" {
 		c.LocalDir = filepath.Join(c.DataDir, "jobs")
 	}

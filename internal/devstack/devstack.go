@@ -20,6 +20,7 @@ import (
 
 	"go.temporal.io/sdk/client"
 
+	"github.com/gpuflow/gpuflow"
 	"github.com/gpuflow/gpuflow/api"
 	"github.com/gpuflow/gpuflow/internal/app"
 	"github.com/gpuflow/gpuflow/internal/devtemporal"
@@ -38,6 +39,9 @@ type Options struct {
 	InMemoryTemporal bool
 	// NoUI skips the Temporal Web UI.
 	NoUI bool
+	// NoEmulators leaves clouds without credentials out instead of
+	// emulating them.
+	NoEmulators bool
 }
 
 // Stack is a running system.
@@ -50,7 +54,11 @@ type Stack struct {
 	Client   client.Client
 	Worker   *worker.Worker
 	API      *api.Server
-	apiErr   chan error
+	// Providers are the providers the worker and the API use.
+	Providers gpuflow.Providers
+	// Emulators are the in-process cloud emulators, by cloud name.
+	Emulators map[string]*runningEmulator
+	apiErr    chan error
 }
 
 // Start brings the stack up. Ports are checked before anything starts.
@@ -122,10 +130,17 @@ func Start(ctx context.Context, cfg app.Config, opts Options, logger *slog.Logge
 	if s.Client, err = app.DialTemporal(ctx, cfg, logger); err != nil {
 		return nil, err
 	}
+	if !opts.NoEmulators {
+		if s.Emulators, err = startEmulators(&cfg, logger); err != nil {
+			return nil, err
+		}
+		s.Config.Clouds = cfg.Clouds
+	}
 	ps, err := app.NewProviders(cfg, logger)
 	if err != nil {
 		return nil, err
 	}
+	s.Providers = ps
 	deps := app.Deps{DB: s.DB, Temporal: s.Client, Providers: ps, Logger: logger}
 	if !opts.NoWorker {
 		if s.Worker, err = app.StartWorker(ctx, cfg, deps); err != nil {
@@ -158,6 +173,7 @@ func (s *Stack) Stop() {
 	if s.Client != nil {
 		s.Client.Close()
 	}
+	stopEmulators(s.Emulators)
 	if s.Temporal != nil {
 		s.Temporal.Stop()
 	}
@@ -189,6 +205,15 @@ func Run(ctx context.Context, cfg app.Config, logger *slog.Logger) error {
   data             %s
 `, app.Version, s.APIURL(), s.APIURL(), s.Temporal.UIURL(), s.Temporal.FrontendAddr(), cfg.TemporalNamespace,
 		redact(s.Config.DatabaseURL), cfg.DataDir)
+	for _, p := range s.Providers {
+		info := p.Info()
+		where := ""
+		if e := s.Emulators[info.Name]; e != nil {
+			where = " at " + e.URL + " (faults: " + e.URL + "/_emulator/faults)"
+		}
+		fmt.Printf("  provider         %-8s %s%s\n", info.Name, info.Mode, where)
+	}
+	fmt.Println("  Create an account: curl -X POST " + s.APIURL() + `/auth/register -H 'Content-Type: application/json' -d '{"email":"you@example.com","password":"a-long-password"}'`)
 	select {
 	case <-ctx.Done():
 	case err = <-s.apiErr:

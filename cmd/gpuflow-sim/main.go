@@ -1,0 +1,253 @@
+// Command gpuflow-sim replays a workload trace against three emulated
+// clouds (package scheduler/sim) with each scheduling strategy and with a
+// cheapest-first baseline, and prints a markdown table of cost, time to
+// start, completion, failed attempts and preemptions.
+//
+//	go run ./cmd/gpuflow-sim                      # the trace in scheduler/sim/testdata
+//	go run ./cmd/gpuflow-sim -generate            # rewrite that trace from its seed
+//	go run ./cmd/gpuflow-sim -seed 3 -jobs 2000   # a fresh trace, not written
+//	go run ./cmd/gpuflow-sim -seeds 4             # balanced and cost vs the baseline on 4×2 fresh traces and worlds
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gpuflow/gpuflow"
+	"github.com/gpuflow/gpuflow/scheduler"
+	"github.com/gpuflow/gpuflow/scheduler/sim"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "gpuflow-sim:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("gpuflow-sim", flag.ContinueOnError)
+	tracePath := fs.String("trace", "scheduler/sim/testdata/trace.csv", "workload trace (CSV)")
+	generate := fs.Bool("generate", false, "write the trace generated from -seed/-jobs/-hours to -trace and exit")
+	seed := fs.Uint64("seed", 0, "generate a trace with this seed instead of reading -trace (0: read)")
+	jobs := fs.Int("jobs", sim.DefaultTrace.Jobs, "jobs in a generated trace")
+	hours := fs.Int("hours", int(sim.DefaultTrace.Span.Hours()), "hours over which a generated trace's jobs arrive")
+	worldSeed := fs.Uint64("world-seed", sim.DefaultWorld().Seed, "seed of the other tenants' load")
+	halfLife := fs.Duration("half-life", scheduler.DefaultHalfLife, "half-life of the scheduler's provider statistics")
+	offerHalfLife := fs.Duration("offer-half-life", 15*time.Minute, "half-life of the scheduler's offer statistics")
+	busier := fs.Float64("busier", 0, "add this to every cloud's mean load by other tenants (a fraction of each pool)")
+	costFloor := fs.Float64("cost-floor", scheduler.DefaultCostFloor, "scheduler.Config.CostFloor (USD)")
+	balanced := fs.String("balanced", "", "balanced weights cost,performance,availability (default: scheduler.DefaultBalanced)")
+	seeds := fs.Int("seeds", 0, "instead of one table, compare on this many generated traces (seeds 1..n), each in two worlds")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg := sim.TraceConfig{Seed: *seed, Jobs: *jobs, Span: time.Duration(*hours) * time.Hour}
+	if *generate {
+		if cfg.Seed == 0 {
+			cfg.Seed = sim.DefaultTrace.Seed
+		}
+		return writeTrace(*tracePath, sim.Generate(cfg))
+	}
+	var trace []sim.Job
+	if *seed != 0 {
+		trace = sim.Generate(cfg)
+	} else {
+		f, err := os.Open(*tracePath)
+		if err != nil {
+			return fmt.Errorf("open trace: %w", err)
+		}
+		defer f.Close()
+		if trace, err = sim.ReadCSV(f); err != nil {
+			return err
+		}
+	}
+	sc := scheduler.Config{CostFloor: *costFloor}
+	if *balanced != "" {
+		w, err := parseWeights(*balanced)
+		if err != nil {
+			return err
+		}
+		sc.Balanced = w
+	}
+	world := sim.DefaultWorld()
+	world.Seed = *worldSeed
+	for i := range world.Clouds {
+		world.Clouds[i].BackgroundMean = min(world.Clouds[i].BackgroundMean+*busier, 0.98)
+	}
+	if *seeds > 0 {
+		return Robustness(out, world, *seeds, cfg, sc, *halfLife, *offerHalfLife)
+	}
+	results := Compare(world, trace, sc, *halfLife, *offerHalfLife)
+	fmt.Fprintf(out, "%d jobs, %d GPU-hours of work; world seed %d; statistics half-life %v per provider, %v per offer\n\n", len(trace), gpuHours(trace), world.Seed, *halfLife, *offerHalfLife)
+	if err := sim.Markdown(out, results, results[0].Policy); err != nil {
+		return err
+	}
+	fmt.Fprintln(out)
+	fmt.Fprintln(out, Goals(results))
+	return nil
+}
+
+func writeTrace(path string, jobs []sim.Job) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("create trace: %w", err)
+	}
+	if err := sim.WriteCSV(f, jobs); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func parseWeights(s string) (scheduler.Weights, error) {
+	parts := strings.Split(s, ",")
+	if len(parts) != 3 {
+		return scheduler.Weights{}, fmt.Errorf("-balanced %q: want cost,performance,availability", s)
+	}
+	var v [3]float64
+	for i, p := range parts {
+		f, err := strconv.ParseFloat(strings.TrimSpace(p), 64)
+		if err != nil || f < 0 {
+			return scheduler.Weights{}, fmt.Errorf("-balanced %q: weights must be numbers ≥ 0", s)
+		}
+		v[i] = f
+	}
+	return scheduler.Weights{Cost: v[0], Performance: v[1], Availability: v[2]}, nil
+}
+
+func gpuHours(jobs []sim.Job) int {
+	var h float64
+	for _, j := range jobs {
+		h += float64(j.GPUCount) * j.Duration.Hours()
+	}
+	return int(h)
+}
+
+// Compare runs the baseline (first), the dstack-like baseline and the four
+// strategies on trace.
+func Compare(world sim.World, trace []sim.Job, cfg scheduler.Config, halfLife, offerHalfLife time.Duration) []sim.Result {
+	policies := []sim.Policy{&sim.Cheapest{}, &sim.Cheapest{SkipSoldOut: true}}
+	for _, s := range gpuflow.Strategies {
+		policies = append(policies, NewRanked(s, cfg, halfLife, offerHalfLife))
+	}
+	results := make([]sim.Result, len(policies))
+	for i, p := range policies {
+		results[i] = sim.Run(world, trace, p)
+	}
+	return results
+}
+
+// Goals checks the targets against the first (baseline) result:
+// balanced starts jobs at least 30 % sooner at p95 for at most 10 % more
+// cost, and cost is never dearer.
+func Goals(results []sim.Result) string {
+	base := results[0]
+	var b strings.Builder
+	for _, r := range results {
+		switch r.Policy {
+		case gpuflow.StrategyBalanced:
+			p95, bp95 := r.WaitPercentile(95), base.WaitPercentile(95)
+			fmt.Fprintf(&b, "balanced: p95 start %.0f %% sooner than the baseline (goal ≥ 30 %%), cost %+.1f %% (goal ≤ +10 %%)\n",
+				100*(1-p95.Seconds()/bp95.Seconds()), 100*(r.Cost/base.Cost-1))
+		case gpuflow.StrategyCost:
+			fmt.Fprintf(&b, "cost: cost %+.1f %% vs the baseline (goal ≤ 0)\n", 100*(r.Cost/base.Cost-1))
+		}
+	}
+	return strings.TrimSpace(b.String())
+}
+
+// Robustness runs the baseline, cost and balanced on traces generated with
+// seeds 1..n (sized like cfg), each in world and in world with the next
+// seed, and prints a markdown table of the differences to the baseline.
+func Robustness(out io.Writer, world sim.World, n int, cfg sim.TraceConfig, sc scheduler.Config, halfLife, offerHalfLife time.Duration) error {
+	fmt.Fprintln(out, "| trace seed | world seed | baseline p95 (min) | balanced p95 | balanced cost | cost strategy cost |")
+	fmt.Fprintln(out, "|---:|---:|---:|---:|---:|---:|")
+	met := 0
+	for seed := uint64(1); seed <= uint64(n); seed++ {
+		cfg.Seed = seed
+		trace := sim.Generate(cfg)
+		for k := range uint64(2) {
+			w := world
+			w.Seed = world.Seed + k
+			base := sim.Run(w, trace, &sim.Cheapest{})
+			bal := sim.Run(w, trace, NewRanked(gpuflow.StrategyBalanced, sc, halfLife, offerHalfLife))
+			cost := sim.Run(w, trace, NewRanked(gpuflow.StrategyCost, sc, halfLife, offerHalfLife))
+			gain := 1 - bal.WaitPercentile(95).Seconds()/base.WaitPercentile(95).Seconds()
+			extra := bal.Cost/base.Cost - 1
+			if gain >= 0.3 && extra <= 0.1 {
+				met++
+			}
+			if _, err := fmt.Fprintf(out, "| %d | %d | %.1f | %+.1f %% | %+.1f %% | %+.1f %% |\n", seed, w.Seed, base.WaitPercentile(95).Minutes(),
+				-100*gain, 100*extra, 100*(cost.Cost/base.Cost-1)); err != nil {
+				return fmt.Errorf("write table: %w", err)
+			}
+		}
+	}
+	_, err := fmt.Fprintf(out, "\nbalanced met both goals (p95 ≥ 30 %% sooner, cost ≤ +10 %%) in %d of %d runs\n", met, 2*n)
+	return err
+}
+
+// Ranked is a sim.Policy that ranks with the scheduler: it indexes the
+// advertised offers once per listing, keeps provider statistics from its
+// own attempts and health checks, and tries the best candidate.
+type Ranked struct {
+	strategy string
+	ranker   scheduler.Ranker
+	tracker  *scheduler.Tracker // per provider
+	offers   *scheduler.Tracker // per offer
+	index    scheduler.Index
+	version  uint64
+	indexed  bool
+	snap     map[string]scheduler.Snapshot
+	osnap    map[string]scheduler.Snapshot
+	d        scheduler.Decision
+}
+
+// NewRanked returns a policy for strategy whose provider statistics decay
+// with halfLife and offer statistics with offerHalfLife.
+func NewRanked(strategy string, cfg scheduler.Config, halfLife, offerHalfLife time.Duration) *Ranked {
+	return &Ranked{strategy: strategy, ranker: scheduler.Ranker{Config: cfg},
+		tracker: scheduler.NewTracker(halfLife), offers: scheduler.NewTracker(offerHalfLife)}
+}
+
+// Name is the strategy.
+func (p *Ranked) Name() string { return p.strategy }
+
+// Choose ranks the offers for the job and returns the best.
+func (p *Ranked) Choose(req *sim.Request) (gpuflow.Offer, bool) {
+	if !p.indexed || req.Version != p.version {
+		p.index.Reset(req.Offers)
+		p.version, p.indexed = req.Version, true
+	}
+	spec := req.Spec
+	spec.Strategy = p.strategy
+	p.snap = p.tracker.Snapshot(req.Now, p.snap)
+	p.osnap = p.offers.Snapshot(req.Now, p.osnap)
+	p.ranker.Rank(scheduler.Input{Spec: spec, Offers: &p.index, Blocked: req.Blocked, Stats: p.snap, OfferStats: p.osnap}, &p.d)
+	if len(p.d.Candidates) == 0 {
+		return gpuflow.Offer{}, false
+	}
+	return p.d.Candidates[0].Offer, true
+}
+
+// Observe feeds the statistics.
+func (p *Ranked) Observe(offer gpuflow.Offer, o sim.Outcome, took time.Duration, at time.Time) {
+	p.tracker.Observe(offer.Provider, outcomes[o], took, at)
+	p.offers.Observe(offer.Key(), outcomes[o], took, at)
+}
+
+// Health feeds the health checks.
+func (p *Ranked) Health(provider string, healthy bool, at time.Time) {
+	p.tracker.SetHealth(provider, healthy, at)
+}
+
+var outcomes = map[sim.Outcome]scheduler.Outcome{
+	sim.Started: scheduler.Started, sim.NoCapacity: scheduler.NoCapacity, sim.Failed: scheduler.Failed,
+	sim.Preempted: scheduler.Preempted, sim.SpotFinished: scheduler.SpotFinished,
+}

@@ -1,0 +1,122 @@
+package app
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/gpuflow/gpuflow"
+	"github.com/gpuflow/gpuflow/provider/runpod"
+	"github.com/gpuflow/gpuflow/provider/tencent"
+)
+
+// Cloud names, in the order NewProviders prefers them after local.
+const (
+	CloudRunPod  = "runpod"
+	CloudTencent = "tencent"
+	CloudAlibaba = "alibaba"
+)
+
+// Clouds lists the cloud providers gpuflow knows.
+var Clouds = []string{CloudRunPod, CloudTencent, CloudAlibaba}
+
+// CloudConfig holds the cloud credentials and endpoints. A cloud with
+// credentials runs live; without them it is left out — or, when an
+// emulator's endpoint is in Emulators (the dev command starts them), it runs
+// emulated against that emulator with the emulator's test keys.
+type CloudConfig struct {
+	RunPodAPIKey  string
+	RunPodBaseURL string
+
+	TencentSecretID  string
+	TencentSecretKey string
+	TencentEndpoint  string
+	TencentRegions   []string
+	TencentImageID   string
+
+	// Emulators maps a cloud's name to its emulator's base URL.
+	Emulators map[string]string
+}
+
+func cloudConfigFromEnv(getenv func(string) string) CloudConfig {
+	return CloudConfig{
+		RunPodAPIKey:     getenv("RUNPOD_API_KEY"),
+		RunPodBaseURL:    getenv("RUNPOD_BASE_URL"),
+		TencentSecretID:  getenv("TENCENTCLOUD_SECRET_ID"),
+		TencentSecretKey: getenv("TENCENTCLOUD_SECRET_KEY"),
+		TencentEndpoint:  getenv("TENCENTCLOUD_ENDPOINT"),
+		TencentRegions:   splitList(getenv("TENCENTCLOUD_REGIONS")),
+		TencentImageID:   getenv("TENCENTCLOUD_IMAGE_ID"),
+	}
+}
+
+// cloudEnvVars are the variables cloudConfigFromEnv reads.
+var cloudEnvVars = []string{
+	"RUNPOD_API_KEY", "RUNPOD_BASE_URL",
+	"TENCENTCLOUD_SECRET_ID", "TENCENTCLOUD_SECRET_KEY", "TENCENTCLOUD_ENDPOINT", "TENCENTCLOUD_REGIONS", "TENCENTCLOUD_IMAGE_ID",
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// Live reports whether the cloud has credentials.
+func (c CloudConfig) Live(name string) bool {
+	switch name {
+	case CloudRunPod:
+		return c.RunPodAPIKey != ""
+	case CloudTencent:
+		return c.TencentSecretID != "" && c.TencentSecretKey != ""
+	}
+	return false
+}
+
+// newClouds builds the cloud providers that are live or emulated.
+func newClouds(c CloudConfig, logger *slog.Logger) (gpuflow.Providers, error) {
+	var ps gpuflow.Providers
+	if c.Live(CloudRunPod) || c.Emulators[CloudRunPod] != "" {
+		cfg := runpod.Config{APIKey: c.RunPodAPIKey, BaseURL: c.RunPodBaseURL, Mode: gpuflow.ModeLive, Logger: logger}
+		if !c.Live(CloudRunPod) {
+			cfg.APIKey, cfg.BaseURL, cfg.Mode = "gpuflow-emulator-key", c.Emulators[CloudRunPod], gpuflow.ModeEmulated
+			cfg.PollInterval = emulatedPoll
+		}
+		p, err := runpod.New(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("runpod: %w", err)
+		}
+		ps = append(ps, p)
+	}
+	if c.Live(CloudTencent) || c.Emulators[CloudTencent] != "" {
+		cfg := tencent.Config{SecretID: c.TencentSecretID, SecretKey: c.TencentSecretKey, Endpoint: c.TencentEndpoint,
+			Regions: c.TencentRegions, ImageID: c.TencentImageID, Mode: gpuflow.ModeLive, Logger: logger}
+		if !c.Live(CloudTencent) {
+			cfg.SecretID, cfg.SecretKey = TencentEmulatorID, TencentEmulatorKey
+			cfg.Endpoint, cfg.ImageID, cfg.Mode = c.Emulators[CloudTencent], "img-gpuflow1", gpuflow.ModeEmulated
+			cfg.PollInterval = emulatedPoll
+		}
+		p, err := tencent.New(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("tencent: %w", err)
+		}
+		ps = append(ps, p)
+	}
+	return ps, nil
+}
+
+// Keys the emulated clouds are started with by the dev command: well-known
+// test values that only ever reach the in-process emulators.
+const (
+	TencentEmulatorID  = "AKIDgpuflowDevEmulator00000000000000"
+	TencentEmulatorKey = "gpuflowDevEmulatorKey00000000000"
+)
+
+// emulatedPoll is how often watchers look at an emulated machine: emulated
+// machines change state within a second.
+const emulatedPoll = 250 * time.Millisecond

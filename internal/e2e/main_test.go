@@ -1,0 +1,72 @@
+// Package e2e holds the integration tests: the real embedded Temporal
+// server, a real PostgreSQL, the real local provider and the HTTP API, with
+// workers and whole stacks killed and restarted as separate processes.
+//
+// The test binary doubles as those processes: with GPUFLOW_E2E_CHILD set it
+// runs a worker ("worker") or the whole dev stack ("dev") instead of tests,
+// configured from the environment like the real binary.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"testing"
+
+	"github.com/gpuflow/gpuflow/internal/app"
+	"github.com/gpuflow/gpuflow/internal/devstack"
+	"github.com/gpuflow/gpuflow/internal/pgtest"
+)
+
+const childEnv = "GPUFLOW_E2E_CHILD"
+
+func TestMain(m *testing.M) {
+	if role := os.Getenv(childEnv); role != "" {
+		if err := runChild(role); err != nil {
+			fmt.Fprintln(os.Stderr, "child:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	pgtest.Main(m)
+}
+
+// runChild runs a worker or a whole stack until SIGTERM (or SIGKILL).
+func runChild(role string) error {
+	cfg, err := app.ConfigFromEnv(os.Getenv)
+	if err != nil {
+		return err
+	}
+	logger := cfg.NewLogger()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	switch role {
+	case "worker":
+		db, err := app.OpenDB(ctx, cfg, logger)
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		tc, err := app.DialTemporal(ctx, cfg, logger)
+		if err != nil {
+			return err
+		}
+		defer tc.Close()
+		ps, err := app.NewProviders(cfg, logger)
+		if err != nil {
+			return err
+		}
+		w, err := app.StartWorker(ctx, cfg, app.Deps{DB: db, Temporal: tc, Providers: ps, Logger: logger})
+		if err != nil {
+			return err
+		}
+		<-ctx.Done()
+		w.Stop()
+		return nil
+	case "dev":
+		return devstack.Run(ctx, cfg, logger)
+	}
+	return fmt.Errorf("unknown role %q", role)
+}
