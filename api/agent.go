@@ -131,4 +131,3 @@ func (s *Server) signalAgent(c echo.Context, name string, payload any) error {
 func agentFieldError(field, msg string) error {
 	return &gpuflow.Error{Code: gpuflow.EINVALID, Message: msg, Details: map[string]any{"fields": map[string]any{field: msg}}}
 }
-

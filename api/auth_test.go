@@ -167,10 +167,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 
 	t.Run("ListsAreScoped", func(t *testing.T) {
 		ids := func(h header) []string {
-			var p struct {
-				Tasks []jobView `json:"tasks"`
-			}
-			p = decode[struct {
+			p := decode[struct {
 				Tasks []jobView `json:"tasks"`
 			}](t, b.do(t, "GET", "/api/gpu/tasks?limit=200", "", h))
 			var out []string

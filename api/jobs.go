@@ -31,13 +31,8 @@ const (
 	maxCancelReasonLen       = 1000
 )
 
-// Typed search attribute keys set on every job workflow.
-var (
-	saOwner    = temporal.NewSearchAttributeKeyKeyword(workflows.SearchAttrOwner)
-	saStatus   = temporal.NewSearchAttributeKeyKeyword(workflows.SearchAttrStatus)
-	saGPUType  = temporal.NewSearchAttributeKeyKeyword(workflows.SearchAttrGPUType)
-	saProvider = temporal.NewSearchAttributeKeyKeyword(workflows.SearchAttrProvider)
-)
+// saGPUType is the GPU type search attribute (workflows.StartSearchAttributes sets them all).
+var saGPUType = temporal.NewSearchAttributeKeyKeyword(workflows.SearchAttrGPUType)
 
 // submitRequest is the body of "POST /api/gpu/jobs/submit". Pointers tell an
 // absent field (which gets its default) from an explicit zero.

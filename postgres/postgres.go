@@ -129,14 +129,6 @@ func nullString(s string) *string {
 	return &s
 }
 
-// fromNull maps SQL NULL to "".
-func fromNull(s *string) string {
-	if s == nil {
-		return ""
-	}
-	return *s
-}
-
 // SQLSTATEs the adapter translates.
 const (
 	codeUniqueViolation     = "23505"

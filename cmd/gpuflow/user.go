@@ -115,7 +115,7 @@ func readPassword(in io.Reader, prompt io.Writer, terminal bool, readSecret func
 	}
 	line = strings.TrimSuffix(strings.TrimSuffix(line, "\n"), "\r")
 	if line == "" {
-		return "", errors.New("no password on stdin: pipe it in, e.g. printf '%s\\n' \"$PASSWORD\" | gpuflow user create ...")
+		return "", errors.New("no password on stdin: pipe it in, e.g. printf '%s\\n' \"$PASSWORD\" | gpuflow user create")
 	}
 	return line, nil
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/gpuflow/gpuflow"
+	"github.com/gpuflow/gpuflow/provider/alibaba"
 	"github.com/gpuflow/gpuflow/provider/runpod"
 	"github.com/gpuflow/gpuflow/provider/tencent"
 )
@@ -35,6 +36,12 @@ type CloudConfig struct {
 	TencentRegions   []string
 	TencentImageID   string
 
+	AlibabaAccessKeyID     string
+	AlibabaAccessKeySecret string
+	AlibabaEndpoint        string
+	AlibabaRegions         []string
+	AlibabaImageID         string
+
 	// Emulators maps a cloud's name to its emulator's base URL.
 	Emulators map[string]string
 }
@@ -48,6 +55,12 @@ func cloudConfigFromEnv(getenv func(string) string) CloudConfig {
 		TencentEndpoint:  getenv("TENCENTCLOUD_ENDPOINT"),
 		TencentRegions:   splitList(getenv("TENCENTCLOUD_REGIONS")),
 		TencentImageID:   getenv("TENCENTCLOUD_IMAGE_ID"),
+
+		AlibabaAccessKeyID:     getenv("ALIBABA_CLOUD_ACCESS_KEY_ID"),
+		AlibabaAccessKeySecret: getenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET"),
+		AlibabaEndpoint:        getenv("ALIBABA_CLOUD_ENDPOINT"),
+		AlibabaRegions:         splitList(getenv("ALIBABA_CLOUD_REGIONS")),
+		AlibabaImageID:         getenv("ALIBABA_CLOUD_IMAGE_ID"),
 	}
 }
 
@@ -55,6 +68,7 @@ func cloudConfigFromEnv(getenv func(string) string) CloudConfig {
 var cloudEnvVars = []string{
 	"RUNPOD_API_KEY", "RUNPOD_BASE_URL",
 	"TENCENTCLOUD_SECRET_ID", "TENCENTCLOUD_SECRET_KEY", "TENCENTCLOUD_ENDPOINT", "TENCENTCLOUD_REGIONS", "TENCENTCLOUD_IMAGE_ID",
+	"ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET", "ALIBABA_CLOUD_ENDPOINT", "ALIBABA_CLOUD_REGIONS", "ALIBABA_CLOUD_IMAGE_ID",
 }
 
 func splitList(s string) []string {
@@ -74,6 +88,8 @@ func (c CloudConfig) Live(name string) bool {
 		return c.RunPodAPIKey != ""
 	case CloudTencent:
 		return c.TencentSecretID != "" && c.TencentSecretKey != ""
+	case CloudAlibaba:
+		return c.AlibabaAccessKeyID != "" && c.AlibabaAccessKeySecret != ""
 	}
 	return false
 }
@@ -107,6 +123,19 @@ func newClouds(c CloudConfig, logger *slog.Logger) (gpuflow.Providers, error) {
 		}
 		ps = append(ps, p)
 	}
+	if c.Live(CloudAlibaba) || c.Emulators[CloudAlibaba] != "" {
+		cfg := alibaba.Config{AccessKeyID: c.AlibabaAccessKeyID, AccessKeySecret: c.AlibabaAccessKeySecret,
+			Endpoint: c.AlibabaEndpoint, Regions: c.AlibabaRegions, ImageID: c.AlibabaImageID, Mode: gpuflow.ModeLive, Logger: logger}
+		if !c.Live(CloudAlibaba) {
+			cfg.AccessKeyID, cfg.AccessKeySecret = AlibabaEmulatorID, AlibabaEmulatorSecret
+			cfg.Endpoint, cfg.Mode = c.Emulators[CloudAlibaba], gpuflow.ModeEmulated
+		}
+		p, err := alibaba.New(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("alibaba: %w", err)
+		}
+		ps = append(ps, p)
+	}
 	return ps, nil
 }
 
@@ -115,6 +144,9 @@ func newClouds(c CloudConfig, logger *slog.Logger) (gpuflow.Providers, error) {
 const (
 	TencentEmulatorID  = "AKIDgpuflowDevEmulator00000000000000"
 	TencentEmulatorKey = "gpuflowDevEmulatorKey00000000000"
+
+	AlibabaEmulatorID     = "LTAI5tGpuflowDevEmulator"
+	AlibabaEmulatorSecret = "gpuflow-dev-emulator-secret"
 )
 
 // emulatedPoll is how often watchers look at an emulated machine: emulated

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gpuflow/gpuflow/internal/app"
+	alibabaemu "github.com/gpuflow/gpuflow/provider/alibaba/emulator"
 	"github.com/gpuflow/gpuflow/provider/emulate"
 	runpodemu "github.com/gpuflow/gpuflow/provider/runpod/emulator"
 	tencentemu "github.com/gpuflow/gpuflow/provider/tencent/emulator"
@@ -36,7 +37,7 @@ type runningEmulator struct {
 func startEmulators(cfg *app.Config, logger *slog.Logger) (map[string]*runningEmulator, error) {
 	out := map[string]*runningEmulator{}
 	cfg.Clouds.Emulators = map[string]string{}
-	for _, name := range []string{app.CloudRunPod, app.CloudTencent} {
+	for _, name := range app.Clouds {
 		if cfg.Clouds.Live(name) {
 			continue
 		}
@@ -48,6 +49,9 @@ func startEmulators(cfg *app.Config, logger *slog.Logger) (map[string]*runningEm
 		case app.CloudTencent:
 			e = tencentemu.New(tencentemu.Options{Logger: log,
 				Credentials: map[string]string{app.TencentEmulatorID: app.TencentEmulatorKey}})
+		case app.CloudAlibaba:
+			e = alibabaemu.New(alibabaemu.Options{Logger: log,
+				Credentials: map[string]string{app.AlibabaEmulatorID: app.AlibabaEmulatorSecret}})
 		}
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {

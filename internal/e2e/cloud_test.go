@@ -51,6 +51,13 @@ func TestCloudJobThroughAgent(t *testing.T) {
 		t.Fatalf("events %d %v", code, ev)
 	}
 
+	// The same on the emulated Alibaba cloud, through the real ECS SDK.
+	id = c.submit(map[string]any{"command": []string{"python", "train.py"}, "gpu_type": "A10", "gpu_count": 1,
+		"provider": "alibaba", "env": map[string]string{emulate.EnvRunSeconds: "0.5"}})
+	if j := c.waitStatus(id, "succeeded", 60*time.Second); j["provider"] != "alibaba" {
+		t.Fatalf("job %v", j)
+	}
+
 	// The exit code the machine reports decides the outcome.
 	id = c.submit(map[string]any{"command": []string{"false"}, "gpu_type": "T4", "gpu_count": 1,
 		"provider": "tencent", "env": map[string]string{emulate.EnvRunSeconds: "0.5", emulate.EnvExitCode: "3"}})

@@ -676,7 +676,7 @@ func TestPodName(t *testing.T) {
 	if x, y := runpod.PodName("a/b"), runpod.PodName("a b"); x == y || strings.ContainsAny(x, "/ ") {
 		t.Errorf("odd keys: %q %q", x, y)
 	}
-	if runpod.PodName("a/b") != runpod.PodName("a/b") {
+	if key := "a/b"; runpod.PodName(key) != runpod.PodName(strings.Clone(key)) {
 		t.Error("not deterministic")
 	}
 }

@@ -1,0 +1,141 @@
+package emulator
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gpuflow/gpuflow/provider/agentscript"
+	"github.com/gpuflow/gpuflow/provider/emulate"
+)
+
+// ECS instance statuses the emulator uses.
+const (
+	statusPending  = "Pending"
+	statusStarting = "Starting"
+	statusRunning  = "Running"
+	statusStopped  = "Stopped"
+)
+
+// machine is one emulated ECS instance.
+type machine struct {
+	id, name, hostName, description string
+	region, zone                    string
+	typ                             InstanceType
+	imageID                         string
+	instanceChargeType              string
+	spot                            bool
+	spotStrategy                    string
+	spotPriceLimit                  float64
+	interruptionBehavior            string
+	securityGroup, vswitch, keyPair string
+	bandwidthOut                    int
+	privateIP, publicIP             string
+	tags                            []tagJSON
+	script                          string // the decoded user data
+	created, started                time.Time
+	autoRelease                     time.Time // zero: none
+	status, stoppedMode             string
+	locks                           []lockReason
+	preemptedAt                     time.Time
+	jobStarted                      bool
+	cancelJob                       context.CancelFunc
+}
+
+// stopJob cancels the machine's emulated job, if it runs.
+func (m *machine) stopJob() {
+	if m.cancelJob != nil {
+		m.cancelJob()
+		m.cancelJob = nil
+	}
+}
+
+// preempt reclaims a spot instance: the job stops and the Recycling lock
+// shows until the instance is released.
+func (m *machine) preempt(now time.Time) {
+	m.stopJob()
+	m.status = statusStopped
+	m.stoppedMode = "Not-applicable"
+	m.preemptedAt = now
+	m.locks = append(m.locks, lockReason{LockReason: LockRecycling,
+		LockMsg: "The spot instance is being reclaimed because of a price or inventory change."})
+}
+
+// advance moves every instance along the clock: Pending → Starting →
+// Running (starting its job), and releases instances whose auto-release
+// time has come or that were preempted RecycleAfter ago. The caller holds
+// e.mu.
+func (e *Emulator) advance() {
+	if e.closed {
+		return
+	}
+	now := e.now()
+	t := e.opts.Timing
+	for id, m := range e.machines {
+		if !m.autoRelease.IsZero() && !now.Before(m.autoRelease) {
+			e.log.Info("instance auto-released", "instance_id", id)
+			e.release(id)
+			continue
+		}
+		if !m.preemptedAt.IsZero() {
+			if !now.Before(m.preemptedAt.Add(e.opts.RecycleAfter)) {
+				e.log.Info("preempted spot instance released", "instance_id", id)
+				e.release(id)
+			}
+			continue
+		}
+		if m.status == statusPending && !now.Before(m.created.Add(t.Pending)) {
+			m.status = statusStarting
+		}
+		if m.status == statusStarting && !now.Before(m.created.Add(t.Pending+t.Starting)) {
+			m.status = statusRunning
+			m.started = now
+		}
+		if m.status == statusRunning && !m.jobStarted {
+			m.jobStarted = true
+			e.startJob(m)
+		}
+	}
+}
+
+// release removes an instance for good.
+func (e *Emulator) release(id string) {
+	if m, ok := e.machines[id]; ok {
+		m.stopJob()
+		delete(e.machines, id)
+	}
+}
+
+// startJob runs the instance's emulated job: the boot script's header says
+// where the agent is and what the job's environment is. An instance
+// without a gpuflow boot script just runs. The caller holds e.mu.
+func (e *Emulator) startJob(m *machine) {
+	env := agentscript.Env(m.script)
+	url := env[agentscript.EnvAgentURL]
+	if url == "" {
+		return
+	}
+	jobEnv := map[string]string{}
+	for k, v := range env {
+		if name, ok := strings.CutPrefix(k, agentscript.EnvPrefixJob); ok {
+			jobEnv[name] = v
+		}
+	}
+	plan := emulate.PlanJob(jobEnv, e.opts.Timing)
+	client := e.opts.AgentClient
+	if client == nil {
+		client = &http.Client{Timeout: 10 * time.Second}
+	}
+	agent := emulate.Agent{URL: url, Token: env[agentscript.EnvAgentToken], Client: client}
+	jobID := env[agentscript.EnvJobID]
+	ctx, cancel := context.WithCancel(e.ctx)
+	m.cancelJob = cancel
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		defer cancel()
+		emulate.RunJob(ctx, agent, plan, jobID)
+	}()
+	e.log.Debug("emulated job started", "instance_id", m.id, "job_id", jobID)
+}
