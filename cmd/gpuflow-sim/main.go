@@ -39,7 +39,7 @@ func run(args []string, out io.Writer) error {
 	hours := fs.Int("hours", int(sim.DefaultTrace.Span.Hours()), "hours over which a generated trace's jobs arrive")
 	worldSeed := fs.Uint64("world-seed", sim.DefaultWorld().Seed, "seed of the other tenants' load")
 	halfLife := fs.Duration("half-life", scheduler.DefaultHalfLife, "half-life of the scheduler's provider statistics")
-	offerHalfLife := fs.Duration("offer-half-life", 15*time.Minute, "half-life of the scheduler's offer statistics")
+	offerHalfLife := fs.Duration("offer-half-life", scheduler.DefaultOfferHalfLife, "half-life of the scheduler's offer statistics")
 	busier := fs.Float64("busier", 0, "add this to every cloud's mean load by other tenants (a fraction of each pool)")
 	costFloor := fs.Float64("cost-floor", scheduler.DefaultCostFloor, "scheduler.Config.CostFloor (USD)")
 	balanced := fs.String("balanced", "", "balanced weights cost,performance,availability (default: scheduler.DefaultBalanced)")

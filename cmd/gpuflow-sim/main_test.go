@@ -34,8 +34,8 @@ func TestSmallTrace(t *testing.T) {
 func TestRankedDeterministic(t *testing.T) {
 	t.Parallel()
 	trace := sim.Generate(sim.TraceConfig{Seed: 9, Jobs: 200, Span: 6 * time.Hour})
-	a := sim.Run(sim.DefaultWorld(), trace, NewRanked(gpuflow.StrategyBalanced, scheduler.Config{}, time.Hour, 15*time.Minute))
-	b := sim.Run(sim.DefaultWorld(), trace, NewRanked(gpuflow.StrategyBalanced, scheduler.Config{}, time.Hour, 15*time.Minute))
+	a := sim.Run(sim.DefaultWorld(), trace, NewRanked(gpuflow.StrategyBalanced, scheduler.Config{}, scheduler.DefaultHalfLife, scheduler.DefaultOfferHalfLife))
+	b := sim.Run(sim.DefaultWorld(), trace, NewRanked(gpuflow.StrategyBalanced, scheduler.Config{}, scheduler.DefaultHalfLife, scheduler.DefaultOfferHalfLife))
 	if a.Cost != b.Cost || a.Decisions != b.Decisions || a.WaitPercentile(95) != b.WaitPercentile(95) || a.Done != 200 {
 		t.Fatalf("runs differ or unfinished: %+v vs %+v", a.Cost, b.Cost)
 	}
@@ -76,7 +76,7 @@ func TestSimulation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	results := Compare(sim.DefaultWorld(), trace, scheduler.Config{}, scheduler.DefaultHalfLife, 15*time.Minute)
+	results := Compare(sim.DefaultWorld(), trace, scheduler.Config{}, scheduler.DefaultHalfLife, scheduler.DefaultOfferHalfLife)
 	base := results[0]
 	for _, r := range results {
 		if r.Done != len(trace) {
