@@ -23,8 +23,8 @@ type Activities struct {
 	// Agents gives a cloud machine its agent endpoint and token; nil leaves
 	// machines without one (enough for the local provider).
 	Agents AgentIssuer
-	Logger    *slog.Logger
-	Now       func() time.Time
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 func (a *Activities) now() time.Time {
