@@ -7,8 +7,8 @@ TOOLS     := $(CURDIR)/.tools
 STATICCHECK_VERSION := v0.8.2
 # Packages whose tests link the embedded Temporal server: slow to build,
 # so they run without the race detector and with a longer timeout.
-SERVER_PKGS := ./internal/e2e/... ./internal/devtemporal/...
-UNIT_PKGS    = $(shell $(GO) list ./... | grep -v -e /internal/e2e -e /internal/devtemporal)
+SERVER_PKGS := ./internal/e2e/... ./internal/devtemporal/... ./internal/devstack/...
+UNIT_PKGS    = $(shell $(GO) list ./... | grep -v -e /internal/e2e -e /internal/devtemporal -e /internal/devstack)
 
 .PHONY: help run build test test/unit test/integration lint bench clean postgres
 

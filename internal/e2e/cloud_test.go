@@ -1,11 +1,14 @@
 package e2e
 
 import (
+	"context"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/gpuflow/gpuflow/internal/app"
 	"github.com/gpuflow/gpuflow/internal/devstack"
 	"github.com/gpuflow/gpuflow/provider/emulate"
 )
@@ -103,4 +106,104 @@ func TestCloudCancelDuringProvisioning(t *testing.T) {
 		t.Fatalf("cancel: %d %v", code, out)
 	}
 	c.waitStatus(id, "cancelled", 60*time.Second)
+}
+
+// TestCloudSpotPreemptionRecovers: a running spot pod is preempted; the
+// workflow notices, tears it down and provisions again, and the job
+// succeeds with the restart recorded.
+func TestCloudSpotPreemptionRecovers(t *testing.T) {
+	cfg := testConfig(t)
+	s := startStack(t, cfg, devstack.Options{InMemoryTemporal: true, NoUI: true})
+	assertNoLiveMachines(t, s)
+	c := newAPI(t, s.APIURL())
+	id := c.submit(map[string]any{"command": []string{"train"}, "gpu_type": "RTX4090", "gpu_count": 1, "provider": "runpod",
+		"spot": true, "max_restarts": 2, "env": map[string]string{emulate.EnvRunSeconds: "4"}})
+	j := c.waitStatus(id, "running", 60*time.Second)
+	machine := j["instance_id"].(string)
+	if err := s.Emulators["runpod"].Preempt(machine); err != nil {
+		t.Fatalf("preempt %s: %v", machine, err)
+	}
+	j = c.waitStatus(id, "succeeded", 90*time.Second)
+	attempts := j["attempts"].([]any)
+	if len(attempts) != 2 || attempts[0].(map[string]any)["outcome"] != "preempted" || j["instance_id"] == machine {
+		t.Fatalf("attempts %v, machine %v (first %s)", attempts, j["instance_id"], machine)
+	}
+}
+
+// TestCloudFaults: a create that succeeds but answers 500 leaves exactly one
+// machine (none is left behind when the job ends), and a terminate refused
+// five times is retried until the machine is gone.
+func TestCloudFaults(t *testing.T) {
+	cfg := testConfig(t)
+	s := startStack(t, cfg, devstack.Options{InMemoryTemporal: true, NoUI: true})
+	assertNoLiveMachines(t, s)
+	c := newAPI(t, s.APIURL())
+	tc := s.Emulators["tencent"]
+
+	tc.Faults().Set(emulate.Faults{CreateLost: 1})
+	id := c.submit(map[string]any{"command": []string{"train"}, "gpu_type": "T4", "gpu_count": 1, "provider": "tencent",
+		"env": map[string]string{emulate.EnvRunSeconds: "0.5"}})
+	c.waitStatus(id, "running", 60*time.Second)
+	if live := tc.Live(); len(live) != 1 {
+		t.Fatalf("after a lost create answer the emulator holds %v, want exactly one machine", live)
+	}
+	c.waitStatus(id, "succeeded", 60*time.Second)
+
+	tc.Faults().Set(emulate.Faults{TerminateFailures: 5})
+	id = c.submit(map[string]any{"command": []string{"train"}, "gpu_type": "T4", "gpu_count": 1, "provider": "tencent",
+		"env": map[string]string{emulate.EnvRunSeconds: "0.5"}})
+	c.waitStatus(id, "succeeded", 120*time.Second)
+	if live := tc.Live(); len(live) != 0 {
+		t.Fatalf("job succeeded while its machine %v lives", live)
+	}
+	if left := tc.Faults().Get().TerminateFailures; left != 0 {
+		t.Fatalf("%d terminate failures left unused", left)
+	}
+}
+
+// TestSecretsStayOut: a full job on each emulated cloud with known fake
+// keys; no key, nor the JWT secret, appears in any log line or API answer.
+func TestSecretsStayOut(t *testing.T) {
+	cfg := testConfig(t)
+	var logs syncBuffer
+	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	s, err := devstack.Start(context.Background(), cfg, devstack.Options{InMemoryTemporal: true, NoUI: true}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	assertNoLiveMachines(t, s)
+	c := newAPI(t, s.APIURL())
+	var answers strings.Builder
+	for _, spec := range []map[string]any{
+		{"command": []string{"t"}, "gpu_type": "T4", "gpu_count": 1, "provider": "tencent"},
+		{"command": []string{"t"}, "gpu_type": "A10", "gpu_count": 1, "provider": "alibaba"},
+		{"command": []string{"t"}, "gpu_type": "RTX4090", "gpu_count": 1, "provider": "runpod"},
+	} {
+		spec["env"] = map[string]string{emulate.EnvRunSeconds: "0.3"}
+		id := c.submit(spec)
+		answers.WriteString(fmtJSON(c.waitStatus(id, "succeeded", 60*time.Second)))
+		_, ev := c.do(http.MethodGet, "/api/gpu/tasks/"+id+"/events", nil)
+		answers.WriteString(fmtJSON(ev) + c.logs(id))
+	}
+	_, prov := c.do(http.MethodGet, "/api/gpu/providers", nil)
+	answers.WriteString(fmtJSON(prov))
+	secrets := map[string]string{
+		"tencent secret key": app.TencentEmulatorKey, "alibaba secret": app.AlibabaEmulatorSecret,
+		"runpod key": "gpuflow-emulator-key", "jwt secret": s.Config.JWTSecret,
+	}
+	for name, secret := range secrets {
+		if secret == "" {
+			t.Fatalf("%s unknown", name)
+		}
+		if strings.Contains(logs.String(), secret) {
+			t.Errorf("the %s appears in the logs", name)
+		}
+		if strings.Contains(answers.String(), secret) {
+			t.Errorf("the %s appears in an API answer", name)
+		}
+	}
+	if logs.Len() == 0 {
+		t.Fatal("no logs captured")
+	}
 }
