@@ -114,11 +114,17 @@ type gpuSpec struct {
 // handleSubmit handles "POST /api/gpu/jobs/submit": it validates the spec,
 // plans it onto a provider, starts the job's workflow and records the job.
 // 400/413/415 for bad input, 422 when no provider can run the job, 503 when
-// the workflow cannot be started (nothing is stored then).
+// the workflow cannot be started (nothing is stored then). With an
+// Idempotency-Key, a repeated submission answers with the first job (see
+// idempotency.go).
 func (s *Server) handleSubmit(c echo.Context) error {
 	req := c.Request()
 	ctx := req.Context()
 	caller := callerFrom(c)
+	key, err := idempotencyKey(req)
+	if err != nil {
+		return err
+	}
 	if err := requireJSON(req); err != nil {
 		return err
 	}
@@ -134,7 +140,16 @@ func (s *Server) handleSubmit(c echo.Context) error {
 	if err := spec.Validate(s.cfg.Providers.Names()); err != nil {
 		return err
 	}
+	id := uuid.NewString()
+	if key != "" {
+		id = idempotentJobID(caller.UserID, key)
+		if job := s.earlierSubmission(ctx, id); job != nil {
+			return s.replaySubmission(c, job, caller.UserID, spec, "")
+		}
+	}
+	planStart := time.Now()
 	best, err := s.plan(ctx, spec)
+	s.metrics.observe(spec.Strategy, best.Offer.Provider, err == nil, time.Since(planStart))
 	if err != nil {
 		return err
 	}
@@ -144,7 +159,6 @@ func (s *Server) handleSubmit(c echo.Context) error {
 
 	provider := best.Offer.Provider
 	gpuType := jobGPUType(spec)
-	id := uuid.NewString()
 	wfID := workflows.JobWorkflowID(id)
 	now := s.now().UTC()
 	mode := ""
@@ -152,20 +166,33 @@ func (s *Server) handleSubmit(c echo.Context) error {
 		mode = p.Info().Mode
 	}
 	input := workflows.RunJobInput{JobID: id, OwnerID: caller.UserID, Spec: spec, CreatedAt: now}
-	run, err := s.cfg.Temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+	opts := client.StartWorkflowOptions{
 		ID:                                       wfID,
 		TaskQueue:                                workflows.TaskQueue,
 		WorkflowIDConflictPolicy:                 enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
 		WorkflowExecutionErrorWhenAlreadyStarted: true,
 		TypedSearchAttributes:                    workflows.StartSearchAttributes(&input, provider),
 		Memo:                                     map[string]any{"provider_mode": mode},
-	}, workflows.JobWorkflowName, input)
+	}
+	if key != "" {
+		// A finished job's id must not start again either.
+		opts.WorkflowIDReusePolicy = enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE
+	}
+	run, err := s.cfg.Temporal.ExecuteWorkflow(ctx, opts, workflows.JobWorkflowName, input)
 	if err == nil && run == nil {
 		err = errors.New("temporal returned no run")
 	}
 	if err != nil {
 		var started *serviceerror.WorkflowExecutionAlreadyStarted
 		if errors.As(err, &started) {
+			if key != "" {
+				// Another request with the key started it: answer with its job.
+				job, werr := s.awaitSubmission(ctx, id)
+				if werr != nil {
+					return werr
+				}
+				return s.replaySubmission(c, job, caller.UserID, spec, started.RunId)
+			}
 			return &gpuflow.Error{Code: gpuflow.ECONFLICT, Message: "a job with this id already exists", Err: err}
 		}
 		return &gpuflow.Error{Code: gpuflow.EUNAVAILABLE,
@@ -178,28 +205,37 @@ func (s *Server) handleSubmit(c echo.Context) error {
 		ID: id, OwnerID: caller.UserID, Status: gpuflow.StatusQueued, Spec: spec, Provider: provider,
 		Attempts: []gpuflow.Attempt{}, WorkflowID: wfID, RunID: runID, CreatedAt: now, UpdatedAt: now,
 	}
-	if err := s.cfg.Jobs.CreateJob(ctx, job); err != nil {
+	if err := s.createJob(ctx, job, key); err != nil {
 		// The workflow is running and records the job itself (idempotently),
 		// so the submission stands.
 		s.log.ErrorContext(ctx, "record submitted job; the workflow will record it",
 			"job_id", id, "workflow_id", wfID, "err", err)
 	}
 	s.log.InfoContext(ctx, "job submitted", "job_id", id, "owner_id", caller.UserID,
-		"provider", provider, "gpu_type", gpuType, "gpu_count", spec.GPUCount, "run_id", runID)
+		"provider", provider, "gpu_type", gpuType, "gpu_count", spec.GPUCount, "run_id", runID,
+		"idempotent", key != "")
 
-	return c.JSON(http.StatusAccepted, submitResponse{
+	return c.JSON(http.StatusAccepted, submitAnswer(id, wfID, runID, provider, gpuflow.StatusQueued, spec,
+		best.Score, now, "Job intelligently scheduled to "+provider))
+}
+
+// submitAnswer is the 202 answer of a submission.
+func submitAnswer(id, wfID, runID, provider string, status gpuflow.JobStatus, spec gpuflow.JobSpec,
+	score float64, createdAt time.Time, message string) submitResponse {
+	gpuType := jobGPUType(spec)
+	return submitResponse{
 		TaskID: id, WorkflowID: wfID, RunID: runID, Provider: provider,
 		RoutingKey: fmt.Sprintf("%s_%s_%d", provider, gpuType, spec.GPUCount),
 		Queue:      workflows.ProviderTaskQueue(provider),
-		Status:     string(gpuflow.StatusQueued),
-		Message:    "Job intelligently scheduled to " + provider,
-		CreatedAt:  now,
+		Status:     string(status),
+		Message:    message,
+		CreatedAt:  createdAt,
 		SchedulingInfo: schedulingInfo{
-			Strategy: spec.Strategy, ProviderScore: best.Score, EstimatedDuration: spec.EstimatedDuration,
+			Strategy: spec.Strategy, ProviderScore: score, EstimatedDuration: spec.EstimatedDuration,
 			GPUSpec: gpuSpec{GPUType: gpuType, GPUCount: spec.GPUCount, MemoryGB: spec.MemoryGB,
 				VCPUs: spec.VCPUs, Priority: spec.Priority},
 		},
-	})
+	}
 }
 
 // jobGPUType is the spec's GPU type, gpuflow.CPUOnly for a CPU-only job.
@@ -216,10 +252,30 @@ type specChecker interface {
 	Check(gpuflow.JobSpec) error
 }
 
-// plan collects the offers of every provider the spec allows (concurrently,
-// keeping preference order) and returns the best candidate, or
-// EUNSCHEDULABLE with the reasons per provider.
+// plan collects the offers of every provider the spec allows and returns
+// the best candidate, or EUNSCHEDULABLE with the reasons per provider.
 func (s *Server) plan(ctx context.Context, spec gpuflow.JobSpec) (scheduler.Candidate, error) {
+	offers, reasons := s.collectOffers(ctx, spec)
+	d := scheduler.Rank(spec, offers, nil)
+	if best, ok := d.Best(); ok {
+		return best, nil
+	}
+	for p, rs := range d.ReasonsByProvider() {
+		reasons[p] = append(reasons[p], rs...)
+	}
+	msg := "no provider can run this job"
+	if len(reasons) == 0 {
+		msg = "no provider can run this job: none is configured or allowed"
+	}
+	return scheduler.Candidate{}, gpuflow.Errorf(gpuflow.EUNSCHEDULABLE, "%s", msg).
+		WithDetails(map[string]any{"reasons": reasons})
+}
+
+// collectOffers asks every provider the spec allows for its offers
+// (concurrently, each within providerTimeout, keeping preference order and
+// naming the provider of offers that do not) and returns them with the
+// reasons of providers that offered nothing.
+func (s *Server) collectOffers(ctx context.Context, spec gpuflow.JobSpec) ([]gpuflow.Offer, map[string][]string) {
 	type result struct {
 		offers []gpuflow.Offer
 		reason string
@@ -267,19 +323,7 @@ func (s *Server) plan(ctx context.Context, spec gpuflow.JobSpec) (scheduler.Cand
 			reasons[name] = append(reasons[name], r.reason)
 		}
 	}
-	d := scheduler.Rank(spec, offers, nil)
-	if best, ok := d.Best(); ok {
-		return best, nil
-	}
-	for p, rs := range d.ReasonsByProvider() {
-		reasons[p] = append(reasons[p], rs...)
-	}
-	msg := "no provider can run this job"
-	if len(reasons) == 0 {
-		msg = "no provider can run this job: none is configured or allowed"
-	}
-	return scheduler.Candidate{}, gpuflow.Errorf(gpuflow.EUNSCHEDULABLE, "%s", msg).
-		WithDetails(map[string]any{"reasons": reasons})
+	return offers, reasons
 }
 
 // safeOffers calls p.Offers, turning a panic into an error: it runs on its

@@ -235,6 +235,7 @@ func TestOpenAPIAnswersMatchSchemas(t *testing.T) {
 		{"login text", "POST", "/auth/jwt/login", "", "text/plain", "hi", 415, false},
 		{"me", "GET", "/users/me", tok, "", "", 200, true},
 		{"me anonymous", "GET", "/users/me", "", "", "", 401, false},
+		{"metrics empty", "GET", "/api/gpu/scheduling/metrics", tok, "", "", 200, true},
 		{"providers", "GET", "/api/gpu/providers", tok, "", "", 200, true},
 		{"providers anonymous", "GET", "/api/gpu/providers", "", "", "", 401, false},
 		{"providers bad token", "GET", "/api/gpu/providers", "nope", "", "", 401, false},
@@ -271,7 +272,27 @@ func TestOpenAPIAnswersMatchSchemas(t *testing.T) {
 		{"ws not upgrade", "GET", "/api/gpu/ws", tok, "", "", 426, true},
 		{"ws bad since", "GET", "/api/gpu/ws?since=x", tok, "", "", 400, false},
 		{"ws stats", "GET", "/api/gpu/websocket/stats", tok, "", "", 200, true},
+		{"recommendations", "GET", "/api/gpu/scheduling/recommendations?gpu_type=RTX4090&gpu_count=1", tok, "", "", 200, true},
+		{"recommendations cpu", "GET", "/api/gpu/scheduling/recommendations?gpu_count=0", tok, "", "", 200, true},
+		{"recommendations none", "GET", "/api/gpu/scheduling/recommendations?gpu_type=H100&gpu_count=8", tok, "", "", 200, true},
+		{"recommendations bad count", "GET", "/api/gpu/scheduling/recommendations?gpu_type=RTX4090&gpu_count=x", tok, "", "", 400, false},
+		{"recommendations no type", "GET", "/api/gpu/scheduling/recommendations", tok, "", "", 400, true},
+		{"recommendations anonymous", "GET", "/api/gpu/scheduling/recommendations?gpu_type=RTX4090", "", "", "", 401, false},
+		{"metrics", "GET", "/api/gpu/scheduling/metrics", tok, "", "", 200, true},
+		{"metrics anonymous", "GET", "/api/gpu/scheduling/metrics", "", "", "", 401, false},
 	}
+	const idemBody = `{"command":["python","train.py"],"gpu_type":"RTX4090"}`
+	keyed := map[string]string{ // call name -> Idempotency-Key
+		"submit keyed": "key-1", "submit keyed replay": "key-1", "submit keyed reused": "key-1",
+		"submit key too long": strings.Repeat("k", MaxIdempotencyKeyLen+1),
+	}
+	calls = append(calls,
+		call{"submit keyed", "POST", "/api/gpu/jobs/submit", tok, js, idemBody, 202, true},
+		call{"submit keyed replay", "POST", "/api/gpu/jobs/submit", tok, js, idemBody, 202, true},
+		call{"submit keyed reused", "POST", "/api/gpu/jobs/submit", tok, js, `{"command":["other"],"gpu_type":"RTX4090"}`, 409, true},
+		call{"submit key too long", "POST", "/api/gpu/jobs/submit", tok, js, idemBody, 400, false},
+		call{"metrics after submissions", "GET", "/api/gpu/scheduling/metrics", tok, "", "", 200, true},
+	)
 	for _, c := range calls {
 		var body io.Reader
 		if c.body != "" {
@@ -283,6 +304,9 @@ func TestOpenAPIAnswersMatchSchemas(t *testing.T) {
 		}
 		if c.ctype != "" {
 			req.Header.Set("Content-Type", c.ctype)
+		}
+		if k := keyed[c.name]; k != "" {
+			req.Header.Set(HeaderIdempotencyKey, k)
 		}
 		rec := httptest.NewRecorder()
 		env.srv.Handler().ServeHTTP(rec, req)

@@ -52,6 +52,10 @@ type Config struct {
 	// Agents verifies the job-scoped tokens of cloud machines reporting to
 	// /agent/v1/jobs/:id; nil answers 503 there.
 	Agents AgentVerifier
+	// CORSAllowedOrigins are the browser origins (scheme://host[:port], or
+	// "*" for any) whose pages may call the API. Empty: no CORS headers at
+	// all, so only same-origin pages can read answers.
+	CORSAllowedOrigins []string
 }
 
 // Limits and intervals of the API.
@@ -76,17 +80,24 @@ type Server struct {
 	logPoll time.Duration // how often a followed log is polled
 	auth    *authState
 	live    *liveFeed // the WebSocket and the event feed
+	metrics *schedMetrics
+	started time.Time // when New ran, for the metrics
+	// idemWait is how long a duplicate submission waits for the first one's
+	// job to be recorded (idempotencyWait).
+	idemWait time.Duration
 }
 
 // New returns a server for cfg with every route registered.
 func New(cfg Config) *Server {
-	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now, logPoll: logPollInterval}
+	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now, logPoll: logPollInterval,
+		metrics: newSchedMetrics(cfg.Providers.Names()), idemWait: idempotencyWait}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	if s.now == nil {
 		s.now = time.Now
 	}
+	s.started = s.now().UTC()
 	if s.cfg.Namespace == "" {
 		s.cfg.Namespace = "default"
 	}
@@ -96,6 +107,9 @@ func New(cfg Config) *Server {
 	e.Logger.SetOutput(io.Discard)
 	e.HTTPErrorHandler = s.handleError
 	e.Use(s.logRequests, s.recoverPanics)
+	if len(cfg.CORSAllowedOrigins) > 0 {
+		e.Use(corsMiddleware(cfg.CORSAllowedOrigins)) // before authentication (routes)
+	}
 	s.echo = e
 	s.initLive()
 	s.routes()
@@ -125,6 +139,8 @@ func (s *Server) routes() {
 	g.GET("/tasks/:id", s.handleGetTask)
 	g.POST("/tasks/:id/cancel", s.handleCancelTask)
 	g.GET("/tasks/:id/logs", s.handleTaskLogs)
+	g.GET("/scheduling/recommendations", s.handleRecommendations)
+	g.GET("/scheduling/metrics", s.handleSchedulingMetrics)
 	s.registerFeedRoutes(e, g)
 	s.registerDocRoutes(e)
 }

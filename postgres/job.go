@@ -80,6 +80,12 @@ func scanJob(row pgx.Row) (*gpuflow.Job, error) {
 // id or status, or an empty WorkflowID, and ECONFLICT when another job has
 // the same WorkflowID.
 func (db *DB) CreateJob(ctx context.Context, j *gpuflow.Job) error {
+	return db.createJob(ctx, j, "")
+}
+
+// createJob is CreateJob; a non-empty key is also recorded as the job's
+// idempotency key (see CreateJobWithIdempotencyKey).
+func (db *DB) createJob(ctx context.Context, j *gpuflow.Job, key string) error {
 	id, ok := canonicalUUID(j.ID)
 	if !ok {
 		return gpuflow.Errorf(gpuflow.EINVALID, "job id %q is not a UUID", j.ID)
@@ -128,11 +134,15 @@ func (db *DB) CreateJob(ctx context.Context, j *gpuflow.Job) error {
 		return translate(err, "create job", "job")
 	}
 	defer rollback(ctx, tx)
-	_, err = tx.Exec(ctx, jobInsertSQL, id, owner, j.Spec.Name, string(j.Status), spec,
+	args := []any{id, owner, j.Spec.Name, string(j.Status), spec,
 		nullString(j.Provider), nullString(j.MachineID), j.PricePerHour, j.ExitCode,
 		nullString(j.Error), attempts, j.WorkflowID, nullString(j.RunID), j.LastSeq,
-		j.CreatedAt, j.UpdatedAt, j.StartedAt, j.FinishedAt)
-	if err != nil {
+		j.CreatedAt, j.UpdatedAt, j.StartedAt, j.FinishedAt}
+	query := jobInsertSQL
+	if key != "" {
+		query, args = jobInsertKeyedSQL, append(args, key)
+	}
+	if _, err = tx.Exec(ctx, query, args...); err != nil {
 		return translate(err, "create job "+j.ID, "job")
 	}
 	return translate(tx.Commit(ctx), "create job "+j.ID, "job")

@@ -264,35 +264,38 @@ func (w *jobWorkflow) provision(ctx workflow.Context, sel *activities.SelectResu
 }
 
 // watch waits until the machine runs the job, then until the job ends or
-// the machine reports its exit code through the finished signal.
+// the machine's agent reports the exit code through the finished signal
+// (which may come before the machine was even seen running).
 func (w *jobWorkflow) watch(ctx workflow.Context) (exitCode *int, failure string) {
 	in := activities.WatchInput{Provider: w.provider, JobID: w.in.JobID, MachineID: w.machine.ID, Until: activities.UntilRunning}
 	var res activities.WatchResult
-	if err := workflow.ExecuteActivity(withWatchOptions(ctx, w.provider), a.WatchMachine, &in).Get(ctx, &res); err != nil {
-		if ctx.Err() != nil {
-			return nil, ""
+	for _, until := range []string{activities.UntilRunning, activities.UntilExit} {
+		if w.finished != nil {
+			break
 		}
-		return nil, "waiting for the machine: " + errMessage(err)
-	}
-	w.logOffset = res.LogOffset
-	if res.Machine.State == gpuflow.MachineRunning || res.Machine.State == gpuflow.MachineExited {
-		w.emitStatus(gpuflow.StatusRunning, nil)
-	}
-	if res.Machine.State == gpuflow.MachineRunning {
+		if until == activities.UntilExit && res.Machine.State != gpuflow.MachineRunning {
+			break
+		}
 		watchCtx, cancelWatch := workflow.WithCancel(ctx)
 		w.cancelWatch = cancelWatch
-		in.Until, in.LogOffset = activities.UntilExit, w.logOffset
+		in.Until, in.LogOffset = until, w.logOffset
 		err := workflow.ExecuteActivity(withWatchOptions(watchCtx, w.provider), a.WatchMachine, &in).Get(watchCtx, &res)
 		w.cancelWatch = nil
 		switch {
 		case w.finished != nil: // the machine's agent reported first
-			return &w.finished.ExitCode, ""
 		case err != nil && ctx.Err() != nil:
 			return nil, ""
 		case err != nil:
 			return nil, "watching the job: " + errMessage(err)
+		default:
+			w.logOffset = res.LogOffset
 		}
-		w.logOffset = res.LogOffset
+		if until == activities.UntilRunning && (w.finished != nil || res.Machine.State == gpuflow.MachineRunning || res.Machine.State == gpuflow.MachineExited) {
+			w.emitStatus(gpuflow.StatusRunning, nil)
+		}
+	}
+	if w.finished != nil {
+		return &w.finished.ExitCode, ""
 	}
 	w.preempted = res.Machine.Preempted()
 	switch res.Machine.State {

@@ -471,4 +471,24 @@ func TestRunJob(t *testing.T) {
 			t.Fatalf("result %+v after %d provisions", res, b.provisions)
 		}
 	})
+
+	t.Run("FinishedBeforeSeenRunning", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.happyPath()
+		b.terminateOK()
+		// The machine is slow to show running; its agent reports the exit
+		// code first. The workflow must not wait for a state the machine
+		// (a VM that stays up) will never leave.
+		b.env.OnActivity(a.WatchMachine, mock.Anything, mock.Anything).After(10*time.Hour).
+			Return(&activities.WatchResult{Machine: gpuflow.Machine{ID: "m1", State: gpuflow.MachineRunning}}, nil)
+		b.env.RegisterDelayedCallback(func() {
+			b.env.SignalWorkflow(SignalFinished, FinishedSignal{ExitCode: 0})
+		}, time.Minute)
+		b.env.ExecuteWorkflow(RunJob, input())
+		res := b.result(t)
+		if res.Status != gpuflow.StatusSucceeded || b.terminates != 1 {
+			t.Fatalf("result %+v, terminates %d", res, b.terminates)
+		}
+	})
 }

@@ -137,15 +137,16 @@ func NewAPI(cfg Config, deps Deps) *api.Server {
 		agents = t
 	}
 	return api.New(api.Config{
-		Agents:        agents,
-		Jobs:          deps.DB,
-		Temporal:      deps.Temporal,
-		Namespace:     cfg.TemporalNamespace,
-		Providers:     deps.Providers,
-		TemporalUIURL: cfg.TemporalUIURL,
-		Version:       Version,
-		Logger:        deps.Logger,
-		Feed:          deps.DB, // Serve runs its listener; Shutdown stops it
+		Agents:             agents,
+		Jobs:               deps.DB,
+		Temporal:           deps.Temporal,
+		Namespace:          cfg.TemporalNamespace,
+		Providers:          deps.Providers,
+		TemporalUIURL:      cfg.TemporalUIURL,
+		Version:            Version,
+		Logger:             deps.Logger,
+		Feed:               deps.DB, // Serve runs its listener; Shutdown stops it
+		CORSAllowedOrigins: cfg.CORSAllowedOrigins,
 		Auth: api.AuthConfig{
 			Users:          deps.DB,
 			Secret:         []byte(cfg.JWTSecret),

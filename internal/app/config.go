@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -32,6 +33,7 @@ import (
 //	JWT_SECRET              (none)                HS256 key for API tokens, 32 bytes or more; required by api (`dev` generates <data dir>/jwt-secret)
 //	JWT_LIFETIME            1h                    how long an API token is valid (1m to 720h)
 //	TRUSTED_PROXIES         (none)                comma-separated CIDRs of reverse proxies whose X-Forwarded-For names the client
+//	CORS_ALLOWED_ORIGINS    http://<HTTP_ADDR>    comma-separated browser origins (scheme://host[:port], or *) whose pages may call the API
 //	LOG_LEVEL               info                  debug, info, warn or error
 //	LOG_FORMAT              text                  text or json
 //	GPUFLOW_LOCAL_ENABLED   true                  run jobs on this host (the local provider)
@@ -60,17 +62,19 @@ type Config struct {
 	ReconcileInterval time.Duration
 	ReconcileGrace    time.Duration
 	TrustedProxies    []*net.IPNet
-	LogLevel          slog.Level
-	LogFormat         string
-	LocalEnabled      bool
-	LocalDir          string
-	LocalCPUSlots     int
+	// CORSAllowedOrigins are the browser origins allowed to call the API.
+	CORSAllowedOrigins []string
+	LogLevel           slog.Level
+	LogFormat          string
+	LocalEnabled       bool
+	LocalDir           string
+	LocalCPUSlots      int
 }
 
 // EnvVars lists every environment variable Config reads.
 var EnvVars = append([]string{
 	"GPUFLOW_DATA_DIR", "HTTP_ADDR", "DATABASE_URL", "TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE",
-	"TEMPORAL_UI_ADDR", "TEMPORAL_UI_URL", "JWT_SECRET", "JWT_LIFETIME", "TRUSTED_PROXIES", "LOG_LEVEL", "LOG_FORMAT",
+	"TEMPORAL_UI_ADDR", "TEMPORAL_UI_URL", "JWT_SECRET", "JWT_LIFETIME", "TRUSTED_PROXIES", "CORS_ALLOWED_ORIGINS", "LOG_LEVEL", "LOG_FORMAT",
 	"GPUFLOW_LOCAL_ENABLED", "GPUFLOW_LOCAL_DIR", "GPUFLOW_LOCAL_CPU_SLOTS",
 	"GPUFLOW_RECONCILE_INTERVAL", "GPUFLOW_RECONCILE_GRACE", "GPUFLOW_AGENT_URL",
 }, cloudEnvVars...)
@@ -113,6 +117,9 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	}
 	if c.TrustedProxies, err = parseCIDRs(getenv("TRUSTED_PROXIES")); err != nil {
 		return c, fmt.Errorf("TRUSTED_PROXIES: %w", err)
+	}
+	if c.CORSAllowedOrigins, err = parseOrigins(cmp.Or(getenv("CORS_ALLOWED_ORIGINS"), "http://"+c.HTTPAddr)); err != nil {
+		return c, fmt.Errorf("CORS_ALLOWED_ORIGINS: %w", err)
 	}
 	if c.LocalEnabled, err = parseBool(getenv("GPUFLOW_LOCAL_ENABLED"), true); err != nil {
 		return c, fmt.Errorf("GPUFLOW_LOCAL_ENABLED: %w", err)
@@ -224,4 +231,28 @@ func parseDuration(s string, def time.Duration) (time.Duration, error) {
 		return 0, fmt.Errorf("want a positive duration such as 90s, not %q", s)
 	}
 	return d, nil
+}
+
+// parseOrigins parses a comma-separated list of browser origins: each
+// http(s)://host[:port] (a trailing slash is dropped), or "*" for any.
+func parseOrigins(s string) ([]string, error) {
+	var out []string
+	for _, o := range strings.Split(s, ",") {
+		o = strings.TrimSpace(o)
+		if o == "" {
+			continue
+		}
+		if o == "*" {
+			out = append(out, o)
+			continue
+		}
+		o = strings.TrimSuffix(o, "/")
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
+			u.Path != "" || u.RawQuery != "" || u.Fragment != "" {
+			return nil, fmt.Errorf("%q is not an origin like https://app.example.com[:port] or *", o)
+		}
+		out = append(out, u.Scheme+"://"+strings.ToLower(u.Host))
+	}
+	return out, nil
 }

@@ -173,6 +173,12 @@ func TestSecretsStayOut(t *testing.T) {
 	}
 	t.Cleanup(s.Stop)
 	assertNoLiveMachines(t, s)
+	t.Cleanup(func() {
+		if t.Failed() {
+			l := logs.String()
+			t.Logf("last logs:\n%s", l[max(0, len(l)-20000):])
+		}
+	})
 	c := newAPI(t, s.APIURL())
 	var answers strings.Builder
 	for _, spec := range []map[string]any{
