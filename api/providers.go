@@ -73,6 +73,16 @@ func (s *Server) handleProviders(c echo.Context) error {
 		})
 	}
 	wg.Wait()
+	for _, info := range s.cfg.Unconfigured {
+		if s.cfg.Providers.Get(info.Name) != nil {
+			continue
+		}
+		views = append(views, providerView{
+			Name: info.Name, DisplayName: info.DisplayName, Description: info.Description,
+			Mode: gpuflow.ModeUnconfigured, Queue: workflows.ProviderTaskQueue(info.Name), GPUTypes: []string{},
+			HealthError: "not configured: no credentials",
+		})
+	}
 	return c.JSON(http.StatusOK, map[string]any{"providers": views})
 }
 
@@ -82,6 +92,9 @@ func (s *Server) handleProviders(c echo.Context) error {
 func (s *Server) handleProviderGPUs(c echo.Context) error {
 	name := c.Param("name")
 	p := s.cfg.Providers.Get(name)
+	if p == nil && slices.ContainsFunc(s.cfg.Unconfigured, func(i gpuflow.ProviderInfo) bool { return i.Name == name }) {
+		return c.JSON(http.StatusOK, map[string]any{"provider": name, "mode": gpuflow.ModeUnconfigured, "gpus": []gpuView{}})
+	}
 	if p == nil {
 		return gpuflow.Errorf(gpuflow.ENOTFOUND, "unknown provider %q", name).
 			WithDetails(map[string]any{"known": s.cfg.Providers.Names()})

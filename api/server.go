@@ -49,6 +49,9 @@ type Config struct {
 	Feed EventFeed
 	// WebSocket tunes GET /api/gpu/ws; zero fields get defaults.
 	WebSocket WebSocketConfig
+	// Unconfigured are providers gpuflow knows but this process has no
+	// credentials for: listed with mode "unconfigured", never scheduled.
+	Unconfigured []gpuflow.ProviderInfo
 	// Agents verifies the job-scoped tokens of cloud machines reporting to
 	// /agent/v1/jobs/:id; nil answers 503 there.
 	Agents AgentVerifier

@@ -2,6 +2,7 @@ package app
 
 import (
 	"fmt"
+	"os"
 	"log/slog"
 	"strings"
 	"time"
@@ -46,29 +47,58 @@ type CloudConfig struct {
 	Emulators map[string]string
 }
 
-func cloudConfigFromEnv(getenv func(string) string) CloudConfig {
-	return CloudConfig{
-		RunPodAPIKey:     getenv("RUNPOD_API_KEY"),
+func cloudConfigFromEnv(getenv func(string) string) (CloudConfig, error) {
+	secret := secretReader{getenv: getenv}
+	c := CloudConfig{
+		RunPodAPIKey:     secret.read("RUNPOD_API_KEY"),
 		RunPodBaseURL:    getenv("RUNPOD_BASE_URL"),
-		TencentSecretID:  getenv("TENCENTCLOUD_SECRET_ID"),
-		TencentSecretKey: getenv("TENCENTCLOUD_SECRET_KEY"),
+		TencentSecretID:  secret.read("TENCENTCLOUD_SECRET_ID"),
+		TencentSecretKey: secret.read("TENCENTCLOUD_SECRET_KEY"),
 		TencentEndpoint:  getenv("TENCENTCLOUD_ENDPOINT"),
 		TencentRegions:   splitList(getenv("TENCENTCLOUD_REGIONS")),
 		TencentImageID:   getenv("TENCENTCLOUD_IMAGE_ID"),
 
-		AlibabaAccessKeyID:     getenv("ALIBABA_CLOUD_ACCESS_KEY_ID"),
-		AlibabaAccessKeySecret: getenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET"),
+		AlibabaAccessKeyID:     secret.read("ALIBABA_CLOUD_ACCESS_KEY_ID"),
+		AlibabaAccessKeySecret: secret.read("ALIBABA_CLOUD_ACCESS_KEY_SECRET"),
 		AlibabaEndpoint:        getenv("ALIBABA_CLOUD_ENDPOINT"),
 		AlibabaRegions:         splitList(getenv("ALIBABA_CLOUD_REGIONS")),
 		AlibabaImageID:         getenv("ALIBABA_CLOUD_IMAGE_ID"),
 	}
+	return c, secret.err
+}
+
+// secretReader reads a secret from NAME, or from the file NAME_FILE names
+// (a mounted secret), trimming the final newline. The first failure sticks.
+type secretReader struct {
+	getenv func(string) string
+	err    error
+}
+
+func (r *secretReader) read(name string) string {
+	if v := r.getenv(name); v != "" {
+		return v
+	}
+	path := r.getenv(name + "_FILE")
+	if path == "" {
+		return ""
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		if r.err == nil {
+			r.err = fmt.Errorf("%s_FILE: %w", name, err)
+		}
+		return ""
+	}
+	return strings.TrimRight(string(b), "\r\n")
 }
 
 // cloudEnvVars are the variables cloudConfigFromEnv reads.
 var cloudEnvVars = []string{
-	"RUNPOD_API_KEY", "RUNPOD_BASE_URL",
-	"TENCENTCLOUD_SECRET_ID", "TENCENTCLOUD_SECRET_KEY", "TENCENTCLOUD_ENDPOINT", "TENCENTCLOUD_REGIONS", "TENCENTCLOUD_IMAGE_ID",
-	"ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET", "ALIBABA_CLOUD_ENDPOINT", "ALIBABA_CLOUD_REGIONS", "ALIBABA_CLOUD_IMAGE_ID",
+	"RUNPOD_API_KEY", "RUNPOD_API_KEY_FILE", "RUNPOD_BASE_URL",
+	"TENCENTCLOUD_SECRET_ID", "TENCENTCLOUD_SECRET_ID_FILE", "TENCENTCLOUD_SECRET_KEY", "TENCENTCLOUD_SECRET_KEY_FILE",
+	"TENCENTCLOUD_ENDPOINT", "TENCENTCLOUD_REGIONS", "TENCENTCLOUD_IMAGE_ID",
+	"ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_ID_FILE", "ALIBABA_CLOUD_ACCESS_KEY_SECRET", "ALIBABA_CLOUD_ACCESS_KEY_SECRET_FILE",
+	"ALIBABA_CLOUD_ENDPOINT", "ALIBABA_CLOUD_REGIONS", "ALIBABA_CLOUD_IMAGE_ID",
 }
 
 func splitList(s string) []string {
@@ -152,3 +182,10 @@ const (
 // emulatedPoll is how often watchers look at an emulated machine: emulated
 // machines change state within a second.
 const emulatedPoll = 250 * time.Millisecond
+
+// CloudInfos describes every cloud for the API, whether configured or not.
+var CloudInfos = []gpuflow.ProviderInfo{
+	{Name: CloudRunPod, DisplayName: "RunPod", Description: "RunPod GPU cloud computing platform"},
+	{Name: CloudTencent, DisplayName: "Tencent Cloud", Description: "Tencent Cloud TKE GPU computing"},
+	{Name: CloudAlibaba, DisplayName: "Alibaba Cloud", Description: "Alibaba Cloud ECS GPU instances"},
+}

@@ -39,6 +39,7 @@ import (
 //	GPUFLOW_LOCAL_ENABLED   true                  run jobs on this host (the local provider)
 //	GPUFLOW_LOCAL_DIR       <data dir>/jobs       where local jobs run and keep their output
 //	GPUFLOW_LOCAL_CPU_SLOTS number of CPUs        how many CPU-only local jobs run at once
+//	<SECRET>_FILE                                        any secret above or below may instead come from the file this names
 //	RUNPOD_API_KEY, RUNPOD_BASE_URL                      RunPod credentials (live mode) and API base override
 //	TENCENTCLOUD_SECRET_ID, TENCENTCLOUD_SECRET_KEY      Tencent Cloud credentials (live mode)
 //	TENCENTCLOUD_REGIONS, TENCENTCLOUD_IMAGE_ID, TENCENTCLOUD_ENDPOINT  regions (default ap-guangzhou), GPU boot image, endpoint override
@@ -74,7 +75,7 @@ type Config struct {
 // EnvVars lists every environment variable Config reads.
 var EnvVars = append([]string{
 	"GPUFLOW_DATA_DIR", "HTTP_ADDR", "DATABASE_URL", "TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE",
-	"TEMPORAL_UI_ADDR", "TEMPORAL_UI_URL", "JWT_SECRET", "JWT_LIFETIME", "TRUSTED_PROXIES", "CORS_ALLOWED_ORIGINS", "LOG_LEVEL", "LOG_FORMAT",
+	"TEMPORAL_UI_ADDR", "TEMPORAL_UI_URL", "JWT_SECRET", "JWT_SECRET_FILE", "JWT_LIFETIME", "TRUSTED_PROXIES", "CORS_ALLOWED_ORIGINS", "LOG_LEVEL", "LOG_FORMAT",
 	"GPUFLOW_LOCAL_ENABLED", "GPUFLOW_LOCAL_DIR", "GPUFLOW_LOCAL_CPU_SLOTS",
 	"GPUFLOW_RECONCILE_INTERVAL", "GPUFLOW_RECONCILE_GRACE", "GPUFLOW_AGENT_URL",
 }, cloudEnvVars...)
@@ -95,7 +96,15 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	}
 	c.TemporalUIURL = cmp.Or(getenv("TEMPORAL_UI_URL"), "http://"+c.TemporalUIAddr)
 	c.AgentURL = cmp.Or(getenv("GPUFLOW_AGENT_URL"), "http://"+c.HTTPAddr)
-	c.Clouds = cloudConfigFromEnv(getenv)
+	clouds, err := cloudConfigFromEnv(getenv)
+	if err != nil {
+		return c, err
+	}
+	c.Clouds = clouds
+	jwt := secretReader{getenv: getenv}
+	if c.JWTSecret = jwt.read("JWT_SECRET"); jwt.err != nil {
+		return c, jwt.err
+	}
 	if c.LocalDir == "" {
 		c.LocalDir = filepath.Join(c.DataDir, "jobs")
 	}
@@ -105,7 +114,6 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return c, fmt.Errorf("LOG_FORMAT must be text or json, not %q", c.LogFormat)
 	}
-	var err error
 	if c.ReconcileInterval, err = parseDuration(getenv("GPUFLOW_RECONCILE_INTERVAL"), time.Minute); err != nil {
 		return c, fmt.Errorf("GPUFLOW_RECONCILE_INTERVAL: %w", err)
 	}
