@@ -2,8 +2,8 @@ package app
 
 import (
 	"fmt"
-	"os"
 	"log/slog"
+	"os"
 	"strings"
 	"time"
 
