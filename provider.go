@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -227,29 +228,63 @@ type SpecChecker interface {
 	Check(spec JobSpec) error
 }
 
-// OffersFor asks every provider that spec allows for its offers. Providers
-// that fail, or whose SpecChecker refuses the spec, are returned in refused
-// with the reason instead.
+// OffersFor asks every provider that spec allows for its offers, all at
+// once, in provider order. Providers that fail (or panic), offer nothing, or
+// whose SpecChecker refuses the spec, are returned in refused with the reason
+// instead. Offers without a provider name get the provider's.
 func (ps Providers) OffersFor(ctx context.Context, spec JobSpec) (offers []Offer, refused map[string]string) {
-	refused = map[string]string{}
-	for _, p := range ps {
+	type result struct {
+		offers []Offer
+		reason string
+	}
+	results := make([]result, len(ps))
+	var wg sync.WaitGroup
+	for i, p := range ps {
 		name := p.Info().Name
 		if !spec.AllowsProvider(name) {
-			refused[name] = "provider not allowed by the job"
+			results[i].reason = "provider not allowed by the job"
 			continue
 		}
 		if c, ok := p.(SpecChecker); ok {
 			if err := c.Check(spec); err != nil {
-				refused[name] = err.Error()
+				results[i].reason = err.Error()
 				continue
 			}
 		}
-		os, err := p.Offers(ctx)
-		if err != nil {
-			refused[name] = "offers unavailable: " + err.Error()
-			continue
+		wg.Go(func() {
+			os, err := safeOffers(ctx, p)
+			switch {
+			case err != nil:
+				results[i].reason = "offers unavailable: " + err.Error()
+			case len(os) == 0:
+				results[i].reason = "no offers"
+			}
+			for j := range os {
+				if os[j].Provider == "" {
+					os[j].Provider = name
+				}
+			}
+			results[i].offers = os
+		})
+	}
+	wg.Wait()
+	refused = map[string]string{}
+	for i, r := range results {
+		offers = append(offers, r.offers...)
+		if r.reason != "" {
+			refused[ps[i].Info().Name] = r.reason
 		}
-		offers = append(offers, os...)
 	}
 	return offers, refused
+}
+
+// safeOffers calls p.Offers, turning a panic into an error: it runs on its
+// own goroutine, where a panic would take the whole process down.
+func safeOffers(ctx context.Context, p Provider) (offers []Offer, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			offers, err = nil, fmt.Errorf("provider %s panicked listing offers: %v", p.Info().Name, r)
+		}
+	}()
+	return p.Offers(ctx)
 }

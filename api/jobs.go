@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -246,12 +245,6 @@ func jobGPUType(spec gpuflow.JobSpec) string {
 	return spec.GPUType
 }
 
-// specChecker is implemented by providers that can reject a spec outright
-// (an image they cannot run, a feature they lack).
-type specChecker interface {
-	Check(gpuflow.JobSpec) error
-}
-
 // plan collects the offers of every provider the spec allows and returns
 // the best candidate, or EUNSCHEDULABLE with the reasons per provider.
 func (s *Server) plan(ctx context.Context, spec gpuflow.JobSpec) (scheduler.Candidate, error) {
@@ -271,56 +264,20 @@ func (s *Server) plan(ctx context.Context, spec gpuflow.JobSpec) (scheduler.Cand
 		WithDetails(map[string]any{"reasons": reasons})
 }
 
-// collectOffers asks every provider the spec allows for its offers
-// (concurrently, each within providerTimeout, keeping preference order and
-// naming the provider of offers that do not) and returns them with the
-// reasons of providers that offered nothing.
+// collectOffers asks every provider the spec allows for its offers, within
+// providerTimeout, and returns them with the reasons of those that gave none.
 func (s *Server) collectOffers(ctx context.Context, spec gpuflow.JobSpec) ([]gpuflow.Offer, map[string][]string) {
-	type result struct {
-		offers []gpuflow.Offer
-		reason string
-	}
-	results := make([]result, len(s.cfg.Providers))
-	var wg sync.WaitGroup
-	for i, p := range s.cfg.Providers {
-		name := p.Info().Name
-		if !spec.AllowsProvider(name) {
-			continue
+	ctx, cancel := context.WithTimeout(ctx, providerTimeout)
+	defer cancel()
+	offers, refused := s.cfg.Providers.OffersFor(ctx, spec)
+	reasons := make(map[string][]string, len(refused))
+	for name, reason := range refused {
+		if name != "" && !spec.AllowsProvider(name) {
+			continue // not a failure: the job asked for other providers
 		}
-		if ch, ok := p.(specChecker); ok {
-			if err := ch.Check(spec); err != nil {
-				results[i].reason = err.Error()
-				continue
-			}
-		}
-		wg.Go(func() {
-			ctx, cancel := context.WithTimeout(ctx, providerTimeout)
-			defer cancel()
-			offers, err := safeOffers(ctx, p)
-			switch {
-			case err != nil:
-				results[i].reason = "offers unavailable: " + err.Error()
-				s.log.WarnContext(ctx, "provider offers failed", "provider", name, "err", err)
-			case len(offers) == 0:
-				results[i].reason = "no offers"
-			}
-			for j := range offers {
-				if offers[j].Provider == "" {
-					offers[j].Provider = name
-				}
-			}
-			results[i].offers = offers
-		})
-	}
-	wg.Wait()
-
-	var offers []gpuflow.Offer
-	reasons := map[string][]string{}
-	for i, r := range results {
-		offers = append(offers, r.offers...)
-		if r.reason != "" {
-			name := s.cfg.Providers[i].Info().Name
-			reasons[name] = append(reasons[name], r.reason)
+		reasons[name] = append(reasons[name], reason)
+		if strings.HasPrefix(reason, "offers unavailable") {
+			s.log.WarnContext(ctx, "provider offers failed", "provider", name, "reason", reason)
 		}
 	}
 	return offers, reasons

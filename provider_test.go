@@ -1,0 +1,63 @@
+package gpuflow
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+type stubProvider struct {
+	name   string
+	offers []Offer
+	err    error
+	panics bool
+	check  error
+}
+
+func (p stubProvider) Info() ProviderInfo { return ProviderInfo{Name: p.name} }
+func (p stubProvider) Offers(context.Context) ([]Offer, error) {
+	if p.panics {
+		panic("boom")
+	}
+	return p.offers, p.err
+}
+func (stubProvider) Provision(context.Context, ProvisionRequest) (*Machine, error) { return nil, nil }
+func (stubProvider) Describe(context.Context, string) (*Machine, error)            { return nil, nil }
+func (stubProvider) Terminate(context.Context, string) error                       { return nil }
+func (stubProvider) List(context.Context) ([]Machine, error)                       { return nil, nil }
+func (stubProvider) Health(context.Context) error                                  { return nil }
+
+type checkedProvider struct{ stubProvider }
+
+func (p checkedProvider) Check(JobSpec) error { return p.check }
+
+func TestOffersFor(t *testing.T) {
+	t.Parallel()
+	ps := Providers{
+		stubProvider{name: "a", offers: []Offer{{GPUType: "T4", GPUCount: 1}}},
+		stubProvider{name: "b", err: errors.New("HTTP 503")},
+		stubProvider{name: "c", panics: true},
+		stubProvider{name: "d"},
+		checkedProvider{stubProvider{name: "e", offers: []Offer{{Provider: "e"}}, check: errors.New("no docker")}},
+		stubProvider{name: "f", offers: []Offer{{Provider: "f"}}},
+	}
+	spec := JobSpec{Providers: []string{"a", "b", "c", "d", "e"}}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	offers, refused := ps.OffersFor(ctx, spec)
+	if len(offers) != 1 || offers[0].Provider != "a" {
+		t.Fatalf("offers %+v: want a's only, named", offers)
+	}
+	for name, want := range map[string]string{
+		"b": "offers unavailable: HTTP 503", "c": "offers unavailable: provider c panicked listing offers: boom",
+		"d": "no offers", "e": "no docker", "f": "provider not allowed by the job",
+	} {
+		if refused[name] != want {
+			t.Errorf("refused[%s] = %q, want %q", name, refused[name], want)
+		}
+	}
+	if _, ok := refused["a"]; ok {
+		t.Error("a refused")
+	}
+}
