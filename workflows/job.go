@@ -235,7 +235,7 @@ func (w *jobWorkflow) provision(ctx workflow.Context, sel *activities.SelectResu
 	_ = workflow.UpsertMemo(w.dctx, map[string]any{"provider_mode": sel.Mode})
 	w.emit(gpuflow.JobUpdate{
 		Type: gpuflow.EventStatus, Status: gpuflow.StatusProvisioning, Provider: &o.Provider, Price: ptr(o.PricePerHour),
-		Attempts: w.attempts(), Data: jsonData(map[string]any{"offer": o, "score": sel.Score, "breakdown": sel.Breakdown, "mode": sel.Mode}),
+		Attempts: w.attempts(), Data: jsonData(map[string]any{"offer": o, "score": sel.Score, "breakdown": sel.Breakdown, "mode": sel.Mode, "alternatives": sel.Alternatives}),
 	})
 
 	req := gpuflow.ProvisionRequest{

@@ -2,6 +2,7 @@ package workflows
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/gpuflow/gpuflow"
 	"github.com/gpuflow/gpuflow/activities"
+	"github.com/gpuflow/gpuflow/scheduler"
 )
 
 // bundle is one workflow test: the environment, the recorded state changes
@@ -53,7 +55,8 @@ func input() *RunJobInput {
 
 // happyPath mocks select and provision to succeed.
 func (b *bundle) happyPath() {
-	b.env.OnActivity(a.SelectOffer, mock.Anything, mock.Anything).Return(&activities.SelectResult{Offer: testOffer, Mode: gpuflow.ModeLocal, Score: 1}, nil)
+	b.env.OnActivity(a.SelectOffer, mock.Anything, mock.Anything).Return(&activities.SelectResult{Offer: testOffer, Mode: gpuflow.ModeLocal, Score: 1,
+		Breakdown: map[string]float64{"cost": 1}, Alternatives: []scheduler.Candidate{{Offer: gpuflow.Offer{Provider: "runpod", GPUType: "T4"}, Score: 0.5}}}, nil)
 	b.env.OnActivity(a.Provision, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, in *activities.ProvisionInput) (*gpuflow.Machine, error) {
 			b.mu.Lock()
@@ -155,6 +158,21 @@ func TestRunJob(t *testing.T) {
 		}
 		if mid.Status != gpuflow.StatusRunning || mid.MachineID != "m1" || len(mid.Attempts) != 1 {
 			t.Fatalf("mid-run snapshot %+v", mid)
+		}
+		// The decision is recorded with the provisioning event: offer,
+		// score, breakdown and the alternatives.
+		var decision struct {
+			Score        float64               `json:"score"`
+			Breakdown    map[string]float64    `json:"breakdown"`
+			Alternatives []scheduler.Candidate `json:"alternatives"`
+		}
+		for _, u := range b.updates {
+			if u.Status == gpuflow.StatusProvisioning {
+				_ = json.Unmarshal(u.Data, &decision)
+			}
+		}
+		if decision.Score != 1 || decision.Breakdown["cost"] != 1 || len(decision.Alternatives) != 1 {
+			t.Fatalf("recorded decision %+v", decision)
 		}
 	})
 
