@@ -149,6 +149,7 @@ func (s *Server) handleSubmit(c echo.Context) error {
 	planStart := time.Now()
 	best, err := s.plan(ctx, spec)
 	s.metrics.observe(spec.Strategy, best.Offer.Provider, err == nil, time.Since(planStart))
+	s.prom.observeDecision(spec.Strategy, best.Offer.Provider, err == nil, time.Since(planStart))
 	if err != nil {
 		return err
 	}

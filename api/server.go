@@ -83,6 +83,7 @@ type Server struct {
 	logPoll time.Duration // how often a followed log is polled
 	auth    *authState
 	live    *liveFeed // the WebSocket and the event feed
+	prom    *promMetrics
 	metrics *schedMetrics
 	started time.Time // when New ran, for the metrics
 	// idemWait is how long a duplicate submission waits for the first one's
@@ -109,7 +110,8 @@ func New(cfg Config) *Server {
 	e.HidePort = true
 	e.Logger.SetOutput(io.Discard)
 	e.HTTPErrorHandler = s.handleError
-	e.Use(s.logRequests, s.recoverPanics)
+	s.prom = newPromMetrics(s)
+	e.Use(s.prom.middleware, s.logRequests, s.recoverPanics)
 	if len(cfg.CORSAllowedOrigins) > 0 {
 		e.Use(corsMiddleware(cfg.CORSAllowedOrigins)) // before authentication (routes)
 	}
@@ -133,6 +135,7 @@ func (s *Server) routes() {
 	s.registerAgentRoutes(e)
 	e.GET("/", s.handleRoot)
 	e.GET("/health", s.handleHealth)
+	e.GET("/metrics", echo.WrapHandler(s.prom.handler()))
 
 	g := e.Group("/api/gpu")
 	g.GET("/providers", s.handleProviders)

@@ -403,3 +403,22 @@ func jobExists(ctx context.Context, q pgx.Tx, id string) (bool, error) {
 	err := q.QueryRow(ctx, jobExistsSQL, id).Scan(&ok)
 	return ok, err
 }
+
+// CountJobsByStatus returns how many jobs are in each status (for metrics).
+func (db *DB) CountJobsByStatus(ctx context.Context) (map[gpuflow.JobStatus]int64, error) {
+	rows, err := db.Pool.Query(ctx, `SELECT status, count(*) FROM jobs GROUP BY status`)
+	if err != nil {
+		return nil, translate(err, "count jobs", "job")
+	}
+	defer rows.Close()
+	out := map[gpuflow.JobStatus]int64{}
+	for rows.Next() {
+		var st string
+		var n int64
+		if err := rows.Scan(&st, &n); err != nil {
+			return nil, translate(err, "count jobs", "job")
+		}
+		out[gpuflow.JobStatus(st)] = n
+	}
+	return out, translate(rows.Err(), "count jobs", "job")
+}
