@@ -293,3 +293,18 @@ func TestJobsLimit(t *testing.T) {
 		}
 	}
 }
+
+func TestCountJobsByStatus(t *testing.T) {
+	t.Parallel()
+	db, _ := newDB(t)
+	ctx := testCtx(t)
+	mustCreate(t, db, newJob())
+	mustCreate(t, db, newJob())
+	counts, err := db.CountJobsByStatus(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if counts[gpuflow.StatusQueued] != 2 || counts[gpuflow.StatusRunning] != 0 {
+		t.Fatalf("counts %v", counts)
+	}
+}
