@@ -1,8 +1,8 @@
 package alibaba_test
 
 import (
-	"bytes"
 	"encoding/json"
+	"github.com/gpuflow/gpuflow/internal/testutil"
 	"io"
 	"log/slog"
 	"net/http"
@@ -43,22 +43,7 @@ func (c *clock) Advance(d time.Duration) {
 }
 
 // syncBuffer collects log output from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testutil.SyncBuffer
 
 // fakeAgent is the API's agent endpoint, recording what jobs report.
 type fakeAgent struct {

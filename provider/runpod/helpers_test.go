@@ -1,10 +1,10 @@
 package runpod_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/gpuflow/gpuflow/internal/testutil"
 	"io"
 	"log/slog"
 	"net/http"
@@ -29,23 +29,8 @@ const (
 
 var testTiming = emulate.Timing{Pending: 120 * time.Millisecond, Starting: 200 * time.Millisecond, Run: 300 * time.Millisecond}
 
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer collects log output from several goroutines.
+type syncBuffer = testutil.SyncBuffer
 
 // agentCall is one report an emulated job sent to the fake agent endpoint.
 type agentCall struct {

@@ -1,9 +1,9 @@
 package tencent_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/gpuflow/gpuflow/internal/testutil"
 	"io"
 	"log/slog"
 	"net/http"
@@ -46,23 +46,8 @@ func (c *fakeClock) Add(d time.Duration) {
 	c.mu.Unlock()
 }
 
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer collects log output from several goroutines.
+type syncBuffer = testutil.SyncBuffer
 
 // agentReport is one POST an emulated job made to the agent endpoint.
 type agentReport struct {
