@@ -25,6 +25,7 @@ func TestDependencyArrows(t *testing.T) {
 		mod + "/postgres":   {mod + "/activities", mod + "/workflows", mod + "/provider", mod + "/api", mod + "/worker"},
 		mod + "/provider/":  {mod + "/activities", mod + "/workflows", mod + "/postgres", mod + "/api", mod + "/worker", mod + "/internal"},
 		mod + "/schema":     {mod + "/"},
+		mod + "/admission":  {mod + "/activities", mod + "/postgres", mod + "/provider", mod + "/api", mod + "/workflows", mod + "/worker", mod + "/internal"},
 	}
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		f := strings.Fields(line)

@@ -40,6 +40,17 @@ type Offer struct {
 	// Available is the stock the provider reports: how many more such
 	// machines it can start now; -1 when it does not say.
 	Available int `json:"available"`
+	// PerGPU says Available counts GPUs, not machines: a job takes as many
+	// as it asks for (the local provider's pooled GPUs).
+	PerGPU bool `json:"per_gpu,omitempty"`
+}
+
+// Units is how much of the offer's stock (Available) a job of spec takes.
+func (o Offer) Units(spec JobSpec) int {
+	if o.PerGPU && spec.GPUCount > 0 {
+		return spec.GPUCount
+	}
+	return 1
 }
 
 // Key identifies the offer for blocking after a failure.
@@ -233,6 +244,37 @@ type SpecChecker interface {
 // whose SpecChecker refuses the spec, are returned in refused with the reason
 // instead. Offers without a provider name get the provider's.
 func (ps Providers) OffersFor(ctx context.Context, spec JobSpec) (offers []Offer, refused map[string]string) {
+	return ps.gather(ctx, ps.CheckSpec(spec))
+}
+
+// AllOffers asks every provider for its offers, as OffersFor does for a
+// job that allows them all and that no provider refuses.
+func (ps Providers) AllOffers(ctx context.Context) (offers []Offer, refused map[string]string) {
+	return ps.gather(ctx, map[string]string{})
+}
+
+// CheckSpec returns the providers that cannot serve spec, with the reason:
+// not allowed by the job, or refused by their SpecChecker.
+func (ps Providers) CheckSpec(spec JobSpec) map[string]string {
+	refused := map[string]string{}
+	for _, p := range ps {
+		name := p.Info().Name
+		if !spec.AllowsProvider(name) {
+			refused[name] = "provider not allowed by the job"
+			continue
+		}
+		if c, ok := p.(SpecChecker); ok {
+			if err := c.Check(spec); err != nil {
+				refused[name] = err.Error()
+			}
+		}
+	}
+	return refused
+}
+
+// gather asks the providers not in skip for their offers, all at once, and
+// returns them in provider order with skip's reasons and the failures.
+func (ps Providers) gather(ctx context.Context, skip map[string]string) (offers []Offer, refused map[string]string) {
 	type result struct {
 		offers []Offer
 		reason string
@@ -241,15 +283,9 @@ func (ps Providers) OffersFor(ctx context.Context, spec JobSpec) (offers []Offer
 	var wg sync.WaitGroup
 	for i, p := range ps {
 		name := p.Info().Name
-		if !spec.AllowsProvider(name) {
-			results[i].reason = "provider not allowed by the job"
+		if why, ok := skip[name]; ok {
+			results[i].reason = why
 			continue
-		}
-		if c, ok := p.(SpecChecker); ok {
-			if err := c.Check(spec); err != nil {
-				results[i].reason = err.Error()
-				continue
-			}
 		}
 		wg.Go(func() {
 			os, err := safeOffers(ctx, p)

@@ -270,6 +270,7 @@ func (p *Provider) Offers(ctx context.Context) ([]gpuflow.Offer, error) {
 			VCPUs:       vcpus,
 			Region:      Region,
 			Available:   free,
+			PerGPU:      true,
 		})
 	}
 	offers = append(offers, gpuflow.Offer{
