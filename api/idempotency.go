@@ -136,7 +136,7 @@ func (s *Server) replaySubmission(c echo.Context, job *gpuflow.Job, owner string
 	c.Response().Header().Set(HeaderIdempotentReplayed, "true")
 	s.log.InfoContext(c.Request().Context(), "idempotent submission replayed", "job_id", job.ID, "owner_id", owner)
 	return c.JSON(http.StatusAccepted, submitAnswer(job.ID, job.WorkflowID, runID, job.Provider,
-		job.Status, job.Spec, 0, job.CreatedAt.UTC(),
+		job.Status, job.Spec, nil, job.CreatedAt.UTC(),
 		"Job already submitted with this Idempotency-Key (scheduled to "+job.Provider+")"))
 }
 

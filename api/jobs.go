@@ -100,6 +100,17 @@ type schedulingInfo struct {
 	ProviderScore     float64 `json:"provider_score"`
 	EstimatedDuration int     `json:"estimated_duration"`
 	GPUSpec           gpuSpec `json:"gpu_spec"`
+	// The decision at submit, beside the contract's fields: the best
+	// offer's score per criterion, price, estimates and the runners-up. The
+	// job's queue admits it on the best offer with room when it starts.
+	Breakdown     *scheduler.Breakdown `json:"breakdown,omitempty"`
+	Weights       *scheduler.Weights   `json:"weights,omitempty"`
+	GPUType       string               `json:"offer_gpu_type,omitempty"`
+	Region        string               `json:"region,omitempty"`
+	PricePerHour  float64              `json:"price_per_hour"`
+	EstimatedCost float64              `json:"estimated_cost"`
+	StartEstimate float64              `json:"start_estimate_s"`
+	Alternatives  []alternative        `json:"alternatives,omitempty"`
 }
 
 type gpuSpec struct {
@@ -147,7 +158,11 @@ func (s *Server) handleSubmit(c echo.Context) error {
 		}
 	}
 	planStart := time.Now()
-	best, err := s.plan(ctx, spec)
+	decision, err := s.plan(ctx, spec)
+	var best scheduler.Candidate
+	if err == nil {
+		best, _ = decision.Best()
+	}
 	s.metrics.observe(spec.Strategy, best.Offer.Provider, err == nil, time.Since(planStart))
 	s.prom.observeDecision(spec.Strategy, best.Offer.Provider, err == nil, time.Since(planStart))
 	if err != nil {
@@ -216,14 +231,14 @@ func (s *Server) handleSubmit(c echo.Context) error {
 		"idempotent", key != "")
 
 	return c.JSON(http.StatusAccepted, submitAnswer(id, wfID, runID, provider, gpuflow.StatusQueued, spec,
-		best.Score, now, "Job intelligently scheduled to "+provider))
+		&decision, now, "Job intelligently scheduled to "+provider))
 }
 
 // submitAnswer is the 202 answer of a submission.
 func submitAnswer(id, wfID, runID, provider string, status gpuflow.JobStatus, spec gpuflow.JobSpec,
-	score float64, createdAt time.Time, message string) submitResponse {
+	d *scheduler.Decision, createdAt time.Time, message string) submitResponse {
 	gpuType := jobGPUType(spec)
-	return submitResponse{
+	res := submitResponse{
 		TaskID: id, WorkflowID: wfID, RunID: runID, Provider: provider,
 		RoutingKey: fmt.Sprintf("%s_%s_%d", provider, gpuType, spec.GPUCount),
 		Queue:      workflows.ProviderTaskQueue(provider),
@@ -231,11 +246,21 @@ func submitAnswer(id, wfID, runID, provider string, status gpuflow.JobStatus, sp
 		Message:    message,
 		CreatedAt:  createdAt,
 		SchedulingInfo: schedulingInfo{
-			Strategy: spec.Strategy, ProviderScore: score, EstimatedDuration: spec.EstimatedDuration,
+			Strategy: spec.Strategy, EstimatedDuration: spec.EstimatedDuration,
 			GPUSpec: gpuSpec{GPUType: gpuType, GPUCount: spec.GPUCount, MemoryGB: spec.MemoryGB,
 				VCPUs: spec.VCPUs, Priority: spec.Priority},
 		},
 	}
+	if d != nil && len(d.Candidates) > 0 {
+		best, info := d.Candidates[0], &res.SchedulingInfo
+		info.ProviderScore, info.Breakdown, info.Weights = best.Score, &best.Criteria, &d.Weights
+		info.GPUType, info.Region = best.Offer.GPUType, best.Offer.Region
+		info.PricePerHour, info.EstimatedCost, info.StartEstimate = best.PricePerHour, best.EstimatedCost, best.StartSeconds
+		for _, alt := range d.Candidates[1:min(len(d.Candidates), 1+maxAlternatives)] {
+			info.Alternatives = append(info.Alternatives, alternativeOf(alt))
+		}
+	}
+	return res
 }
 
 // jobGPUType is the spec's GPU type, gpuflow.CPUOnly for a CPU-only job.
@@ -246,13 +271,27 @@ func jobGPUType(spec gpuflow.JobSpec) string {
 	return spec.GPUType
 }
 
+// rank ranks offers for spec with the providers' and offers' recorded
+// statistics, as the dispatcher does.
+func (s *Server) rank(ctx context.Context, spec gpuflow.JobSpec, offers []gpuflow.Offer) scheduler.Decision {
+	in := scheduler.Input{Spec: spec, Offers: scheduler.Prepare(offers)}
+	if s.cfg.Stats != nil {
+		in.Stats, in.OfferStats = s.cfg.Stats(ctx)
+	}
+	var r scheduler.Ranker
+	var d scheduler.Decision
+	r.Rank(in, &d)
+	return d
+}
+
 // plan collects the offers of every provider the spec allows and returns
-// the best candidate, or EUNSCHEDULABLE with the reasons per provider.
-func (s *Server) plan(ctx context.Context, spec gpuflow.JobSpec) (scheduler.Candidate, error) {
+// the decision with a best candidate, or EUNSCHEDULABLE with the reasons
+// per provider.
+func (s *Server) plan(ctx context.Context, spec gpuflow.JobSpec) (scheduler.Decision, error) {
 	offers, reasons := s.collectOffers(ctx, spec)
-	d := scheduler.Rank(spec, offers, nil)
-	if best, ok := d.Best(); ok {
-		return best, nil
+	d := s.rank(ctx, spec, offers)
+	if len(d.Candidates) > 0 {
+		return d, nil
 	}
 	for p, rs := range d.ReasonsByProvider() {
 		reasons[p] = append(reasons[p], rs...)
@@ -261,7 +300,7 @@ func (s *Server) plan(ctx context.Context, spec gpuflow.JobSpec) (scheduler.Cand
 	if len(reasons) == 0 {
 		msg = "no provider can run this job: none is configured or allowed"
 	}
-	return scheduler.Candidate{}, gpuflow.Errorf(gpuflow.EUNSCHEDULABLE, "%s", msg).
+	return d, gpuflow.Errorf(gpuflow.EUNSCHEDULABLE, "%s", msg).
 		WithDetails(map[string]any{"reasons": reasons})
 }
 
@@ -317,6 +356,13 @@ type jobView struct {
 	WorkflowID    string            `json:"workflow_id"`
 	RunID         *string           `json:"run_id"`
 	TemporalUIURL *string           `json:"temporal_ui_url"`
+	// Queue is where a queued job waits and why (GET of one task only).
+	Queue *queueView `json:"queue,omitempty"`
+}
+
+type queueView struct {
+	Position int    `json:"position"`
+	Reason   string `json:"reason"`
 }
 
 // view returns j as the API shows it.
@@ -384,7 +430,17 @@ func (s *Server) handleGetTask(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, s.view(job))
+	v := s.view(job)
+	if q := s.cfg.Queue; q != nil && job.Status == gpuflow.StatusQueued {
+		pos, reason, err := q.QueuePosition(c.Request().Context(), job.ID)
+		if err != nil {
+			return fmt.Errorf("queue position of %s: %w", job.ID, err)
+		}
+		if pos > 0 {
+			v.Queue = &queueView{Position: pos, Reason: reason}
+		}
+	}
+	return c.JSON(http.StatusOK, v)
 }
 
 // handleListTasks handles "GET /api/gpu/tasks": the caller's jobs, newest

@@ -31,7 +31,10 @@ type promMetrics struct {
 }
 
 func newPromMetrics(s *Server) *promMetrics {
-	m := &promMetrics{reg: prometheus.NewRegistry()}
+	m := &promMetrics{reg: s.cfg.Metrics}
+	if m.reg == nil {
+		m.reg = prometheus.NewRegistry()
+	}
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "gpuflow_http_requests_total", Help: "HTTP requests by route template, method and status.",
 	}, []string{"route", "method", "status"})

@@ -87,7 +87,7 @@ func (s *Server) handleRecommendations(c echo.Context) error {
 	recs := make(map[string]*recommendation, len(gpuflow.Strategies))
 	for i, st := range gpuflow.Strategies {
 		spec.Strategy = st
-		d := scheduler.Rank(spec, offers, nil)
+		d := s.rank(c.Request().Context(), spec, offers)
 		if i == 0 { // rejections do not depend on the strategy
 			for p, rs := range d.ReasonsByProvider() {
 				reasons[p] = append(reasons[p], rs...)
@@ -190,7 +190,36 @@ type metricsView struct {
 		Max *float64 `json:"max"`
 	} `json:"decision_latency_ms"`
 	Providers map[string]providerHealth `json:"providers"`
-	Since     time.Time                 `json:"since"`
+	// Provisioning is each provider's record from the recorded outcomes of
+	// every worker, decayed (an outcome an hour old counts half), as the
+	// scheduler ranks with it.
+	Provisioning map[string]provisioningView `json:"provisioning"`
+	Since        time.Time                   `json:"since"`
+}
+
+type provisioningView struct {
+	Attempts       float64  `json:"attempts"`
+	Started        float64  `json:"started"`
+	CapacityErrors float64  `json:"capacity_errors"`
+	Failed         float64  `json:"failed"`
+	SuccessRate    *float64 `json:"success_rate"`
+	MeanStartS     *float64 `json:"mean_time_to_provision_s"`
+	Preemptions    float64  `json:"preemptions"`
+	SpotHours      float64  `json:"spot_hours"`
+}
+
+func provisioningOf(st scheduler.Snapshot) provisioningView {
+	v := provisioningView{Attempts: st.Attempts(), Started: st.Started, CapacityErrors: st.NoCapacity,
+		Failed: st.Failed, Preemptions: st.Preemptions, SpotHours: st.SpotHours}
+	if v.Attempts > 0 {
+		rate := st.Started / v.Attempts
+		v.SuccessRate = &rate
+	}
+	if st.Started > 0 {
+		m := st.MeanStart.Seconds()
+		v.MeanStartS = &m
+	}
+	return v
 }
 
 type providerHealth struct {
@@ -241,14 +270,21 @@ func (m *schedMetrics) snapshot(v *metricsView) {
 
 // handleSchedulingMetrics handles "GET /api/gpu/scheduling/metrics": the
 // scheduling decisions this API process made since it started (by
-// strategy and chosen provider, and how long planning took) and each
-// provider's health now. Provisioning figures (success rates, capacity
-// errors, time to provision) are not fed to the API yet.
+// strategy and chosen provider, and how long planning took), each
+// provider's health now, and each provider's provisioning record (success
+// rate, capacity errors, time to provision) from every worker's outcomes.
 func (s *Server) handleSchedulingMetrics(c echo.Context) error {
 	var v metricsView
 	s.metrics.snapshot(&v)
 	v.Since = s.started
 	v.Providers = map[string]providerHealth{}
+	v.Provisioning = map[string]provisioningView{}
+	if s.cfg.Stats != nil {
+		provs, _ := s.cfg.Stats(c.Request().Context())
+		for name, st := range provs {
+			v.Provisioning[name] = provisioningOf(st)
+		}
+	}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, p := range s.cfg.Providers {

@@ -13,9 +13,11 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.temporal.io/sdk/client"
 
 	"github.com/gpuflow/gpuflow"
+	"github.com/gpuflow/gpuflow/scheduler"
 )
 
 // Config is what the API server needs. cmd/ builds it.
@@ -59,6 +61,16 @@ type Config struct {
 	// "*" for any) whose pages may call the API. Empty: no CORS headers at
 	// all, so only same-origin pages can read answers.
 	CORSAllowedOrigins []string
+	// Queue tells where a queued job waits and why; nil: not shown.
+	Queue interface {
+		QueuePosition(ctx context.Context, jobID string) (int, string, error)
+	}
+	// Metrics is the registry GET /metrics serves, shared with the
+	// process's Temporal client (nil: a registry of the API's own).
+	Metrics *prometheus.Registry
+	// Stats returns the scheduler's statistics per provider and per offer,
+	// from recorded provisioning outcomes; nil ranks with the priors.
+	Stats func(context.Context) (providers, offers map[string]scheduler.Snapshot)
 }
 
 // Limits and intervals of the API.

@@ -5,8 +5,12 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"log/slog"
+	"sync"
+	"time"
 
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/client"
@@ -22,11 +26,20 @@ type Options struct {
 	// MaxConcurrentActivities bounds activities running at once per task
 	// queue (0: the SDK default).
 	MaxConcurrentActivities int
+	// ListenQueue calls wake whenever capacity may have been freed (the
+	// store's notifications); nil: the dispatcher only rechecks.
+	ListenQueue func(ctx context.Context, wake func()) error
+	// QueueRecheck: DefaultQueueRecheck when zero.
+	QueueRecheck time.Duration
+	Logger       *slog.Logger
 }
 
 // Worker is a set of Temporal workers serving gpuflow's task queues.
 type Worker struct {
 	workers []sdkworker.Worker
+	loops   []func(context.Context)
+	stop    context.CancelFunc
+	done    sync.WaitGroup
 }
 
 // New creates workers for the workflow task queue and for every provider in
@@ -38,6 +51,11 @@ func New(c client.Client, acts *activities.Activities, opts Options) *Worker {
 	main.RegisterWorkflowWithOptions(workflows.Reconcile, workflow.RegisterOptions{Name: workflows.ReconcileWorkflowName})
 	main.RegisterActivity(acts)
 	w := &Worker{workers: []sdkworker.Worker{main}}
+	if d := acts.Dispatch; d != nil {
+		recheck := cmp.Or(opts.QueueRecheck, DefaultQueueRecheck)
+		logger := cmp.Or(opts.Logger, slog.Default())
+		w.loops = append(w.loops, func(ctx context.Context) { runQueue(ctx, d, opts.ListenQueue, recheck, logger) })
+	}
 	for _, p := range acts.Providers {
 		pw := sdkworker.New(c, workflows.ProviderTaskQueue(p.Info().Name), wo)
 		pw.RegisterActivityWithOptions(acts.Provision, activity.RegisterOptions{Name: "Provision"})
@@ -59,11 +77,20 @@ func (w *Worker) Start() error {
 			return fmt.Errorf("start worker: %w", err)
 		}
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	w.stop = cancel
+	for _, loop := range w.loops {
+		w.done.Go(func() { loop(ctx) })
+	}
 	return nil
 }
 
 // Stop stops every worker, waiting for running activities to return.
 func (w *Worker) Stop() {
+	if w.stop != nil {
+		w.stop()
+		w.done.Wait()
+	}
 	for _, sw := range w.workers {
 		sw.Stop()
 	}

@@ -4,6 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 
 	"go.temporal.io/sdk/log"
@@ -12,6 +15,7 @@ import (
 
 	"github.com/gpuflow/gpuflow"
 	"github.com/gpuflow/gpuflow/activities"
+	"github.com/gpuflow/gpuflow/scheduler"
 )
 
 // Search attribute keys of the job workflow.
@@ -73,7 +77,9 @@ type jobWorkflow struct {
 	preempted bool // the last watch ended with the spot machine taken back
 	provider  string
 	logOffset int64
-	blocked   map[string]string
+	blocked   map[string]gpuflow.Block
+	offer     gpuflow.Offer // the current attempt's
+	runningAt time.Time     // when the current machine was seen running
 }
 
 func newJobWorkflow(ctx workflow.Context, in *RunJobInput) *jobWorkflow {
@@ -83,7 +89,7 @@ func newJobWorkflow(ctx workflow.Context, in *RunJobInput) *jobWorkflow {
 		logger:  log.With(workflow.GetLogger(ctx), "job_id", in.JobID),
 		dctx:    dctx,
 		snap:    JobSnapshot{JobID: in.JobID, Status: gpuflow.StatusQueued, Attempts: []gpuflow.Attempt{}},
-		blocked: map[string]string{},
+		blocked: map[string]gpuflow.Block{},
 	}
 }
 
@@ -153,32 +159,20 @@ func (w *jobWorkflow) run(ctx workflow.Context) (*RunJobResult, error) {
 	return res, nil
 }
 
-// work selects, provisions and watches until the job ends, the work context
-// is cancelled, or it fails. It returns the exit code, or a failure message.
+// work waits for admission, provisions and watches until the job ends, the
+// work context is cancelled, or it fails. It returns the exit code, or a
+// failure message.
 func (w *jobWorkflow) work(ctx workflow.Context) (exitCode *int, failure string) {
-	backoff := time.Second
 	for ctx.Err() == nil {
-		w.emitStatus(gpuflow.StatusScheduling, nil)
-		var sel activities.SelectResult
-		err := workflow.ExecuteActivity(withSelectOptions(ctx), a.SelectOffer,
-			&activities.SelectInput{Spec: w.in.Spec, Blocked: w.blocked}).Get(ctx, &sel)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, ""
-			}
-			if len(w.blocked) > 0 && isType(err, activities.ErrTypeUnschedulable) {
-				// Every candidate is full: wait for capacity, then look again.
-				if !w.queueFor(ctx, &backoff, "every fitting offer is full") {
-					return nil, ""
-				}
-				continue
-			}
-			return nil, "scheduling: " + errMessage(err)
+		sel, failure := w.admit(ctx)
+		if sel == nil {
+			return nil, failure
 		}
-		m, err := w.provision(ctx, &sel)
+		m, err := w.provision(ctx, sel)
+		w.leaveQueue() // the machine exists (or the attempt failed): release the room held for it
 		if err != nil {
 			if isType(err, activities.ErrTypeNoCapacity) {
-				w.blocked[sel.Offer.Key()] = "no capacity"
+				w.blocked[sel.Offer.Key()] = gpuflow.Block{Reason: "no capacity", At: workflow.Now(ctx)}
 				continue
 			}
 			return nil, "provisioning: " + errMessage(err)
@@ -197,6 +191,105 @@ func (w *jobWorkflow) work(ctx workflow.Context) (exitCode *int, failure string)
 	return nil, ""
 }
 
+// admit puts the job in the queue and waits, in "queued", until a
+// dispatcher admits it (priority first, then in submission order, within
+// the owner's limits), without polling: the dispatcher signals. It returns
+// nil when the wait was cancelled or no offer fits (with the failure).
+//
+// Signals left from an earlier stay in the queue are dropped first. One
+// sent by a pass that read the entry just before it was removed can still
+// arrive late; it names an offer that was free a moment ago, and at worst
+// costs an attempt that fails for lack of capacity.
+func (w *jobWorkflow) admit(ctx workflow.Context) (*activities.SelectResult, string) {
+	ch := workflow.GetSignalChannel(ctx, SignalQueue)
+	for ch.ReceiveAsync(nil) {
+	}
+	w.emitStatus(gpuflow.StatusScheduling, nil)
+	info := workflow.GetInfo(ctx)
+	entry := gpuflow.QueueEntry{
+		JobID: w.in.JobID, OwnerID: w.in.OwnerID, WorkflowID: info.WorkflowExecution.ID,
+		Priority: w.in.Spec.Priority, SubmittedAt: w.in.CreatedAt, Spec: w.in.Spec, Blocked: w.blocked,
+	}
+	if entry.SubmittedAt.IsZero() {
+		entry.SubmittedAt = info.WorkflowStartTime
+	}
+	var res activities.AdmitResult
+	err := workflow.ExecuteActivity(withSelectOptions(ctx), a.Admit, &activities.AdmitInput{Entry: entry}).Get(ctx, &res)
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return nil, ""
+	case err != nil:
+		return nil, "scheduling: " + errMessage(err)
+	case res.Admitted != nil:
+		return res.Admitted, ""
+	}
+	w.waitReason(res.Reason)
+	for {
+		var sig activities.QueueSignal
+		cancelled := false
+		s := workflow.NewSelector(ctx)
+		s.AddReceive(ch, func(c workflow.ReceiveChannel, _ bool) { c.Receive(ctx, &sig) })
+		s.AddReceive(ctx.Done(), func(workflow.ReceiveChannel, bool) { cancelled = true })
+		s.Select(ctx)
+		switch {
+		case cancelled:
+			return nil, ""
+		case sig.Admitted != nil:
+			w.snap.QueueReason = ""
+			w.emitStatus(gpuflow.StatusScheduling, nil)
+			return sig.Admitted, ""
+		case sig.Failure != "":
+			return nil, "scheduling: " + sig.Failure + reasonsText(sig.Reasons)
+		default:
+			w.waitReason(sig.Reason)
+		}
+	}
+}
+
+// waitReason records that the job waits in the queue, and why.
+func (w *jobWorkflow) waitReason(reason string) {
+	if reason == "" || reason == w.snap.QueueReason && w.snap.Status == gpuflow.StatusQueued {
+		return
+	}
+	w.snap.QueueReason = reason
+	w.emit(gpuflow.JobUpdate{Type: gpuflow.EventStatus, Status: gpuflow.StatusQueued, Data: jsonData(map[string]any{"reason": reason})})
+	w.setStatus(gpuflow.StatusQueued)
+}
+
+// leaveQueue removes the job's queue entry, waking the dispatchers: room
+// it held (or its share of the owner's limits) may be free now.
+func (w *jobWorkflow) leaveQueue() {
+	if err := workflow.ExecuteLocalActivity(withRecordOptions(w.dctx), a.LeaveQueue, w.in.JobID).Get(w.dctx, nil); err != nil {
+		w.logger.Error("leaving the queue failed", "err", err)
+	}
+}
+
+// outcome records a provisioning outcome for the scheduler's statistics
+// and the metrics.
+func (w *jobWorkflow) outcome(o gpuflow.Offer, oc scheduler.Outcome, d time.Duration) {
+	mh := workflow.GetMetricsHandler(w.dctx).WithTags(map[string]string{"provider": o.Provider, "outcome": oc.String()})
+	mh.Counter("gpuflow_provisioning_outcomes_total").Inc(1)
+	if oc != scheduler.Preempted && oc != scheduler.SpotFinished {
+		mh.Timer("gpuflow_provisioning_duration_seconds").Record(d)
+	}
+	rec := &gpuflow.ProvisionOutcome{Provider: o.Provider, OfferKey: o.Key(), Outcome: oc.String(), Duration: d, At: workflow.Now(w.dctx)}
+	if err := workflow.ExecuteLocalActivity(withRecordOptions(w.dctx), a.RecordOutcome, rec).Get(w.dctx, nil); err != nil {
+		w.logger.Warn("recording a provisioning outcome failed", "err", err)
+	}
+}
+
+// reasonsText formats reasons by provider for a failure message.
+func reasonsText(reasons map[string][]string) string {
+	if len(reasons) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	for _, p := range slices.Sorted(maps.Keys(reasons)) {
+		fmt.Fprintf(&b, "; %s: %s", p, strings.Join(reasons[p], ", "))
+	}
+	return b.String()
+}
+
 // restartAfterPreemption tears the preempted machine down (it is gone or
 // going) and counts the restart; the caller provisions again, elsewhere
 // when the offer is no longer available.
@@ -207,18 +300,6 @@ func (w *jobWorkflow) restartAfterPreemption() {
 	w.machine, w.preempted, w.tearingDown = nil, false, false
 	w.emit(gpuflow.JobUpdate{Type: gpuflow.EventStatus, Attempts: w.attempts(),
 		Data: jsonData(map[string]any{"restart": w.snap.Restarts, "max_restarts": w.in.Spec.MaxRestarts, "reason": "spot machine preempted"})})
-}
-
-// queueFor waits in "queued" before the next look for capacity, backing off
-// up to queueBackoffMax. It reports false when the wait was cancelled.
-func (w *jobWorkflow) queueFor(ctx workflow.Context, backoff *time.Duration, reason string) bool {
-	w.emitStatus(gpuflow.StatusQueued, map[string]any{"reason": reason})
-	clear(w.blocked)
-	if err := workflow.Sleep(ctx, *backoff); err != nil {
-		return false
-	}
-	*backoff = min(*backoff*2, queueBackoffMax)
-	return true
 }
 
 // provision creates the machine for the chosen offer. It runs in the
@@ -248,12 +329,14 @@ func (w *jobWorkflow) provision(ctx workflow.Context, sel *activities.SelectResu
 	var m gpuflow.Machine
 	err := workflow.ExecuteActivity(withProvisionOptions(w.dctx, o.Provider), a.Provision,
 		&activities.ProvisionInput{Provider: o.Provider, Request: req}).Get(w.dctx, &m)
+	w.offer = o
 	if err != nil {
-		outcome := "provision failed: " + errMessage(err)
+		outcome, oc := "provision failed: "+errMessage(err), scheduler.Failed
 		if isType(err, activities.ErrTypeNoCapacity) {
-			outcome = "no capacity"
+			outcome, oc = "no capacity", scheduler.NoCapacity
 		}
 		w.endAttempt(outcome)
+		w.outcome(o, oc, workflow.Now(ctx).Sub(attempt.StartedAt))
 		return nil, err
 	}
 	w.snap.Attempts[n-1].MachineID = m.ID
@@ -291,13 +374,20 @@ func (w *jobWorkflow) watch(ctx workflow.Context) (exitCode *int, failure string
 			w.logOffset = res.LogOffset
 		}
 		if until == activities.UntilRunning && (w.finished != nil || res.Machine.State == gpuflow.MachineRunning || res.Machine.State == gpuflow.MachineExited) {
-			w.emitStatus(gpuflow.StatusRunning, nil)
+			w.running()
+		} else if until == activities.UntilRunning && err == nil {
+			w.outcome(w.offer, scheduler.Failed, workflow.Now(ctx).Sub(w.attemptStart()))
 		}
 	}
 	if w.finished != nil {
 		return &w.finished.ExitCode, ""
 	}
 	w.preempted = res.Machine.Preempted()
+	if w.preempted {
+		w.outcome(w.offer, scheduler.Preempted, workflow.Now(ctx).Sub(w.runningAt))
+	} else if w.in.Spec.Spot && !w.runningAt.IsZero() {
+		w.outcome(w.offer, scheduler.SpotFinished, workflow.Now(ctx).Sub(w.runningAt))
+	}
 	switch res.Machine.State {
 	case gpuflow.MachineExited:
 		if res.Machine.ExitCode == nil {
@@ -309,6 +399,24 @@ func (w *jobWorkflow) watch(ctx workflow.Context) (exitCode *int, failure string
 	default:
 		return nil, "the machine failed: " + res.Machine.Reason
 	}
+}
+
+// running marks the job running and records the time its machine took.
+func (w *jobWorkflow) running() {
+	if w.snap.Status == gpuflow.StatusRunning {
+		return
+	}
+	w.runningAt = workflow.Now(w.dctx)
+	w.outcome(w.offer, scheduler.Started, w.runningAt.Sub(w.attemptStart()))
+	w.emitStatus(gpuflow.StatusRunning, nil)
+}
+
+// attemptStart is when the current attempt began.
+func (w *jobWorkflow) attemptStart() time.Time {
+	if n := len(w.snap.Attempts); n > 0 {
+		return w.snap.Attempts[n-1].StartedAt
+	}
+	return workflow.Now(w.dctx)
 }
 
 // teardown terminates the machine, if there is one, retrying until the
@@ -349,6 +457,9 @@ func (w *jobWorkflow) finish(res *RunJobResult) {
 	w.emit(u)
 	w.setStatus(res.Status)
 	_ = workflow.Await(w.dctx, func() bool { return len(w.queue) == 0 && !w.writing })
+	// Last, with the final status written: the pass this wakes counts the
+	// room and the owner's share this job held as free.
+	w.leaveQueue()
 }
 
 // startDeadline cancels the work when max_duration_minutes is reached.

@@ -28,6 +28,8 @@ type bundle struct {
 	updates    []gpuflow.JobUpdate
 	terminates int
 	provisions int
+	leaves     int
+	outcomes   []gpuflow.ProvisionOutcome
 }
 
 func setup(t *testing.T) *bundle {
@@ -37,6 +39,18 @@ func setup(t *testing.T) *bundle {
 	b.env.RegisterWorkflowWithOptions(RunJob, workflow.RegisterOptions{Name: JobWorkflowName})
 	b.env.RegisterActivity(&activities.Activities{})
 	b.env.OnActivity(a.CreateJob, mock.Anything, mock.Anything).Return(nil)
+	b.env.OnActivity(a.LeaveQueue, mock.Anything, mock.Anything).Return(func(context.Context, string) error {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		b.leaves++
+		return nil
+	})
+	b.env.OnActivity(a.RecordOutcome, mock.Anything, mock.Anything).Return(func(_ context.Context, o *gpuflow.ProvisionOutcome) error {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		b.outcomes = append(b.outcomes, *o)
+		return nil
+	})
 	b.env.OnActivity(a.RecordUpdate, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, u *gpuflow.JobUpdate) error {
 			b.mu.Lock()
@@ -49,14 +63,18 @@ func setup(t *testing.T) *bundle {
 
 var testOffer = gpuflow.Offer{Provider: "local", GPUType: gpuflow.CPUOnly, Region: "local", Available: 1}
 
+func admitted(sel *activities.SelectResult) *activities.AdmitResult {
+	return &activities.AdmitResult{Admitted: sel}
+}
+
 func input() *RunJobInput {
 	return &RunJobInput{JobID: "j1", OwnerID: "u1", Spec: gpuflow.JobSpec{Command: []string{"true"}, Strategy: "balanced"}}
 }
 
 // happyPath mocks select and provision to succeed.
 func (b *bundle) happyPath() {
-	b.env.OnActivity(a.SelectOffer, mock.Anything, mock.Anything).Return(&activities.SelectResult{Offer: testOffer, Mode: gpuflow.ModeLocal, Score: 1,
-		Breakdown: map[string]float64{"cost": 1}, Alternatives: []scheduler.Candidate{{Offer: gpuflow.Offer{Provider: "runpod", GPUType: "T4"}, Score: 0.5}}}, nil)
+	b.env.OnActivity(a.Admit, mock.Anything, mock.Anything).Return(admitted(&activities.SelectResult{Offer: testOffer, Mode: gpuflow.ModeLocal, Score: 1,
+		Breakdown: map[string]float64{"cost": 1}, Alternatives: []scheduler.Candidate{{Offer: gpuflow.Offer{Provider: "runpod", GPUType: "T4"}, Score: 0.5}}}), nil)
 	b.env.OnActivity(a.Provision, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, in *activities.ProvisionInput) (*gpuflow.Machine, error) {
 			b.mu.Lock()
@@ -195,7 +213,7 @@ func TestRunJob(t *testing.T) {
 	t.Run("CancelDuringProvisioning", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		b.env.OnActivity(a.SelectOffer, mock.Anything, mock.Anything).Return(&activities.SelectResult{Offer: testOffer}, nil)
+		b.env.OnActivity(a.Admit, mock.Anything, mock.Anything).Return(admitted(&activities.SelectResult{Offer: testOffer}), nil)
 		b.env.OnActivity(a.Provision, mock.Anything, mock.Anything).After(time.Minute).
 			Return(&gpuflow.Machine{ID: "m1", State: gpuflow.MachinePending}, nil)
 		b.terminateOK()
@@ -283,7 +301,7 @@ func TestRunJob(t *testing.T) {
 	t.Run("ActivityFailuresRetried", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		b.env.OnActivity(a.SelectOffer, mock.Anything, mock.Anything).Return(&activities.SelectResult{Offer: testOffer}, nil)
+		b.env.OnActivity(a.Admit, mock.Anything, mock.Anything).Return(admitted(&activities.SelectResult{Offer: testOffer}), nil)
 		calls := 0
 		b.env.OnActivity(a.Provision, mock.Anything, mock.Anything).Return(
 			func(_ context.Context, _ *activities.ProvisionInput) (*gpuflow.Machine, error) {
@@ -352,7 +370,7 @@ func TestRunJob(t *testing.T) {
 	t.Run("Unschedulable", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		b.env.OnActivity(a.SelectOffer, mock.Anything, mock.Anything).Return(nil,
+		b.env.OnActivity(a.Admit, mock.Anything, mock.Anything).Return(nil,
 			temporal.NewNonRetryableApplicationError("no provider can serve the job", activities.ErrTypeUnschedulable, nil))
 		b.env.ExecuteWorkflow(RunJob, input())
 		res := b.result(t)
@@ -361,40 +379,96 @@ func TestRunJob(t *testing.T) {
 		}
 	})
 
-	t.Run("NoCapacityQueuesThenRuns", func(t *testing.T) {
+	t.Run("NoCapacityBlocksTheOfferAndWaitsInQueue", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		b.env.OnActivity(a.SelectOffer, mock.Anything, mock.MatchedBy(func(in *activities.SelectInput) bool { return len(in.Blocked) == 0 })).
-			Return(&activities.SelectResult{Offer: testOffer}, nil)
-		b.env.OnActivity(a.SelectOffer, mock.Anything, mock.MatchedBy(func(in *activities.SelectInput) bool { return len(in.Blocked) > 0 })).
-			Return(nil, temporal.NewNonRetryableApplicationError("no provider can serve the job", activities.ErrTypeUnschedulable, nil))
+		var entries []gpuflow.QueueEntry
+		b.env.OnActivity(a.Admit, mock.Anything, mock.Anything).Return(
+			func(_ context.Context, in *activities.AdmitInput) (*activities.AdmitResult, error) {
+				entries = append(entries, in.Entry)
+				if len(in.Entry.Blocked) == 0 {
+					return admitted(&activities.SelectResult{Offer: testOffer}), nil
+				}
+				return &activities.AdmitResult{Reason: "waiting for capacity"}, nil
+			})
 		calls := 0
 		b.env.OnActivity(a.Provision, mock.Anything, mock.Anything).Return(
 			func(_ context.Context, in *activities.ProvisionInput) (*gpuflow.Machine, error) {
 				calls++
-				if calls < 3 {
+				if calls == 1 {
 					return nil, temporal.NewNonRetryableApplicationError("full", activities.ErrTypeNoCapacity, nil)
 				}
-				if !strings.HasSuffix(in.Request.IdempotencyKey, "-a3") {
-					t.Errorf("third attempt's key %q", in.Request.IdempotencyKey)
+				if !strings.HasSuffix(in.Request.IdempotencyKey, "-a2") || in.Request.Offer.Provider != "runpod" {
+					t.Errorf("second attempt %+v", in.Request)
 				}
 				return &gpuflow.Machine{ID: "m1", State: gpuflow.MachinePending}, nil
 			})
 		b.watch(0, time.Minute)
 		b.terminateOK()
+		b.env.RegisterDelayedCallback(func() {
+			b.env.SignalWorkflow(SignalQueue, activities.QueueSignal{Reason: "owner limit: 2 of 2 jobs running"})
+		}, time.Minute)
+		b.env.RegisterDelayedCallback(func() {
+			b.env.SignalWorkflow(SignalQueue, activities.QueueSignal{Admitted: &activities.SelectResult{Offer: gpuflow.Offer{Provider: "runpod", GPUType: "A40"}}})
+		}, 2*time.Minute)
 		b.env.ExecuteWorkflow(RunJob, input())
 		if res := b.result(t); res.Status != gpuflow.StatusSucceeded {
 			t.Fatalf("result %+v", res)
 		}
-		st := b.statuses(t)
-		queued := 0
-		for _, s := range st {
-			if s == gpuflow.StatusQueued {
-				queued++
+		if len(entries) != 2 || entries[1].Blocked[testOffer.Key()].Reason != "no capacity" || entries[1].Priority != 0 {
+			t.Fatalf("queue entries %+v", entries)
+		}
+		var reasons []string
+		b.mu.Lock()
+		for _, u := range b.updates {
+			if u.Status == gpuflow.StatusQueued {
+				var d struct{ Reason string }
+				_ = json.Unmarshal(u.Data, &d)
+				reasons = append(reasons, d.Reason)
 			}
 		}
-		if queued != 2 {
-			t.Fatalf("statuses %v: want two waits in queued", st)
+		outcomes := b.outcomes
+		leaves := b.leaves
+		b.mu.Unlock()
+		if strings.Join(reasons, "|") != "waiting for capacity|owner limit: 2 of 2 jobs running" {
+			t.Fatalf("queued reasons %q", reasons)
+		}
+		if len(outcomes) != 2 || outcomes[0].Outcome != "no_capacity" || outcomes[0].OfferKey != testOffer.Key() ||
+			outcomes[1].Outcome != "started" || outcomes[1].Provider != "runpod" {
+			t.Fatalf("outcomes %+v", outcomes)
+		}
+		if leaves != 3 { // after each provision, and at the end
+			t.Fatalf("left the queue %d times", leaves)
+		}
+	})
+
+	t.Run("CancelWhileQueuedLeavesAtOnce", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.env.OnActivity(a.Admit, mock.Anything, mock.Anything).Return(&activities.AdmitResult{Reason: "waiting for capacity"}, nil)
+		b.env.RegisterDelayedCallback(func() {
+			b.env.SignalWorkflow(SignalCancel, CancelSignal{Reason: "not needed"})
+		}, time.Hour)
+		b.env.ExecuteWorkflow(RunJob, input())
+		res := b.result(t)
+		if res.Status != gpuflow.StatusCancelled || b.provisions != 0 || b.terminates != 0 || b.leaves != 1 {
+			t.Fatalf("result %+v, provisions %d, terminates %d, leaves %d", res, b.provisions, b.terminates, b.leaves)
+		}
+		wantStatuses(t, b.statuses(t), gpuflow.StatusScheduling, gpuflow.StatusQueued, gpuflow.StatusCancelling, gpuflow.StatusCancelled)
+	})
+
+	t.Run("QueuedThenUnschedulable", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.env.OnActivity(a.Admit, mock.Anything, mock.Anything).Return(&activities.AdmitResult{Reason: "waiting for capacity"}, nil)
+		b.env.RegisterDelayedCallback(func() {
+			b.env.SignalWorkflow(SignalQueue, activities.QueueSignal{Failure: "no provider can serve the job",
+				Reasons: map[string][]string{"local": {"provider not configured"}}})
+		}, time.Minute)
+		b.env.ExecuteWorkflow(RunJob, input())
+		res := b.result(t)
+		if res.Status != gpuflow.StatusFailed || res.Error != "scheduling: no provider can serve the job; local: provider not configured" {
+			t.Fatalf("result %+v", res)
 		}
 	})
 

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/gpuflow/gpuflow"
+	"github.com/gpuflow/gpuflow/activities"
 )
 
 // Names that cross process boundaries: the API, the worker, other services
@@ -20,6 +21,9 @@ const (
 	SignalProgress = "progress"
 	// SignalFinished reports the job's exit code from the machine: payload FinishedSignal.
 	SignalFinished = "finished"
+	// SignalQueue is sent by the dispatcher to a job waiting in the queue:
+	// payload activities.QueueSignal. Internal; other services do not send it.
+	SignalQueue = activities.SignalQueue
 	// QueryStatus returns a JobSnapshot.
 	QueryStatus = "status"
 
@@ -84,5 +88,7 @@ type JobSnapshot struct {
 	Attempts  []gpuflow.Attempt `json:"attempts"`
 	Restarts  int               `json:"restarts"`
 	Cancel    *CancelSignal     `json:"cancel,omitempty"`
-	UpdatedAt time.Time         `json:"updated_at"`
+	// QueueReason says why a queued job waits.
+	QueueReason string    `json:"queue_reason,omitempty"`
+	UpdatedAt   time.Time `json:"updated_at"`
 }

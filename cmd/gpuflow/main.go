@@ -20,7 +20,11 @@ import (
 	"sort"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
 	"github.com/gpuflow/gpuflow/internal/app"
+	"github.com/gpuflow/gpuflow/internal/telemetry"
 )
 
 // command is a subcommand: it runs until ctx is done or it fails.
@@ -98,7 +102,8 @@ func connect(ctx context.Context, cfg app.Config) (app.Deps, func(), error) {
 	if err != nil {
 		return app.Deps{}, nil, err
 	}
-	tc, err := app.DialTemporal(ctx, cfg, logger)
+	reg := prometheus.NewRegistry()
+	tc, err := app.DialTemporal(ctx, cfg, logger, reg)
 	if err != nil {
 		db.Close()
 		return app.Deps{}, nil, err
@@ -109,7 +114,7 @@ func connect(ctx context.Context, cfg app.Config) (app.Deps, func(), error) {
 		db.Close()
 		return app.Deps{}, nil, err
 	}
-	return app.Deps{DB: db, Temporal: tc, Providers: ps, Logger: logger}, func() { tc.Close(); db.Close() }, nil
+	return app.Deps{DB: db, Temporal: tc, Providers: ps, Logger: logger, Metrics: reg}, func() { tc.Close(); db.Close() }, nil
 }
 
 func runAPI(ctx context.Context, cfg app.Config, _ []string) error {
@@ -136,6 +141,15 @@ func runWorker(ctx context.Context, cfg app.Config, _ []string) error {
 		return err
 	}
 	deps.Logger.Info("worker running", "providers", deps.Providers.Names())
+	if cfg.MetricsAddr != "" {
+		deps.Metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		go func() {
+			if err := telemetry.Serve(ctx, cfg.MetricsAddr, deps.Metrics, deps.Logger); err != nil {
+				deps.Logger.Error("worker metrics endpoint stopped", "addr", cfg.MetricsAddr, "err", err)
+			}
+		}()
+		deps.Logger.Info("worker metrics", "url", "http://"+cfg.MetricsAddr+"/metrics")
+	}
 	<-ctx.Done()
 	w.Stop()
 	return nil

@@ -9,15 +9,19 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.temporal.io/sdk/client"
 	sdklog "go.temporal.io/sdk/log"
 
 	"github.com/gpuflow/gpuflow"
 	"github.com/gpuflow/gpuflow/activities"
+	"github.com/gpuflow/gpuflow/admission"
 	"github.com/gpuflow/gpuflow/api"
 	"github.com/gpuflow/gpuflow/auth"
+	"github.com/gpuflow/gpuflow/internal/telemetry"
 	"github.com/gpuflow/gpuflow/postgres"
 	"github.com/gpuflow/gpuflow/provider/local"
+	"github.com/gpuflow/gpuflow/scheduler"
 	"github.com/gpuflow/gpuflow/worker"
 )
 
@@ -44,13 +48,25 @@ func Migrate(ctx context.Context, db *postgres.DB) error {
 	return nil
 }
 
-// DialTemporal connects a Temporal client to cfg.TemporalAddress.
-func DialTemporal(ctx context.Context, cfg Config, logger *slog.Logger) (client.Client, error) {
-	c, err := client.DialContext(ctx, client.Options{
+// DialTemporal connects a Temporal client to cfg.TemporalAddress. With a
+// registry, the SDK's client and worker metrics (and the workflows' own,
+// such as provisioning outcomes) are exported there, reported each second
+// for as long as the process runs. (The client cannot be wrapped to stop
+// them on Close: the SDK's worker insists on its own client type.)
+func DialTemporal(ctx context.Context, cfg Config, logger *slog.Logger, reg prometheus.Registerer) (client.Client, error) {
+	opts := client.Options{
 		HostPort:  cfg.TemporalAddress,
 		Namespace: cfg.TemporalNamespace,
 		Logger:    sdklog.NewStructuredLogger(logger.With("component", "temporal")),
-	})
+	}
+	if reg != nil {
+		h, _, err := telemetry.NewTemporalMetrics(reg)
+		if err != nil {
+			return nil, fmt.Errorf("temporal metrics: %w", err)
+		}
+		opts.MetricsHandler = h
+	}
+	c, err := client.DialContext(ctx, opts)
 	if err != nil {
 		return nil, fmt.Errorf("connect to Temporal at %s: %w", cfg.TemporalAddress, err)
 	}
@@ -80,12 +96,22 @@ type Deps struct {
 	Temporal  client.Client
 	Providers gpuflow.Providers
 	Logger    *slog.Logger
+	// Metrics is the process's Prometheus registry (nil: the API makes its
+	// own and the Temporal client exports nothing).
+	Metrics *prometheus.Registry
+	// Stats are the scheduler's statistics from recorded provisioning
+	// outcomes, shared by the dispatcher and the API (nil: each makes one).
+	Stats *admission.Feed
 }
 
 // NewWorker builds the Temporal workers over deps. With a JWT secret it
 // gives cloud machines an agent endpoint (cfg.AgentURL) and job tokens.
 func NewWorker(cfg Config, deps Deps) (*worker.Worker, error) {
-	acts := &activities.Activities{Jobs: deps.DB, Providers: deps.Providers, Workflows: deps.Temporal, Logger: deps.Logger}
+	acts := &activities.Activities{Jobs: deps.DB, Providers: deps.Providers, Workflows: deps.Temporal, Logger: deps.Logger,
+		Dispatch: &activities.Dispatcher{
+			Queue: deps.DB, Outcomes: deps.DB, Providers: deps.Providers, Signals: deps.Temporal,
+			Config: admission.Config{Limits: cfg.Limits}, Stats: deps.Stats, Logger: deps.Logger,
+		}}
 	if cfg.JWTSecret != "" {
 		tokens, err := auth.NewAgentTokens([]byte(cfg.JWTSecret), nil)
 		if err != nil {
@@ -93,7 +119,9 @@ func NewWorker(cfg Config, deps Deps) (*worker.Worker, error) {
 		}
 		acts.Agents = agentIssuer{base: strings.TrimSuffix(cfg.AgentURL, "/"), tokens: tokens}
 	}
-	return worker.New(deps.Temporal, acts, worker.Options{}), nil
+	return worker.New(deps.Temporal, acts, worker.Options{
+		ListenQueue: deps.DB.ListenQueue, QueueRecheck: cfg.QueueRecheck, Logger: deps.Logger,
+	}), nil
 }
 
 // agentIssuer gives a job's machine the API's agent endpoint and a token
@@ -146,6 +174,9 @@ func NewAPI(cfg Config, deps Deps) *api.Server {
 		Version:            Version,
 		Logger:             deps.Logger,
 		Feed:               deps.DB, // Serve runs its listener; Shutdown stops it
+		Metrics:            deps.Metrics,
+		Queue:              deps.DB,
+		Stats:              statsSource(deps),
 		CORSAllowedOrigins: cfg.CORSAllowedOrigins,
 		Auth: api.AuthConfig{
 			Users:          deps.DB,
@@ -161,6 +192,22 @@ func NewAPI(cfg Config, deps Deps) *api.Server {
 			},
 		},
 	})
+}
+
+// statsSource reads the recorded provisioning outcomes into the feed the
+// API ranks with.
+func statsSource(deps Deps) func(context.Context) (map[string]scheduler.Snapshot, map[string]scheduler.Snapshot) {
+	feed := deps.Stats
+	if feed == nil {
+		feed = admission.NewFeed()
+	}
+	return func(ctx context.Context) (map[string]scheduler.Snapshot, map[string]scheduler.Snapshot) {
+		now := time.Now()
+		if err := activities.RefreshStats(ctx, deps.DB, feed, now); err != nil {
+			deps.Logger.WarnContext(ctx, "reading provisioning outcomes failed; using older statistics", "err", err)
+		}
+		return feed.Snapshot(now)
+	}
 }
 
 // ServeAPI runs srv on cfg.HTTPAddr until ctx is done, then shuts it down

@@ -8,6 +8,7 @@ import (
 	"cmp"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gpuflow/gpuflow"
 	"github.com/gpuflow/gpuflow/auth"
 )
 
@@ -48,6 +50,10 @@ import (
 //	GPUFLOW_RECONCILE_INTERVAL 1m                 how often the reconciler looks for machines no live job owns
 //	GPUFLOW_AGENT_URL       http://<HTTP_ADDR>    the API's base URL as cloud machines reach it (their agent reports there)
 //	GPUFLOW_RECONCILE_GRACE 2m                    how old such a machine must be before it is terminated
+//	GPUFLOW_MAX_RUNNING_JOBS 0                    per user: jobs holding or making a machine at once (0: no limit); more wait in queued
+//	GPUFLOW_MAX_SPEND_PER_HOUR 0                  per user: dollars per hour of those jobs together (0: no limit); more wait in queued
+//	GPUFLOW_QUEUE_RECHECK   15s                   how often the dispatcher looks again at waiting jobs when nothing woke it
+//	METRICS_ADDR            127.0.0.1:9090        where `gpuflow worker` serves /metrics (the API serves its own; "off" disables)
 type Config struct {
 	DataDir           string
 	HTTPAddr          string
@@ -70,6 +76,11 @@ type Config struct {
 	LocalEnabled       bool
 	LocalDir           string
 	LocalCPUSlots      int
+	// Limits bound each user's running jobs and spend per hour.
+	Limits       gpuflow.Limits
+	QueueRecheck time.Duration
+	// MetricsAddr is where the worker serves /metrics ("" disables).
+	MetricsAddr string
 }
 
 // EnvVars lists every environment variable Config reads.
@@ -78,6 +89,7 @@ var EnvVars = append([]string{
 	"TEMPORAL_UI_ADDR", "TEMPORAL_UI_URL", "JWT_SECRET", "JWT_SECRET_FILE", "JWT_LIFETIME", "TRUSTED_PROXIES", "CORS_ALLOWED_ORIGINS", "LOG_LEVEL", "LOG_FORMAT",
 	"GPUFLOW_LOCAL_ENABLED", "GPUFLOW_LOCAL_DIR", "GPUFLOW_LOCAL_CPU_SLOTS",
 	"GPUFLOW_RECONCILE_INTERVAL", "GPUFLOW_RECONCILE_GRACE", "GPUFLOW_AGENT_URL",
+	"GPUFLOW_MAX_RUNNING_JOBS", "GPUFLOW_MAX_SPEND_PER_HOUR", "GPUFLOW_QUEUE_RECHECK", "METRICS_ADDR",
 }, cloudEnvVars...)
 
 // ConfigFromEnv reads Config from getenv (os.Getenv in production) and
@@ -137,6 +149,25 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		if c.LocalCPUSlots, err = strconv.Atoi(s); err != nil || c.LocalCPUSlots < 1 {
 			return c, fmt.Errorf("GPUFLOW_LOCAL_CPU_SLOTS must be a positive integer, not %q", s)
 		}
+	}
+	if s := getenv("GPUFLOW_MAX_RUNNING_JOBS"); s != "" {
+		if c.Limits.MaxRunning, err = strconv.Atoi(s); err != nil || c.Limits.MaxRunning < 0 {
+			return c, fmt.Errorf("GPUFLOW_MAX_RUNNING_JOBS must be a whole number, 0 for no limit, not %q", s)
+		}
+	}
+	if s := getenv("GPUFLOW_MAX_SPEND_PER_HOUR"); s != "" {
+		if c.Limits.MaxSpendPerHour, err = strconv.ParseFloat(s, 64); err != nil || !(c.Limits.MaxSpendPerHour >= 0) || math.IsInf(c.Limits.MaxSpendPerHour, 0) {
+			return c, fmt.Errorf("GPUFLOW_MAX_SPEND_PER_HOUR must be dollars per hour, 0 for no limit, not %q", s)
+		}
+	}
+	if c.QueueRecheck, err = parseDuration(getenv("GPUFLOW_QUEUE_RECHECK"), 15*time.Second); err != nil {
+		return c, fmt.Errorf("GPUFLOW_QUEUE_RECHECK: %w", err)
+	}
+	c.MetricsAddr = cmp.Or(getenv("METRICS_ADDR"), "127.0.0.1:9090")
+	if c.MetricsAddr == "off" {
+		c.MetricsAddr = ""
+	} else if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+		return c, fmt.Errorf("METRICS_ADDR: %w", err)
 	}
 	for name, addr := range map[string]string{"HTTP_ADDR": c.HTTPAddr, "TEMPORAL_ADDRESS": c.TemporalAddress, "TEMPORAL_UI_ADDR": c.TemporalUIAddr} {
 		if _, _, err := net.SplitHostPort(addr); err != nil {

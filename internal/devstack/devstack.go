@@ -18,9 +18,11 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.temporal.io/sdk/client"
 
 	"github.com/gpuflow/gpuflow"
+	"github.com/gpuflow/gpuflow/admission"
 	"github.com/gpuflow/gpuflow/api"
 	"github.com/gpuflow/gpuflow/internal/app"
 	"github.com/gpuflow/gpuflow/internal/devtemporal"
@@ -127,7 +129,8 @@ func Start(ctx context.Context, cfg app.Config, opts Options, logger *slog.Logge
 	if err := app.Migrate(ctx, s.DB); err != nil {
 		return nil, err
 	}
-	if s.Client, err = app.DialTemporal(ctx, cfg, logger); err != nil {
+	reg := prometheus.NewRegistry()
+	if s.Client, err = app.DialTemporal(ctx, cfg, logger, reg); err != nil {
 		return nil, err
 	}
 	if !opts.NoEmulators {
@@ -141,7 +144,8 @@ func Start(ctx context.Context, cfg app.Config, opts Options, logger *slog.Logge
 		return nil, err
 	}
 	s.Providers = ps
-	deps := app.Deps{DB: s.DB, Temporal: s.Client, Providers: ps, Logger: logger}
+	// One registry and one statistics feed for the worker and the API.
+	deps := app.Deps{DB: s.DB, Temporal: s.Client, Providers: ps, Logger: logger, Metrics: reg, Stats: admission.NewFeed()}
 	if !opts.NoWorker {
 		if s.Worker, err = app.StartWorker(ctx, cfg, deps); err != nil {
 			return nil, err

@@ -49,7 +49,7 @@ func runChild(role string) error {
 			return err
 		}
 		defer db.Close()
-		tc, err := app.DialTemporal(ctx, cfg, logger)
+		tc, err := app.DialTemporal(ctx, cfg, logger, nil)
 		if err != nil {
 			return err
 		}

@@ -1,0 +1,292 @@
+package activities
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/gpuflow/gpuflow"
+	"github.com/gpuflow/gpuflow/admission"
+)
+
+// SignalQueue is the signal a dispatcher sends a waiting job's workflow:
+// admitted (with the decision), unschedulable, or a new reason to wait.
+const SignalQueue = "queue"
+
+// QueueSignal is the payload of SignalQueue.
+type QueueSignal struct {
+	Admitted *SelectResult `json:"admitted,omitempty"`
+	// Failure: no offer fits the job any more.
+	Failure string              `json:"failure,omitempty"`
+	Reasons map[string][]string `json:"reasons,omitempty"`
+	// Reason the job waits, when neither of the above.
+	Reason string `json:"reason,omitempty"`
+}
+
+// Signaler is the part of the Temporal client a dispatcher signals with.
+type Signaler interface {
+	SignalWorkflow(ctx context.Context, workflowID, runID, signalName string, arg any) error
+}
+
+// resignalAfter is how long an admitted job may stay "queued" before its
+// admission is signalled again (the first signal may have been lost with a
+// crashed dispatcher).
+const resignalAfter = 30 * time.Second
+
+// Dispatcher runs admission passes over the durable queue: it ranks every
+// waiting job, admits those with room in order (see package admission),
+// records why the others wait and signals their workflows. A pass runs
+// when a job enters the queue (inside its Admit activity, which returns
+// its own admission at once), when capacity is freed (the store's
+// notifications) and on a slow tick while jobs wait (cloud stock changes
+// without telling anyone). Passes take turns across processes through the
+// store's lock; they are idempotent.
+type Dispatcher struct {
+	Queue     gpuflow.QueueStore
+	Outcomes  gpuflow.OutcomeStore // nil: statistics are the priors
+	Providers gpuflow.Providers
+	Signals   Signaler // nil: the workflows are not signalled (tests)
+	Config    admission.Config
+	// Stats is fed from Outcomes before each pass; a new Feed when nil.
+	Stats  *admission.Feed
+	Logger *slog.Logger
+	Now    func() time.Time
+
+	mu      sync.Mutex
+	planner admission.Planner
+}
+
+// PassResult is what one pass decided for one job.
+type PassResult struct {
+	Admitted *SelectResult
+	Failure  string
+	Reasons  map[string][]string
+	Reason   string
+	Waiting  int // jobs left waiting, in all
+}
+
+func (d *Dispatcher) now() time.Time {
+	if d.Now != nil {
+		return d.Now()
+	}
+	return time.Now().UTC()
+}
+
+func (d *Dispatcher) logger() *slog.Logger {
+	if d.Logger != nil {
+		return d.Logger
+	}
+	return slog.Default()
+}
+
+// Feed returns the statistics the dispatcher ranks with.
+func (d *Dispatcher) Feed() *admission.Feed {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.Stats == nil {
+		d.Stats = admission.NewFeed()
+	}
+	return d.Stats
+}
+
+// RefreshStats reads the provisioning outcomes recorded since the last
+// refresh (or in the last admission.StatsWindow) into the feed.
+func RefreshStats(ctx context.Context, store gpuflow.OutcomeStore, feed *admission.Feed, now time.Time) error {
+	if store == nil {
+		return nil
+	}
+	const page = 5000
+	for {
+		outs, err := store.Outcomes(ctx, feed.LastID(), now.Add(-admission.StatsWindow), page)
+		if err != nil {
+			return err
+		}
+		feed.Apply(outs)
+		if len(outs) < page {
+			return nil
+		}
+	}
+}
+
+// Pass runs one admission pass and returns what it decided for self (a
+// job id; "" for none).
+func (d *Dispatcher) Pass(ctx context.Context, self string) (PassResult, error) {
+	feed := d.Feed()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	now := d.now()
+	if err := RefreshStats(ctx, d.Outcomes, feed, now); err != nil {
+		d.logger().WarnContext(ctx, "reading provisioning outcomes failed; ranking with older statistics", "err", err)
+	}
+	var (
+		mine    PassResult
+		signals []queued
+	)
+	err := d.Queue.QueuePass(ctx, func(st gpuflow.QueueState) ([]gpuflow.Admission, map[string]string, error) {
+		mine, signals = PassResult{}, nil
+		waiting := 0
+		for _, e := range st.Entries {
+			if !e.Admitted {
+				waiting++
+				continue
+			}
+			if e.JobID != self && e.JobStatus == gpuflow.StatusQueued && now.Sub(e.AdmittedAt) > resignalAfter {
+				var sel SelectResult
+				if json.Unmarshal(e.Decision, &sel) == nil {
+					signals = append(signals, queued{e.WorkflowID, e.JobID, QueueSignal{Admitted: &sel}})
+				}
+			}
+		}
+		if waiting == 0 {
+			return nil, nil, nil
+		}
+		offers, refused := d.Providers.AllOffers(ctx)
+		provStats, offerStats := feed.Snapshot(now)
+		d.planner.Config = d.Config
+		res := d.planner.Plan(admission.Input{
+			Now: now, Entries: st.Entries, Usage: st.Usage, Offers: offers, Refused: refused,
+			Check: d.Providers.CheckSpec, Stats: provStats, OfferStats: offerStats,
+		})
+		var admissions []gpuflow.Admission
+		reasons := map[string]string{}
+		for _, e := range st.Entries {
+			if e.Admitted {
+				continue
+			}
+			var sig QueueSignal
+			if ch, ok := res.Admitted[e.JobID]; ok {
+				sel := d.selectResult(ch)
+				dec, err := json.Marshal(sel)
+				if err != nil {
+					return nil, nil, err
+				}
+				admissions = append(admissions, gpuflow.Admission{JobID: e.JobID, Decision: dec,
+					OfferKey: ch.StockKey, Units: ch.Units, PricePerHour: ch.Best.PricePerHour})
+				sig.Admitted = sel
+			} else if why, ok := res.Unschedulable[e.JobID]; ok {
+				sig.Failure, sig.Reasons = "no provider can serve the job", why
+				reasons[e.JobID] = sig.Failure
+			} else {
+				sig.Reason = res.Waiting[e.JobID]
+				reasons[e.JobID] = sig.Reason
+				mine.Waiting++
+				if sig.Reason == e.Reason && e.JobID != self {
+					continue // nothing new to tell
+				}
+			}
+			if e.JobID == self {
+				mine.Admitted, mine.Failure, mine.Reasons, mine.Reason = sig.Admitted, sig.Failure, sig.Reasons, sig.Reason
+				continue
+			}
+			signals = append(signals, queued{e.WorkflowID, e.JobID, sig})
+		}
+		return admissions, reasons, nil
+	})
+	if err != nil {
+		return PassResult{}, err
+	}
+	d.signal(ctx, signals)
+	return mine, nil
+}
+
+type queued struct {
+	workflowID, jobID string
+	sig               QueueSignal
+}
+
+// signal tells the workflows what the pass decided. A workflow that no
+// longer runs leaves the queue.
+func (d *Dispatcher) signal(ctx context.Context, signals []queued) {
+	if d.Signals == nil {
+		return
+	}
+	for _, s := range signals {
+		err := d.Signals.SignalWorkflow(ctx, s.workflowID, "", SignalQueue, s.sig)
+		var nf *serviceerror.NotFound
+		switch {
+		case err == nil:
+		case errors.As(err, &nf):
+			if err := d.Queue.Dequeue(ctx, s.jobID); err != nil {
+				d.logger().WarnContext(ctx, "removing a finished job from the queue failed", "job_id", s.jobID, "err", err)
+			}
+		default:
+			d.logger().WarnContext(ctx, "signalling a queued job failed; the next pass tries again", "job_id", s.jobID, "err", err)
+		}
+	}
+}
+
+func (d *Dispatcher) selectResult(ch admission.Choice) *SelectResult {
+	res := &SelectResult{Offer: ch.Best.Offer, Score: ch.Best.Score, Breakdown: ch.Best.Breakdown,
+		Strategy: ch.Strategy, PricePerHour: ch.Best.PricePerHour, EstimatedCost: ch.Best.EstimatedCost,
+		StartSeconds: ch.Best.StartSeconds, Alternatives: ch.Alternatives}
+	if p := d.Providers.Get(ch.Best.Offer.Provider); p != nil {
+		res.Mode = p.Info().Mode
+	}
+	return res
+}
+
+// AdmitInput puts a job in the queue (or updates its blocked offers).
+type AdmitInput struct {
+	Entry gpuflow.QueueEntry `json:"entry"`
+}
+
+// AdmitResult is the job's place after its pass: admitted with a
+// decision, or waiting with a reason (the dispatcher signals the workflow
+// later with SignalQueue).
+type AdmitResult struct {
+	Admitted *SelectResult `json:"admitted,omitempty"`
+	Reason   string        `json:"reason,omitempty"`
+}
+
+// Admit enqueues the job and runs an admission pass at once. It fails with
+// ErrTypeUnschedulable (details: the reasons by provider) when no offer
+// fits the job at all.
+func (a *Activities) Admit(ctx context.Context, in *AdmitInput) (*AdmitResult, error) {
+	if a.Dispatch == nil {
+		return nil, temporal.NewNonRetryableApplicationError("this worker has no dispatcher", ErrTypeUnschedulable, nil)
+	}
+	e, err := a.Dispatch.Queue.Enqueue(ctx, in.Entry)
+	if err != nil {
+		return nil, fmt.Errorf("enqueue job %s: %w", in.Entry.JobID, err)
+	}
+	if e.Admitted { // a retry of an activity whose pass had admitted the job
+		var sel SelectResult
+		if err := json.Unmarshal(e.Decision, &sel); err != nil {
+			return nil, fmt.Errorf("job %s: admission decision: %w", e.JobID, err)
+		}
+		return &AdmitResult{Admitted: &sel}, nil
+	}
+	res, err := a.Dispatch.Pass(ctx, in.Entry.JobID)
+	if err != nil {
+		return nil, fmt.Errorf("admission pass: %w", err)
+	}
+	if res.Failure != "" {
+		_ = a.Dispatch.Queue.Dequeue(ctx, in.Entry.JobID)
+		return nil, temporal.NewNonRetryableApplicationError(res.Failure, ErrTypeUnschedulable, nil, res.Reasons)
+	}
+	return &AdmitResult{Admitted: res.Admitted, Reason: res.Reason}, nil
+}
+
+// LeaveQueue removes the job from the queue (its machine exists, or it
+// ended) and wakes the dispatchers: it may have freed room.
+func (a *Activities) LeaveQueue(ctx context.Context, jobID string) error {
+	if a.Dispatch == nil {
+		return nil
+	}
+	return a.Dispatch.Queue.Dequeue(ctx, jobID)
+}
+
+// RecordOutcome stores one provisioning outcome for the statistics.
+func (a *Activities) RecordOutcome(ctx context.Context, o *gpuflow.ProvisionOutcome) error {
+	if a.Dispatch == nil || a.Dispatch.Outcomes == nil {
+		return nil
+	}
+	return a.Dispatch.Outcomes.RecordOutcome(ctx, *o)
+}

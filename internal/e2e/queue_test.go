@@ -1,0 +1,115 @@
+package e2e
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gpuflow/gpuflow/internal/devstack"
+)
+
+func startedAt(t *testing.T, j map[string]any) time.Time {
+	t.Helper()
+	s, _ := j["started_at"].(string)
+	at, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		t.Fatalf("started_at %q: %v", s, err)
+	}
+	return at
+}
+
+// TestQueueOrderAndCancel: with one CPU slot busy, queued jobs wait in
+// "queued" with their place and reason, a cancelled one leaves at once,
+// and when the slot frees the higher priority job starts first, then the
+// others in order — woken by the freed slot, not by polling.
+func TestQueueOrderAndCancel(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.LocalCPUSlots = 1
+	cfg.QueueRecheck = time.Hour // only freed capacity may wake the queue
+	s := startStack(t, cfg, devstack.Options{InMemoryTemporal: true, NoUI: true, NoEmulators: true})
+	c := newAPI(t, s.APIURL())
+	job := func(name string, prio int, cmd ...string) string {
+		return c.submit(map[string]any{"name": name, "command": cmd, "gpu_count": 0, "priority": prio, "provider": "local"})
+	}
+
+	blocker := job("blocker", 5, "sleep", "300")
+	c.waitStatus(blocker, "running", 30*time.Second)
+	low := job("low", 1, "echo", "low")
+	high := job("high", 9, "echo", "high")
+	doomed := job("doomed", 5, "echo", "doomed")
+	for _, want := range []struct {
+		id  string
+		pos float64
+	}{{high, 1}, {doomed, 2}, {low, 3}} {
+		j := c.waitStatus(want.id, "queued", 30*time.Second)
+		deadline := time.Now().Add(10 * time.Second)
+		for j["queue"] == nil && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+			j = c.job(want.id)
+		}
+		q, _ := j["queue"].(map[string]any)
+		if q == nil || q["position"] != want.pos || !strings.HasPrefix(q["reason"].(string), "waiting for capacity") {
+			t.Fatalf("job %s (%s): queue %v, want position %v", j["name"], want.id, j["queue"], want.pos)
+		}
+	}
+
+	start := time.Now()
+	if code, out := c.do(http.MethodPost, "/api/gpu/tasks/"+doomed+"/cancel", map[string]any{"reason": "not needed"}); code != http.StatusOK && code != http.StatusAccepted {
+		t.Fatalf("cancel: %d %v", code, out)
+	}
+	j := c.waitStatus(doomed, "cancelled", 10*time.Second)
+	t.Logf("a queued job left the queue in %s", time.Since(start).Round(time.Millisecond))
+	if j["instance_id"] != nil || len(j["attempts"].([]any)) != 0 {
+		t.Fatalf("a cancelled queued job was provisioned: %v", j)
+	}
+	if pos, _, err := s.DB.QueuePosition(context.Background(), doomed); err != nil || pos != 0 {
+		t.Fatalf("cancelled job still queued: %d %v", pos, err)
+	}
+	if q := c.job(low)["queue"].(map[string]any); q["position"] != 2.0 {
+		t.Fatalf("low moved to %v", q)
+	}
+
+	if code, out := c.do(http.MethodPost, "/api/gpu/tasks/"+blocker+"/cancel", nil); code != http.StatusOK && code != http.StatusAccepted {
+		t.Fatalf("cancel blocker: %d %v", code, out)
+	}
+	c.waitStatus(blocker, "cancelled", 30*time.Second)
+	h := c.waitStatus(high, "succeeded", 30*time.Second)
+	l := c.waitStatus(low, "succeeded", 30*time.Second)
+	if !startedAt(t, h).Before(startedAt(t, l)) {
+		t.Fatalf("high started %v, low %v: want high first", h["started_at"], l["started_at"])
+	}
+}
+
+// TestOwnerLimitQueues: with a limit of one running job per user, a
+// user's second job waits with the limit as its reason while another
+// user's job runs, and starts when the first one ends.
+func TestOwnerLimitQueues(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Limits.MaxRunning = 1
+	cfg.QueueRecheck = time.Hour
+	s := startStack(t, cfg, devstack.Options{InMemoryTemporal: true, NoUI: true, NoEmulators: true})
+	alice, bob := newAPI(t, s.APIURL()), newAPI(t, s.APIURL())
+	spec := func(cmd ...string) map[string]any {
+		return map[string]any{"command": cmd, "gpu_count": 0, "provider": "local"}
+	}
+	first := alice.submit(spec("sleep", "300"))
+	alice.waitStatus(first, "running", 30*time.Second)
+	second := alice.submit(spec("echo", "second"))
+	other := bob.submit(spec("echo", "bob"))
+	bob.waitStatus(other, "succeeded", 30*time.Second)
+	j := alice.waitStatus(second, "queued", 10*time.Second)
+	deadline := time.Now().Add(10 * time.Second)
+	for j["queue"] == nil && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		j = alice.job(second)
+	}
+	if q, _ := j["queue"].(map[string]any); q == nil || q["reason"] != "owner limit: 1 of 1 jobs running" {
+		t.Fatalf("second job: %v", j["queue"])
+	}
+	if code, out := alice.do(http.MethodPost, "/api/gpu/tasks/"+first+"/cancel", nil); code != http.StatusOK && code != http.StatusAccepted {
+		t.Fatalf("cancel: %d %v", code, out)
+	}
+	alice.waitStatus(second, "succeeded", 30*time.Second)
+}
