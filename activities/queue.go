@@ -59,9 +59,25 @@ type Dispatcher struct {
 	Logger *slog.Logger
 	Now    func() time.Time
 
-	mu      sync.Mutex
+	mu      sync.Mutex // held by the running pass
 	planner admission.Planner
+	bmu     sync.Mutex // guards next
+	next    *passCall  // the pass that starts next, which callers join
 }
+
+// passCall is one pass shared by the callers that asked for it while an
+// earlier pass ran.
+type passCall struct {
+	done    chan struct{}
+	selves  map[string]bool
+	res     map[string]PassResult
+	waiting int
+	err     error
+}
+
+// passTimeout bounds one pass (offers from every provider, the ranking,
+// the store's transaction).
+const passTimeout = time.Minute
 
 // PassResult is what one pass decided for one job.
 type PassResult struct {
@@ -88,8 +104,8 @@ func (d *Dispatcher) logger() *slog.Logger {
 
 // Feed returns the statistics the dispatcher ranks with.
 func (d *Dispatcher) Feed() *admission.Feed {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	d.bmu.Lock()
+	defer d.bmu.Unlock()
 	if d.Stats == nil {
 		d.Stats = admission.NewFeed()
 	}
@@ -115,36 +131,71 @@ func RefreshStats(ctx context.Context, store gpuflow.OutcomeStore, feed *admissi
 	}
 }
 
-// Pass runs one admission pass and returns what it decided for self (a
-// job id; "" for none).
+// Pass waits for an admission pass that starts after the call and returns
+// what it decided for self (a job id; "" for none). Callers that arrive
+// while a pass runs share the next one: under a burst of submissions a
+// pass serves many jobs, not one each.
 func (d *Dispatcher) Pass(ctx context.Context, self string) (PassResult, error) {
+	d.bmu.Lock()
+	c, lead := d.next, false
+	if c == nil {
+		c, lead = &passCall{done: make(chan struct{}), selves: map[string]bool{}}, true
+		d.next = c
+	}
+	if self != "" {
+		c.selves[self] = true
+	}
+	d.bmu.Unlock()
+	if lead {
+		d.mu.Lock() // the running pass ends first
+		d.bmu.Lock()
+		d.next = nil // later callers wait for the pass after this one
+		d.bmu.Unlock()
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), passTimeout)
+		c.res, c.waiting, c.err = d.pass(pctx, c.selves)
+		cancel()
+		d.mu.Unlock()
+		close(c.done)
+	}
+	select {
+	case <-c.done:
+	case <-ctx.Done():
+		return PassResult{}, ctx.Err()
+	}
+	r := c.res[self]
+	r.Waiting = c.waiting
+	return r, c.err
+}
+
+// pass runs one admission pass; it returns the results for selves and how
+// many jobs are left waiting.
+func (d *Dispatcher) pass(ctx context.Context, selves map[string]bool) (map[string]PassResult, int, error) {
 	feed := d.Feed()
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	now := d.now()
 	if err := RefreshStats(ctx, d.Outcomes, feed, now); err != nil {
 		d.logger().WarnContext(ctx, "reading provisioning outcomes failed; ranking with older statistics", "err", err)
 	}
 	var (
-		mine    PassResult
+		mine    map[string]PassResult
+		waiting int
 		signals []queued
 	)
 	err := d.Queue.QueuePass(ctx, func(st gpuflow.QueueState) ([]gpuflow.Admission, map[string]string, error) {
-		mine, signals = PassResult{}, nil
-		waiting := 0
+		mine, waiting, signals = map[string]PassResult{}, 0, nil
+		inQueue := 0
 		for _, e := range st.Entries {
 			if !e.Admitted {
-				waiting++
+				inQueue++
 				continue
 			}
-			if e.JobID != self && e.JobStatus == gpuflow.StatusQueued && now.Sub(e.AdmittedAt) > resignalAfter {
+			if !selves[e.JobID] && e.JobStatus == gpuflow.StatusQueued && now.Sub(e.AdmittedAt) > resignalAfter {
 				var sel SelectResult
 				if json.Unmarshal(e.Decision, &sel) == nil {
 					signals = append(signals, queued{e.WorkflowID, e.JobID, QueueSignal{Admitted: &sel}})
 				}
 			}
 		}
-		if waiting == 0 {
+		if inQueue == 0 {
 			return nil, nil, nil
 		}
 		offers, refused := d.Providers.AllOffers(ctx)
@@ -176,13 +227,13 @@ func (d *Dispatcher) Pass(ctx context.Context, self string) (PassResult, error) 
 			} else {
 				sig.Reason = res.Waiting[e.JobID]
 				reasons[e.JobID] = sig.Reason
-				mine.Waiting++
-				if sig.Reason == e.Reason && e.JobID != self {
+				waiting++
+				if sig.Reason == e.Reason && !selves[e.JobID] {
 					continue // nothing new to tell
 				}
 			}
-			if e.JobID == self {
-				mine.Admitted, mine.Failure, mine.Reasons, mine.Reason = sig.Admitted, sig.Failure, sig.Reasons, sig.Reason
+			if selves[e.JobID] {
+				mine[e.JobID] = PassResult{Admitted: sig.Admitted, Failure: sig.Failure, Reasons: sig.Reasons, Reason: sig.Reason}
 				continue
 			}
 			signals = append(signals, queued{e.WorkflowID, e.JobID, sig})
@@ -190,10 +241,10 @@ func (d *Dispatcher) Pass(ctx context.Context, self string) (PassResult, error) 
 		return admissions, reasons, nil
 	})
 	if err != nil {
-		return PassResult{}, err
+		return nil, 0, err
 	}
 	d.signal(ctx, signals)
-	return mine, nil
+	return mine, waiting, nil
 }
 
 type queued struct {

@@ -39,6 +39,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/gpuflow/gpuflow"
@@ -101,6 +102,58 @@ func StockKey(o gpuflow.Offer) string {
 	return fmt.Sprintf("%s/%d", o.Key(), o.GPUCount)
 }
 
+// ranked is one kind of job's fitting offers, best first, or the reasons
+// nothing fits.
+type ranked struct {
+	cands   []scheduler.Candidate
+	reasons map[string][]string
+}
+
+// specKey is what ranking and the providers' checks read of a spec.
+type specKey struct {
+	gpuType, strategy, provider, providers, image, command string
+	gpuCount, vcpus, diskGB, estimated                     int
+	memoryGB, maxPrice                                     float64
+	spot, hasMaxPrice                                      bool
+}
+
+func rankKey(s *gpuflow.JobSpec) specKey {
+	k := specKey{gpuType: s.GPUType, strategy: s.Strategy, provider: s.Provider, providers: strings.Join(s.Providers, ","),
+		image: s.Image, gpuCount: s.GPUCount, vcpus: s.VCPUs, diskGB: s.DiskGB, estimated: s.EstimatedDuration,
+		memoryGB: s.MemoryGB, spot: s.Spot}
+	if len(s.Command) > 0 {
+		k.command = s.Command[0]
+	}
+	if s.MaxPricePerHour != nil {
+		k.maxPrice, k.hasMaxPrice = *s.MaxPricePerHour, true
+	}
+	return k
+}
+
+// rank ranks the offers for spec; the candidates are a copy the next
+// ranking does not overwrite.
+func (p *Planner) rank(spec *gpuflow.JobSpec, blocked map[string]string, in *Input) ranked {
+	p.ranker.Rank(scheduler.Input{Spec: *spec, Offers: &p.index, Blocked: blocked,
+		Stats: in.Stats, OfferStats: in.OfferStats, Unconfigured: in.Unconfigured}, &p.d)
+	cands := slices.Clone(p.d.Candidates)
+	if in.Check != nil {
+		if refused := in.Check(*spec); len(refused) > 0 {
+			cands = slices.DeleteFunc(cands, func(c scheduler.Candidate) bool {
+				_, bad := refused[c.Offer.Provider]
+				return bad
+			})
+			if len(cands) == 0 {
+				p.d.AddRefused(refused)
+			}
+		}
+	}
+	if len(cands) > 0 {
+		return ranked{cands: cands}
+	}
+	p.d.AddRefused(in.Refused)
+	return ranked{reasons: p.d.ReasonsByProvider()}
+}
+
 // Planner runs passes, reusing its memory. Not safe for concurrent use.
 type Planner struct {
 	Config Config
@@ -133,9 +186,11 @@ func (p *Planner) Plan(in Input) Result {
 	lim := p.Config.Limits
 
 	room := map[string]int{} // stock key → units left; absent: unknown (unlimited)
-	for _, o := range in.Offers {
+	keys := make([]string, len(in.Offers)) // by offer index (Candidate.Index)
+	for i, o := range in.Offers {
+		keys[i] = StockKey(o)
 		if o.Available >= 0 {
-			room[StockKey(o)] = o.Available
+			room[keys[i]] = o.Available
 		}
 	}
 	usage := map[string]gpuflow.Usage{}
@@ -152,6 +207,7 @@ func (p *Planner) Plan(in Input) Result {
 		}
 	}
 	held := map[string]string{} // owner → the job their later jobs wait behind
+	memo := map[specKey]ranked{}
 	for _, e := range entries {
 		if e.Admitted {
 			continue
@@ -166,27 +222,23 @@ func (p *Planner) Plan(in Input) Result {
 				blocked[k] = b.Reason
 			}
 		}
-		p.ranker.Rank(scheduler.Input{Spec: e.Spec, Offers: &p.index, Blocked: blocked,
-			Stats: in.Stats, OfferStats: in.OfferStats, Unconfigured: in.Unconfigured}, &p.d)
-		cands := p.d.Candidates
-		if in.Check != nil {
-			if refused := in.Check(e.Spec); len(refused) > 0 {
-				cands = slices.DeleteFunc(slices.Clone(cands), func(c scheduler.Candidate) bool {
-					_, bad := refused[c.Offer.Provider]
-					return bad
-				})
-				if len(cands) == 0 {
-					p.d.AddRefused(refused)
-				}
+		// Jobs alike rank alike: a pass over many waiting jobs ranks each
+		// kind of job once (jobs with blocked offers each on their own).
+		key, memoOK := rankKey(&e.Spec), len(blocked) == 0
+		r, hit := memo[key]
+		if !hit || !memoOK {
+			r = p.rank(&e.Spec, blocked, &in)
+			if memoOK {
+				memo[key] = r
 			}
 		}
+		cands := r.cands
 		if len(cands) == 0 {
 			if len(blocked) > 0 {
 				res.Waiting[e.JobID] = fmt.Sprintf("every fitting offer failed for this job in the last %s; trying again when that passes", ttl)
 				continue
 			}
-			p.d.AddRefused(in.Refused)
-			res.Unschedulable[e.JobID] = p.d.ReasonsByProvider()
+			res.Unschedulable[e.JobID] = r.reasons
 			continue
 		}
 		u := usage[e.OwnerID]
@@ -197,7 +249,7 @@ func (p *Planner) Plan(in Input) Result {
 		}
 		chosen, overSpend := -1, -1
 		for i, c := range cands {
-			n, known := room[StockKey(c.Offer)]
+			n, known := room[keys[c.Index]]
 			if known && n < c.Offer.Units(e.Spec) {
 				continue
 			}
@@ -221,7 +273,7 @@ func (p *Planner) Plan(in Input) Result {
 			res.Waiting[e.JobID] = fmt.Sprintf("waiting for capacity: all %d fitting offers are full (best: %s %s in %s)",
 				len(cands), best.Provider, best.GPUType, best.Region)
 			for _, c := range cands { // keep what is left for this job
-				k := StockKey(c.Offer)
+				k := keys[c.Index]
 				if _, known := room[k]; known {
 					room[k] = 0
 				}
@@ -230,7 +282,7 @@ func (p *Planner) Plan(in Input) Result {
 		}
 		c := cands[chosen]
 		c.Breakdown = c.Criteria.Map()
-		k := StockKey(c.Offer)
+		k := keys[c.Index]
 		units := c.Offer.Units(e.Spec)
 		if n, known := room[k]; known {
 			room[k] = n - units

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -112,4 +113,78 @@ func TestOwnerLimitQueues(t *testing.T) {
 		t.Fatalf("cancel: %d %v", code, out)
 	}
 	alice.waitStatus(second, "succeeded", 30*time.Second)
+}
+
+// TestMetricsIncludeTemporalAndProvisioning: the process's /metrics has
+// the Temporal SDK's own metrics and the provisioning outcomes per
+// provider, recorded by the workflow, with no job or user id in a label.
+func TestMetricsIncludeTemporalAndProvisioning(t *testing.T) {
+	cfg := testConfig(t)
+	s := startStack(t, cfg, devstack.Options{InMemoryTemporal: true, NoUI: true, NoEmulators: true})
+	c := newAPI(t, s.APIURL())
+	id := c.submit(map[string]any{"command": []string{"true"}, "gpu_count": 0})
+	c.waitStatus(id, "succeeded", 30*time.Second)
+
+	want := []string{
+		`gpuflow_provisioning_outcomes_total{`,
+		`gpuflow_provisioning_duration_seconds_count{`,
+		`temporal_workflow_completed{`,
+		`temporal_activity_execution_latency_bucket{`,
+		`temporal_request{`,
+		`gpuflow_http_requests_total{`,
+	}
+	var body string
+	deadline := time.Now().Add(15 * time.Second) // the SDK's metrics are reported each second
+	for {
+		resp, err := http.Get(s.APIURL() + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		body = string(b)
+		missing := ""
+		for _, w := range want {
+			if !strings.Contains(body, w) {
+				missing = w
+				break
+			}
+		}
+		for _, name := range []string{"gpuflow_provisioning_outcomes_total{", "gpuflow_provisioning_duration_seconds_count{"} {
+			l := grepLines(body, name)
+			if !strings.Contains(l, `outcome="started"`) || !strings.Contains(l, `provider="local"`) || !strings.HasSuffix(l, "} 1") {
+				missing = name + ` ... outcome="started",provider="local"... } 1`
+			}
+		}
+		if missing == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/metrics lacks %q:\n%s", missing, grepLines(body, "gpuflow_prov", "temporal_workflow_completed"))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	_, me := c.do(http.MethodGet, "/users/me", nil)
+	if uid, _ := me["id"].(string); uid == "" || strings.Contains(body, id) || strings.Contains(body, uid) {
+		t.Fatal("/metrics holds a job or user id")
+	}
+	code, m := c.do(http.MethodGet, "/api/gpu/scheduling/metrics", nil)
+	prov, _ := m["provisioning"].(map[string]any)
+	local, _ := prov["local"].(map[string]any)
+	if code != http.StatusOK || local == nil || local["started"].(float64) < 0.99 || local["success_rate"] == nil {
+		t.Fatalf("scheduling metrics: %d %v", code, m)
+	}
+}
+
+func grepLines(body string, subs ...string) string {
+	var out []string
+	for _, l := range strings.Split(body, "\n") {
+		for _, s := range subs {
+			if strings.Contains(l, s) {
+				out = append(out, l)
+				break
+			}
+		}
+	}
+	return strings.Join(out, "\n")
 }
