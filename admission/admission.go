@@ -185,7 +185,7 @@ func (p *Planner) Plan(in Input) Result {
 	ttl := cmp.Or(p.Config.BlockTTL, DefaultBlockTTL)
 	lim := p.Config.Limits
 
-	room := map[string]int{} // stock key → units left; absent: unknown (unlimited)
+	room := map[string]int{}               // stock key → units left; absent: unknown (unlimited)
 	keys := make([]string, len(in.Offers)) // by offer index (Candidate.Index)
 	for i, o := range in.Offers {
 		keys[i] = StockKey(o)
