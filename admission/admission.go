@@ -270,7 +270,7 @@ func (p *Planner) Plan(in Input) Result {
 				continue
 			}
 			best := cands[0].Offer
-			res.Waiting[e.JobID] = fmt.Sprintf("waiting for capacity: all %d fitting offers are full (best: %s %s in %s)",
+			res.Waiting[e.JobID] = fmt.Sprintf("waiting for capacity: every fitting offer is full (%d; best: %s %s in %s)",
 				len(cands), best.Provider, best.GPUType, best.Region)
 			for _, c := range cands { // keep what is left for this job
 				k := keys[c.Index]
