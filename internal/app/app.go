@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -194,18 +195,32 @@ func NewAPI(cfg Config, deps Deps) *api.Server {
 	})
 }
 
+// statsRefresh is how stale the API's statistics may be: submissions and
+// recommendations read recorded outcomes at most this often.
+const statsRefresh = time.Second
+
 // statsSource reads the recorded provisioning outcomes into the feed the
-// API ranks with.
+// API ranks with, at most once per statsRefresh.
 func statsSource(deps Deps) func(context.Context) (map[string]scheduler.Snapshot, map[string]scheduler.Snapshot) {
 	feed := deps.Stats
 	if feed == nil {
 		feed = admission.NewFeed()
 	}
+	var (
+		mu   sync.Mutex
+		last time.Time
+	)
 	return func(ctx context.Context) (map[string]scheduler.Snapshot, map[string]scheduler.Snapshot) {
 		now := time.Now()
-		if err := activities.RefreshStats(ctx, deps.DB, feed, now); err != nil {
-			deps.Logger.WarnContext(ctx, "reading provisioning outcomes failed; using older statistics", "err", err)
+		mu.Lock()
+		if now.Sub(last) >= statsRefresh {
+			if err := activities.RefreshStats(ctx, deps.DB, feed, now); err != nil {
+				deps.Logger.WarnContext(ctx, "reading provisioning outcomes failed; using older statistics", "err", err)
+			} else {
+				last = now
+			}
 		}
+		mu.Unlock()
 		return feed.Snapshot(now)
 	}
 }
