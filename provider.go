@@ -239,6 +239,10 @@ type SpecChecker interface {
 	Check(spec JobSpec) error
 }
 
+// OffersUnavailable starts the reason of a provider whose offers could not
+// be listed (an error or a panic).
+const OffersUnavailable = "offers unavailable: "
+
 // OffersFor asks every provider that spec allows for its offers, all at
 // once, in provider order. Providers that fail (or panic), offer nothing, or
 // whose SpecChecker refuses the spec, are returned in refused with the reason
@@ -291,7 +295,7 @@ func (ps Providers) gather(ctx context.Context, skip map[string]string) (offers 
 			os, err := safeOffers(ctx, p)
 			switch {
 			case err != nil:
-				results[i].reason = "offers unavailable: " + err.Error()
+				results[i].reason = OffersUnavailable + err.Error()
 			case len(os) == 0:
 				results[i].reason = "no offers"
 			}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -188,17 +189,25 @@ func (d *Dispatcher) pass(ctx context.Context, selves map[string]bool) (map[stri
 				inQueue++
 				continue
 			}
-			if !selves[e.JobID] && e.JobStatus == gpuflow.StatusQueued && now.Sub(e.AdmittedAt) > resignalAfter {
-				var sel SelectResult
-				if json.Unmarshal(e.Decision, &sel) == nil {
-					signals = append(signals, queued{e.WorkflowID, e.JobID, QueueSignal{Admitted: &sel}})
-				}
+			var sel SelectResult
+			if err := json.Unmarshal(e.Decision, &sel); err != nil {
+				return nil, nil, fmt.Errorf("job %s: admission decision: %w", e.JobID, err)
+			}
+			switch {
+			case selves[e.JobID]: // admitted by a pass that began after it entered
+				mine[e.JobID] = PassResult{Admitted: &sel}
+			case e.JobStatus == gpuflow.StatusQueued && now.Sub(e.AdmittedAt) > resignalAfter:
+				signals = append(signals, queued{e.WorkflowID, e.JobID, QueueSignal{Admitted: &sel}})
 			}
 		}
 		if inQueue == 0 {
 			return nil, nil, nil
 		}
 		offers, refused := d.Providers.AllOffers(ctx)
+		for _, name := range d.Providers.Names() { // a provider that cannot list its offers is unhealthy
+			why, failed := refused[name]
+			feed.SetHealth(name, !failed || !strings.HasPrefix(why, gpuflow.OffersUnavailable), now)
+		}
 		provStats, offerStats := feed.Snapshot(now)
 		d.planner.Config = d.Config
 		res := d.planner.Plan(admission.Input{
@@ -321,6 +330,9 @@ func (a *Activities) Admit(ctx context.Context, in *AdmitInput) (*AdmitResult, e
 	if res.Failure != "" {
 		_ = a.Dispatch.Queue.Dequeue(ctx, in.Entry.JobID)
 		return nil, temporal.NewNonRetryableApplicationError(res.Failure, ErrTypeUnschedulable, nil, res.Reasons)
+	}
+	if res.Admitted == nil && res.Reason == "" {
+		res.Reason = "waiting for the dispatcher"
 	}
 	return &AdmitResult{Admitted: res.Admitted, Reason: res.Reason}, nil
 }

@@ -58,6 +58,13 @@ func (f *Feed) Apply(outs []gpuflow.ProvisionOutcome) {
 	}
 }
 
+// SetHealth records whether a provider answered (its offers, a health
+// check) at at. An unhealthy provider is not chosen until it answers again
+// or starts a machine.
+func (f *Feed) SetHealth(provider string, healthy bool, at time.Time) {
+	f.providers.SetHealth(provider, healthy, at)
+}
+
 // Snapshot returns the providers' and the offers' records at at.
 func (f *Feed) Snapshot(at time.Time) (providers, offers map[string]scheduler.Snapshot) {
 	return f.providers.Snapshot(at, nil), f.offers.Snapshot(at, nil)
