@@ -115,7 +115,7 @@ func (p *slotProvider) Offers(context.Context) ([]gpuflow.Offer, error) {
 func waitingEntry(id string, prio int, at time.Duration) gpuflow.QueueEntry {
 	return gpuflow.QueueEntry{JobID: id, OwnerID: "u", WorkflowID: "job-" + id, Priority: prio,
 		SubmittedAt: time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC).Add(at),
-		Spec: gpuflow.JobSpec{Command: []string{"true"}, Strategy: gpuflow.StrategyBalanced}}
+		Spec:        gpuflow.JobSpec{Command: []string{"true"}, Strategy: gpuflow.StrategyBalanced}}
 }
 
 func TestDispatcher(t *testing.T) {
