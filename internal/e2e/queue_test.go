@@ -128,9 +128,9 @@ func TestMetricsIncludeTemporalAndProvisioning(t *testing.T) {
 	want := []string{
 		`gpuflow_provisioning_outcomes_total{`,
 		`gpuflow_provisioning_duration_seconds_count{`,
-		`temporal_workflow_completed{`,
-		`temporal_activity_execution_latency_bucket{`,
-		`temporal_request{`,
+		`temporal_workflow_completed_total{`,
+		`temporal_activity_execution_latency_seconds_bucket{`,
+		`temporal_request_total{`,
 		`gpuflow_http_requests_total{`,
 	}
 	var body string

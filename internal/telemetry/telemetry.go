@@ -1,6 +1,7 @@
 // Package telemetry exports the Temporal Go SDK's own client and worker
-// metrics (temporal_request, temporal_workflow_task_execution_latency, ...)
-// in Prometheus format.
+// metrics (temporal_request_total,
+// temporal_workflow_task_execution_latency_seconds, ...) in Prometheus
+// format, counters suffixed _total and timers _seconds.
 //
 // The SDK emits metrics through client.MetricsHandler. Its documented path to
 // Prometheus is a uber-go/tally scope with tally's Prometheus reporter behind
@@ -19,8 +20,8 @@
 // filling unused ones with "none", but code that adds its own tags through
 // WithTags (e.g. on workflow.GetMetricsHandler) can break that. Tally's
 // reporter registers a vector per (name, label names); when the registry
-// refuses the second one, the reporter's default is to panic. Here the refusal is instead logged once per metric name through
-// slog.Default() and every refused registration is counted in
+// refuses the second one, the reporter's default is to panic. Here the refusal is
+// instead logged once per metric name through slog.Default() and every refused registration is counted in
 // gpuflow_temporal_metrics_dropped_series_total: the series registered first
 // keeps working, later samples under the conflicting label names are dropped.
 // A series counted there is the place to look when an SDK metric seems to be
@@ -36,6 +37,7 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"strings"
 	"sync"
 	"time"
 
@@ -133,11 +135,27 @@ func (h metricsHandler) WithTags(tags map[string]string) client.MetricsHandler {
 	return metricsHandler{scope: h.scope.Tagged(tags)}
 }
 
-func (h metricsHandler) Counter(name string) client.MetricsCounter { return h.scope.Counter(name) }
+// Counter names end in _total and timers (histograms in seconds) in
+// _seconds, as Prometheus' naming conventions ask (what the SDK's contrib
+// calls its Prometheus naming scope): temporal_request becomes
+// temporal_request_total, temporal_activity_execution_latency becomes
+// temporal_activity_execution_latency_seconds.
+func (h metricsHandler) Counter(name string) client.MetricsCounter {
+	return h.scope.Counter(withSuffix(name, "_total"))
+}
 
 func (h metricsHandler) Gauge(name string) client.MetricsGauge { return h.scope.Gauge(name) }
 
-func (h metricsHandler) Timer(name string) client.MetricsTimer { return h.scope.Timer(name) }
+func (h metricsHandler) Timer(name string) client.MetricsTimer {
+	return h.scope.Timer(withSuffix(name, "_seconds"))
+}
+
+func withSuffix(name, suffix string) string {
+	if strings.HasSuffix(name, suffix) {
+		return name
+	}
+	return name + suffix
+}
 
 // Handler serves the metrics in g in the Prometheus text exposition format.
 // A failing collector is logged through slog.Default() and the remaining

@@ -92,7 +92,7 @@ func TestCounterGaugeTimerWithTags(t *testing.T) {
 	require.NoError(t, closer.Close()) // flushes the counters and gauges
 	mfs := gather(t, reg)
 
-	req := mfs["temporal_request"]
+	req := mfs["temporal_request_total"]
 	require.NotNil(t, req)
 	assert.Equal(t, dto.MetricType_COUNTER, req.GetType())
 	require.Len(t, req.GetMetric(), 1)
@@ -112,7 +112,7 @@ func TestCounterGaugeTimerWithTags(t *testing.T) {
 	}
 	assert.Equal(t, map[string]float64{"ActivityWorker": 4, "WorkflowWorker": 2}, byWorker)
 
-	lat := mfs["temporal_request_latency"]
+	lat := mfs["temporal_request_latency_seconds"]
 	require.NotNil(t, lat)
 	assert.Equal(t, dto.MetricType_HISTOGRAM, lat.GetType())
 	require.Len(t, lat.GetMetric(), 1)
@@ -131,7 +131,7 @@ func TestCounterGaugeTimerWithTags(t *testing.T) {
 	assert.Equal(t, uint64(1), cumulative[1])
 	assert.Equal(t, uint64(2), cumulative[2.5])
 
-	hit := mfs["temporal_sticky_cache_hit"]
+	hit := mfs["temporal_sticky_cache_hit_total"]
 	require.NotNil(t, hit, "sanitized name")
 	assert.Equal(t, 1.0, hit.GetMetric()[0].GetCounter().GetValue())
 
@@ -154,7 +154,7 @@ func TestSameNameDifferentTagsDoesNotPanic(t *testing.T) {
 		h.WithTags(map[string]string{"operation": "PollActivityTaskQueue", "task_queue": "q2"}).
 			Counter("temporal_request").Inc(7)
 		// Same name as another type.
-		h.Gauge("temporal_request").Update(1)
+		h.Gauge("temporal_request_total").Update(1)
 	})
 	first.Counter("temporal_request").Inc(1)
 	h.WithTags(map[string]string{"operation": "GetSystemInfo"}).Counter("temporal_request").Inc(1)
@@ -162,7 +162,7 @@ func TestSameNameDifferentTagsDoesNotPanic(t *testing.T) {
 	require.NoError(t, closer.Close())
 	mfs := gather(t, reg)
 
-	req := mfs["temporal_request"]
+	req := mfs["temporal_request_total"]
 	require.NotNil(t, req)
 	assert.Equal(t, dto.MetricType_COUNTER, req.GetType())
 	byOp := map[string]float64{}
@@ -177,7 +177,7 @@ func TestSameNameDifferentTagsDoesNotPanic(t *testing.T) {
 	assert.Equal(t, 3.0, mfs["gpuflow_temporal_metrics_dropped_series_total"].GetMetric()[0].GetCounter().GetValue())
 	out := logs.String()
 	assert.Equal(t, 1, strings.Count(out, "Prometheus refused a Temporal SDK metric"), out)
-	assert.Contains(t, out, `fqName: \"temporal_request\"`)
+	assert.Contains(t, out, `fqName: \"temporal_request_total\"`)
 }
 
 func TestSecondRegistrationOnSameRegistryFails(t *testing.T) {
@@ -208,15 +208,15 @@ func TestSDKClientAcceptsHandler(t *testing.T) {
 
 	require.NoError(t, closer.Close())
 	mfs := gather(t, reg)
-	req := mfs["temporal_request"]
+	req := mfs["temporal_request_total"]
 	require.NotNil(t, req, "SDK request counter not exported")
 	require.NotEmpty(t, req.GetMetric())
 	m := req.GetMetric()[0]
 	assert.Equal(t, "GetSystemInfo", labels(m)["operation"])
 	assert.Equal(t, "temporal_go", labels(m)["client_name"])
 	assert.GreaterOrEqual(t, m.GetCounter().GetValue(), 1.0)
-	require.NotNil(t, mfs["temporal_request_failure"])
-	assert.Equal(t, "UNAVAILABLE", labels(mfs["temporal_request_failure"].GetMetric()[0])["status_code"])
+	require.NotNil(t, mfs["temporal_request_failure_total"])
+	assert.Equal(t, "UNAVAILABLE", labels(mfs["temporal_request_failure_total"].GetMetric()[0])["status_code"])
 	assert.Equal(t, 0.0, mfs["gpuflow_temporal_metrics_dropped_series_total"].GetMetric()[0].GetCounter().GetValue())
 }
 
@@ -280,5 +280,5 @@ func TestHandler(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, http.StatusOK, resp.StatusCode)
 	lines := strings.Split(string(body), "\n")
-	assert.True(t, slices.Contains(lines, `temporal_request{namespace="default"} 1`), string(body))
+	assert.True(t, slices.Contains(lines, `temporal_request_total{namespace="default"} 1`), string(body))
 }
