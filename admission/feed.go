@@ -9,8 +9,9 @@ import (
 )
 
 // StatsWindow is how far back a process reads provisioning outcomes when
-// it starts: older ones weigh less than 1/64 after decaying.
-const StatsWindow = 6 * scheduler.DefaultHalfLife
+// it starts: six half-lives of the longer (reliability) memory, after which
+// an outcome weighs less than 1/64.
+const StatsWindow = 6 * scheduler.DefaultReliabilityHalfLife
 
 // Feed turns recorded provisioning outcomes into the scheduler's decayed
 // statistics, per provider and per offer. Outcomes are applied in id
@@ -22,7 +23,9 @@ type Feed struct {
 	last      int64
 }
 
-// NewFeed returns an empty feed with the default half-lives.
+// NewFeed returns an empty feed with the default half-lives (see
+// scheduler.Stats: capacity and reliability records per provider; per
+// offer, capacity decays with scheduler.DefaultOfferHalfLife).
 func NewFeed() *Feed {
 	return &Feed{
 		providers: scheduler.NewTracker(scheduler.DefaultHalfLife),

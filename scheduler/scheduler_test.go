@@ -3,6 +3,7 @@ package scheduler
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -132,17 +133,18 @@ func TestStatsSteerAvailability(t *testing.T) {
 		t.Fatalf("no stats: best %s, want a (tie broken by provider)", got)
 	}
 	for i := range 5 {
-		tr.Observe("a", NoCapacity, 3*time.Second, now.Add(-time.Duration(i)*time.Minute))
+		tr.Observe("a", Failed, 3*time.Minute, now.Add(-time.Duration(i)*time.Minute))
 		tr.Observe("b", Started, 2*time.Minute, now.Add(-time.Duration(i)*time.Minute))
 	}
 	if got := rank(spec); got != "b" {
-		t.Fatalf("a fails, b starts: best %s, want b", got)
+		t.Fatalf("a's launches fail, b's start: best %s, want b", got)
 	}
 	if d.Candidates[0].Criteria.Availability <= d.Candidates[1].Criteria.Availability {
 		t.Fatalf("availability %v not above %v", d.Candidates[0].Criteria, d.Candidates[1].Criteria)
 	}
-	// Twelve half-lives later the failures are forgotten: back to the tie.
-	later := now.Add(12 * time.Hour)
+	// Twelve reliability half-lives later (the longer memory) all is
+	// forgotten: back to the tie.
+	later := now.Add(12 * DefaultReliabilityHalfLife)
 	r.Rank(Input{Spec: spec, Offers: x, Stats: tr.Snapshot(later, nil)}, &d)
 	if a, b := d.Candidates[0].Criteria.Availability, d.Candidates[1].Criteria.Availability; a-b > 0.01 || b-a > 0.01 {
 		t.Fatalf("after 12 half-lives availability %v vs %v: want about equal", a, b)
@@ -323,6 +325,10 @@ func TestStats(t *testing.T) {
 	if snap.MeanStart != 3*time.Minute || snap.StartStdDev != time.Minute || snap.MeanNoCapacity != 10*time.Second || snap.MeanFail != 0 {
 		t.Fatalf("times %+v", snap)
 	}
+	// The reliability record decays with its own, longer half-life (6 h).
+	if want := 2 * math.Exp2(-1.0/6); !near(snap.Launches, want) || snap.LaunchFailures != 0 {
+		t.Fatalf("launches %v (failures %v), want %v", snap.Launches, snap.LaunchFailures, want)
+	}
 	// Snapshot is pure: asking twice, or for an earlier time, changes nothing.
 	if again := s.Snapshot(t0.Add(time.Hour)); again != snap {
 		t.Fatalf("snapshot changed: %+v vs %+v", again, snap)
@@ -366,9 +372,36 @@ func TestStats(t *testing.T) {
 	if got := sp.Snapshot(t0); got.Preemptions != 1 || got.SpotHours != 2 {
 		t.Fatalf("spot %+v", got)
 	}
+	if got := sp.Snapshot(t0.Add(DefaultReliabilityHalfLife)); !near(got.Preemptions, 0.5) || !near(got.SpotHours, 1) {
+		t.Fatalf("spot one reliability half-life later %+v, want halved", got)
+	}
+
+	// Two memories: capacity errors are forgotten within hours, a launch
+	// that failed (a hung pod) is remembered for the reliability half-life.
+	var two Stats
+	two.Observe(NoCapacity, 5*time.Second, t0)
+	two.Observe(Failed, 10*time.Minute, t0)
+	two.Observe(Started, 2*time.Minute, t0)
+	later := two.Snapshot(t0.Add(3 * time.Hour))
+	if !near(later.NoCapacity, 0.125) || !near(later.Failed, 0.125) || !near(later.Launches, 2*math.Sqrt(0.5)) || !near(later.LaunchFailures, math.Sqrt(0.5)) {
+		t.Fatalf("three hours later %+v: want capacity counts at 1/8, launches at 1/sqrt(2)", later)
+	}
+	if later.MeanFail != 10*time.Minute || later.MeanStart != 2*time.Minute {
+		t.Fatalf("three hours later: mean fail %v, mean start %v", later.MeanFail, later.MeanStart)
+	}
+	short := Stats{HalfLife: 2 * time.Hour, ReliabilityHalfLife: time.Hour} // never shorter than HalfLife
+	short.Observe(Failed, time.Minute, t0)
+	if got := short.Snapshot(t0.Add(2 * time.Hour)); !near(got.LaunchFailures, 0.5) {
+		t.Fatalf("reliability half-life below HalfLife: %+v", got)
+	}
 
 	tr := NewTracker(0)
 	tr.Observe("a", Started, time.Minute, t0)
+	trr := NewTracker(time.Hour, 2*time.Hour)
+	trr.Observe("a", Failed, time.Minute, t0)
+	if got := trr.Snapshot(t0.Add(2*time.Hour), nil)["a"]; !near(got.LaunchFailures, 0.5) || !near(got.Failed, 0.25) {
+		t.Fatalf("tracker with a reliability half-life: %+v", got)
+	}
 	tr.SetHealth("b", false, t0)
 	dst := map[string]Snapshot{"stale": {}}
 	got := tr.Snapshot(t0, dst)
@@ -415,5 +448,71 @@ func TestOfferStats(t *testing.T) {
 	r.Rank(Input{Spec: spec, Offers: Prepare(offers), Stats: perProvider.Snapshot(now, nil)}, &d)
 	if b := d.Candidates[len(d.Candidates)-1]; b.Offer.Provider != "b" {
 		t.Fatalf("order %v: want b, the erratic one, last", keys(d.Candidates))
+	}
+}
+
+// TestTailRisk: an offer that starts sooner on average but hangs one launch
+// in ten until a 10-minute boot timeout is less available than a steady
+// one: the rare long failure is what makes a job start late.
+func TestTailRisk(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	offers := []gpuflow.Offer{
+		{Provider: "fast", GPUType: "L4", GPUCount: 1, PricePerHour: 0.5, Region: "r", Available: -1},
+		{Provider: "steady", GPUType: "L4", GPUCount: 1, PricePerHour: 0.5, Region: "r", Available: -1},
+	}
+	tr := NewTracker(time.Hour)
+	for i := range 30 {
+		at := now.Add(-time.Duration(i) * time.Minute)
+		if i%10 == 0 {
+			tr.Observe("fast", Failed, 10*time.Minute, at)
+		} else {
+			tr.Observe("fast", Started, 90*time.Second, at)
+		}
+		tr.Observe("steady", Started, 4*time.Minute, at)
+	}
+	snap := tr.Snapshot(now, nil)
+	var r Ranker
+	var d Decision
+	r.Rank(Input{Spec: gpuflow.JobSpec{GPUType: "L4", GPUCount: 1, Strategy: gpuflow.StrategyAvailability}, Offers: Prepare(offers), Stats: snap}, &d)
+	if got := keys(d.Candidates); fmt.Sprint(got) != "[steady/L4/r fast/L4/r]" {
+		t.Fatalf("order %v: want the steady offer first; %+v", got, d.Candidates)
+	}
+	// On the mean alone the fast one would win.
+	f, st := snap["fast"], snap["steady"]
+	meanFast := f.MeanStart.Seconds() + f.LaunchFailures/(f.Launches-f.LaunchFailures)*(f.MeanFail.Seconds())
+	if meanFast >= st.MeanStart.Seconds() {
+		t.Fatalf("test setup: fast's mean wait %vs not below steady's %v", meanFast, st.MeanStart)
+	}
+}
+
+// TestCapacityPerOffer: capacity is an offer's own. A storm of capacity
+// errors on one of a provider's offers (a job retrying a sold-out pool)
+// does not make its other offers look sold out; the offer itself is
+// avoided.
+func TestCapacityPerOffer(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	offers := []gpuflow.Offer{
+		{Provider: "a", GPUType: "L4", GPUCount: 1, PricePerHour: 0.5, Region: "r1", Available: 4},
+		{Provider: "a", GPUType: "L4", GPUCount: 1, PricePerHour: 0.5, Region: "r2", Available: 4},
+		{Provider: "b", GPUType: "L4", GPUCount: 1, PricePerHour: 0.5, Region: "r1", Available: 4},
+	}
+	perProvider, perOffer := NewTracker(time.Hour), NewTracker(15*time.Minute)
+	for i := range 50 {
+		at := now.Add(-time.Duration(i) * 10 * time.Second)
+		perProvider.Observe("a", NoCapacity, 30*time.Second, at)
+		perOffer.Observe(offers[0].Key(), NoCapacity, 30*time.Second, at)
+	}
+	var r Ranker
+	var d Decision
+	r.Rank(Input{Spec: gpuflow.JobSpec{GPUType: "L4", GPUCount: 1, Strategy: gpuflow.StrategyAvailability}, Offers: Prepare(offers),
+		Stats: perProvider.Snapshot(now, nil), OfferStats: perOffer.Snapshot(now, nil)}, &d)
+	avail := map[string]float64{}
+	for _, c := range d.Candidates {
+		avail[c.Offer.Key()] = c.Criteria.Availability
+	}
+	if a1, a2, b := avail["a/L4/r1"], avail["a/L4/r2"], avail["b/L4/r1"]; a1 >= a2/2 || math.Abs(a2-b) > 0.01 {
+		t.Fatalf("availability a/r1 %v, a/r2 %v, b/r1 %v: want a/r1 far below, a/r2 as b/r1", a1, a2, b)
 	}
 }

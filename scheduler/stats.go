@@ -16,6 +16,14 @@ const DefaultHalfLife = time.Hour
 // (Input.OfferStats): an offer's stock comes and goes within minutes.
 const DefaultOfferHalfLife = 15 * time.Minute
 
+// DefaultReliabilityHalfLife is the half-life of the reliability record
+// (Stats.ReliabilityHalfLife) when Stats.ReliabilityHalfLife is zero. Six
+// hours: a pool that hangs one launch in four is seen after a dozen
+// launches, which a pool used a few times an hour gives in a few hours,
+// and still remembered when it is next used. (The simulation in
+// scheduler/sim liked 2 h less and 24 h about as well.)
+const DefaultReliabilityHalfLife = 6 * time.Hour
+
 // Outcome is what a provisioning attempt, or a spot machine's run, came to.
 type Outcome uint8
 
@@ -56,21 +64,38 @@ func (o Outcome) String() string {
 	return "unknown"
 }
 
-// Stats is one provider's record: provisioning outcomes, times and spot
-// preemptions, each observation's weight halving every HalfLife. It is a
+// Stats is one provider's (or one offer's) record: provisioning outcomes,
+// times and spot preemptions, each observation's weight halving every half-life. It is a
 // plain value: no clock (every call passes the time) and no locking (see
 // Tracker for a shared one).
+//
+// The record has two memories. Whether attempts find capacity decays with
+// HalfLife: stock comes and goes. How the provider behaves once it has the
+// capacity — how often a launch fails anyway (a pod that hangs while
+// starting), how long starting and failing take, how often spot machines
+// are reclaimed — decays with ReliabilityHalfLife: a flaky datacenter stays
+// flaky, and such events are rare, so a short memory would forget them
+// between two of them.
 type Stats struct {
 	// HalfLife of an observation's weight; DefaultHalfLife when zero.
 	HalfLife time.Duration
+	// ReliabilityHalfLife is the half-life of the reliability record:
+	// launches (attempts that found capacity, started or failed), their
+	// times, the times of failures, preemptions and spot hours.
+	// DefaultReliabilityHalfLife when zero, and never shorter than
+	// HalfLife.
+	ReliabilityHalfLife time.Duration
 
-	at          time.Time // the time the sums below are decayed to
-	started     float64
-	noCapacity  float64
-	failed      float64
+	at         time.Time // the time the sums below are decayed to
+	started    float64
+	noCapacity float64
+	failed     float64
+	noCapSecs  float64 // sum of the capacity errors' durations
+	// The reliability record, decayed with the reliability half-life.
+	lStarted    float64
+	lFailed     float64
 	startSecs   float64 // sum of the started attempts' durations
 	startSq     float64 // sum of their squares
-	noCapSecs   float64 // sum of the capacity errors' durations
 	failSecs    float64 // sum of the other failures' durations
 	preemptions float64
 	spotHours   float64
@@ -83,18 +108,28 @@ type Stats struct {
 // Snapshot is a provider's decayed record at one time, as Rank reads it.
 // Counts are decayed weights: an observation one half-life old counts 0.5.
 type Snapshot struct {
+	// Started, NoCapacity and Failed count attempts by outcome, decayed
+	// with Stats.HalfLife: the share that found capacity.
 	Started    float64 `json:"started"`
 	NoCapacity float64 `json:"no_capacity"`
 	Failed     float64 `json:"failed"`
+	// Launches counts the attempts that found capacity (Started or
+	// Failed) and LaunchFailures those that failed, both decayed with
+	// Stats.ReliabilityHalfLife: the chance that a launch fails.
+	Launches       float64 `json:"launches"`
+	LaunchFailures float64 `json:"launch_failures"`
 	// MeanStart is the weighted mean time to a running machine, and
-	// StartStdDev its standard deviation (0: none yet).
+	// StartStdDev its standard deviation (0: none yet), over the
+	// reliability record.
 	MeanStart   time.Duration `json:"mean_start"`
 	StartStdDev time.Duration `json:"start_stddev"`
-	// MeanNoCapacity is the weighted mean time a capacity error took, and
-	// MeanFail the time any other failure took (0: none yet).
+	// MeanNoCapacity is the weighted mean time a capacity error took (over
+	// the capacity record), and MeanFail the time any other failure took
+	// (over the reliability record); 0: none yet.
 	MeanNoCapacity time.Duration `json:"mean_no_capacity"`
 	MeanFail       time.Duration `json:"mean_fail"`
-	// Preemptions and SpotHours give the spot preemption rate.
+	// Preemptions and SpotHours give the spot preemption rate, over the
+	// reliability record.
 	Preemptions float64 `json:"preemptions"`
 	SpotHours   float64 `json:"spot_hours"`
 	// Unhealthy is true when the last health check failed and no attempt
@@ -112,6 +147,14 @@ func (s *Stats) halfLife() time.Duration {
 	return DefaultHalfLife
 }
 
+func (s *Stats) reliabilityHalfLife() time.Duration {
+	l := s.ReliabilityHalfLife
+	if l <= 0 {
+		l = DefaultReliabilityHalfLife
+	}
+	return max(l, s.halfLife())
+}
+
 // decay returns the weight, at time to, of an observation made at from.
 func decay(from, to time.Time, halfLife time.Duration) float64 {
 	dt := to.Sub(from)
@@ -122,39 +165,43 @@ func decay(from, to time.Time, halfLife time.Duration) float64 {
 }
 
 // advance decays the sums to at when at is later than the last update and
-// returns the weight of an observation made at at (below 1 when at is
-// earlier: observations may arrive out of order).
-func (s *Stats) advance(at time.Time) float64 {
+// returns the weights of an observation made at at, in the capacity and
+// in the reliability record (below 1 when at is earlier: observations may
+// arrive out of order).
+func (s *Stats) advance(at time.Time) (w, wl float64) {
 	if s.at.IsZero() {
 		s.at = at
-		return 1
+		return 1, 1
 	}
 	if !at.After(s.at) {
-		return decay(at, s.at, s.halfLife())
+		return decay(at, s.at, s.halfLife()), decay(at, s.at, s.reliabilityHalfLife())
 	}
-	f := decay(s.at, at, s.halfLife())
+	f, fl := decay(s.at, at, s.halfLife()), decay(s.at, at, s.reliabilityHalfLife())
 	s.started *= f
 	s.noCapacity *= f
 	s.failed *= f
-	s.startSecs *= f
-	s.startSq *= f
 	s.noCapSecs *= f
-	s.failSecs *= f
-	s.preemptions *= f
-	s.spotHours *= f
+	s.lStarted *= fl
+	s.lFailed *= fl
+	s.startSecs *= fl
+	s.startSq *= fl
+	s.failSecs *= fl
+	s.preemptions *= fl
+	s.spotHours *= fl
 	s.at = at
-	return 1
+	return 1, 1
 }
 
 // Observe records an outcome that took d and ended at at.
 func (s *Stats) Observe(o Outcome, d time.Duration, at time.Time) {
 	d = max(d, 0)
-	w := s.advance(at)
+	w, wl := s.advance(at)
 	switch o {
 	case Started:
 		s.started += w
-		s.startSecs += w * d.Seconds()
-		s.startSq += w * d.Seconds() * d.Seconds()
+		s.lStarted += wl
+		s.startSecs += wl * d.Seconds()
+		s.startSq += wl * d.Seconds() * d.Seconds()
 		if !s.healthAt.After(at) {
 			s.health, s.healthAt, s.healthOK = true, at, true
 		}
@@ -163,12 +210,13 @@ func (s *Stats) Observe(o Outcome, d time.Duration, at time.Time) {
 		s.noCapSecs += w * d.Seconds()
 	case Failed:
 		s.failed += w
-		s.failSecs += w * d.Seconds()
+		s.lFailed += wl
+		s.failSecs += wl * d.Seconds()
 	case Preempted:
-		s.preemptions += w
-		s.spotHours += w * d.Hours()
+		s.preemptions += wl
+		s.spotHours += wl * d.Hours()
 	case SpotFinished:
-		s.spotHours += w * d.Hours()
+		s.spotHours += wl * d.Hours()
 	}
 }
 
@@ -184,28 +232,30 @@ func (s *Stats) SetHealth(healthy bool, at time.Time) {
 // Snapshot returns the record decayed to at (a time before the last
 // observation counts as that time).
 func (s *Stats) Snapshot(at time.Time) Snapshot {
-	f := 1.0
+	f, fl := 1.0, 1.0
 	if !s.at.IsZero() {
-		f = decay(s.at, at, s.halfLife())
+		f, fl = decay(s.at, at, s.halfLife()), decay(s.at, at, s.reliabilityHalfLife())
 	}
 	snap := Snapshot{
-		Started:     s.started * f,
-		NoCapacity:  s.noCapacity * f,
-		Failed:      s.failed * f,
-		Preemptions: s.preemptions * f,
-		SpotHours:   s.spotHours * f,
-		Unhealthy:   s.healthOK && !s.health,
+		Started:        s.started * f,
+		NoCapacity:     s.noCapacity * f,
+		Failed:         s.failed * f,
+		Launches:       (s.lStarted + s.lFailed) * fl,
+		LaunchFailures: s.lFailed * fl,
+		Preemptions:    s.preemptions * fl,
+		SpotHours:      s.spotHours * fl,
+		Unhealthy:      s.healthOK && !s.health,
 	}
-	if s.started > 0 {
-		mean := s.startSecs / s.started
+	if s.lStarted > 0 {
+		mean := s.startSecs / s.lStarted
 		snap.MeanStart = seconds(mean)
-		snap.StartStdDev = seconds(math.Sqrt(max(s.startSq/s.started-mean*mean, 0)))
+		snap.StartStdDev = seconds(math.Sqrt(max(s.startSq/s.lStarted-mean*mean, 0)))
 	}
 	if s.noCapacity > 0 {
 		snap.MeanNoCapacity = seconds(s.noCapSecs / s.noCapacity)
 	}
-	if s.failed > 0 {
-		snap.MeanFail = seconds(s.failSecs / s.failed)
+	if s.lFailed > 0 {
+		snap.MeanFail = seconds(s.failSecs / s.lFailed)
 	}
 	return snap
 }
@@ -215,21 +265,27 @@ func seconds(f float64) time.Duration { return time.Duration(f * float64(time.Se
 // Tracker keeps Stats by key: provider names for Input.Stats, offer keys
 // (gpuflow.Offer.Key) for Input.OfferStats. It is safe for concurrent use.
 type Tracker struct {
-	halfLife time.Duration
-	mu       sync.Mutex
-	stats    map[string]*Stats
+	halfLife, reliabilityHalfLife time.Duration
+	mu                            sync.Mutex
+	stats                         map[string]*Stats
 }
 
 // NewTracker returns an empty tracker whose stats decay with halfLife
-// (DefaultHalfLife when zero).
-func NewTracker(halfLife time.Duration) *Tracker {
-	return &Tracker{halfLife: halfLife, stats: map[string]*Stats{}}
+// (DefaultHalfLife when zero) and, when given, reliabilityHalfLife
+// (Stats.ReliabilityHalfLife; DefaultReliabilityHalfLife when omitted or
+// zero).
+func NewTracker(halfLife time.Duration, reliabilityHalfLife ...time.Duration) *Tracker {
+	t := &Tracker{halfLife: halfLife, stats: map[string]*Stats{}}
+	if len(reliabilityHalfLife) > 0 {
+		t.reliabilityHalfLife = reliabilityHalfLife[0]
+	}
+	return t
 }
 
 func (t *Tracker) get(key string) *Stats {
 	s := t.stats[key]
 	if s == nil {
-		s = &Stats{HalfLife: t.halfLife}
+		s = &Stats{HalfLife: t.halfLife, ReliabilityHalfLife: t.reliabilityHalfLife}
 		t.stats[key] = s
 	}
 	return s
@@ -252,12 +308,12 @@ func (t *Tracker) SetHealth(key string, healthy bool, at time.Time) {
 // Snapshot returns every key's record at at, into dst (cleared first; a
 // new map when nil), and returns it.
 func (t *Tracker) Snapshot(at time.Time, dst map[string]Snapshot) map[string]Snapshot {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	if dst == nil {
 		dst = make(map[string]Snapshot, len(t.stats))
 	}
 	clear(dst)
-	t.mu.Lock()
-	defer t.mu.Unlock()
 	for key, s := range t.stats {
 		dst[key] = s.Snapshot(at)
 	}

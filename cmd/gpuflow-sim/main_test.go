@@ -30,12 +30,25 @@ func TestSmallTrace(t *testing.T) {
 	}
 }
 
+// TestRobustnessSmall runs the multi-seed comparison on two small traces.
+func TestRobustnessSmall(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	if err := run([]string{"-seeds", "2", "-first-seed", "3", "-jobs", "100", "-hours", "6"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	s := out.String()
+	if strings.Count(s, "\n| 3 | ")+strings.Count(s, "\n| 4 | ") != 4 || !strings.Contains(s, "of 4 runs") || !strings.Contains(s, "availability, the fastest") {
+		t.Errorf("want two worlds for trace seeds 3 and 4 and a summary:\n%s", s)
+	}
+}
+
 // TestRankedDeterministic: the same trace and world give the same result.
 func TestRankedDeterministic(t *testing.T) {
 	t.Parallel()
 	trace := sim.Generate(sim.TraceConfig{Seed: 9, Jobs: 200, Span: 6 * time.Hour})
-	a := sim.Run(sim.DefaultWorld(), trace, NewRanked(gpuflow.StrategyBalanced, scheduler.Config{}, scheduler.DefaultHalfLife, scheduler.DefaultOfferHalfLife))
-	b := sim.Run(sim.DefaultWorld(), trace, NewRanked(gpuflow.StrategyBalanced, scheduler.Config{}, scheduler.DefaultHalfLife, scheduler.DefaultOfferHalfLife))
+	a := sim.Run(sim.DefaultWorld(), trace, NewRanked(gpuflow.StrategyBalanced, scheduler.Config{}, DefaultHalfLives))
+	b := sim.Run(sim.DefaultWorld(), trace, NewRanked(gpuflow.StrategyBalanced, scheduler.Config{}, DefaultHalfLives))
 	if a.Cost != b.Cost || a.Decisions != b.Decisions || a.WaitPercentile(95) != b.WaitPercentile(95) || a.Done != 200 {
 		t.Fatalf("runs differ or unfinished: %+v vs %+v", a.Cost, b.Cost)
 	}
@@ -54,10 +67,9 @@ func TestParseWeights(t *testing.T) {
 }
 
 // TestSimulation replays the kept trace (GPUFLOW_BENCH=1, a few seconds)
-// and checks what the scheduler promises: every job runs, the cost
-// strategy is never dearer than cheapest-first, balanced stays within 10 %
-// of its cost and starts jobs sooner at p95. It logs the table and how far
-// balanced is from the goal of 30 % sooner.
+// and checks the goals on it: every job runs, the cost strategy is
+// never dearer than cheapest-first, balanced stays within 10 % of its cost
+// and starts jobs at least 30 % sooner at p95. It logs the table.
 func TestSimulation(t *testing.T) {
 	if os.Getenv("GPUFLOW_BENCH") != "1" {
 		t.Skip("set GPUFLOW_BENCH=1 to replay the whole trace")
@@ -76,7 +88,7 @@ func TestSimulation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	results := Compare(sim.DefaultWorld(), trace, scheduler.Config{}, scheduler.DefaultHalfLife, scheduler.DefaultOfferHalfLife)
+	results := Compare(sim.DefaultWorld(), trace, scheduler.Config{}, DefaultHalfLives)
 	base := results[0]
 	for _, r := range results {
 		if r.Done != len(trace) {
@@ -91,8 +103,8 @@ func TestSimulation(t *testing.T) {
 			if r.Cost > 1.1*base.Cost {
 				t.Errorf("balanced spent %.0f, over 110 %% of the baseline's %.0f", r.Cost, base.Cost)
 			}
-			if r.WaitPercentile(95) >= base.WaitPercentile(95) {
-				t.Errorf("balanced p95 start %v, baseline %v", r.WaitPercentile(95), base.WaitPercentile(95))
+			if r.WaitPercentile(95).Seconds() > 0.7*base.WaitPercentile(95).Seconds() {
+				t.Errorf("balanced p95 start %v, baseline %v: want at least 30 %% sooner", r.WaitPercentile(95), base.WaitPercentile(95))
 			}
 		}
 	}
