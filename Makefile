@@ -41,7 +41,7 @@ $(TOOLS)/staticcheck:
 	GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
 bench: postgres ## benchmarks and the scheduling simulation; results go into docs/BENCHMARKS.md by hand
-	$(GO) test -run '^$$' -bench . -benchmem ./scheduler/...
+	$(GO) test -run '^$$' -bench . -benchmem ./scheduler/... ./admission/
 	$(GO) run ./cmd/gpuflow-sim
 	set -o pipefail; GPUFLOW_BENCH=1 $(GO) test -count=1 -timeout 30m -run '^TestBench' -v ./internal/e2e/ | grep -E 'BENCH|^(ok|FAIL|---)' 
 
