@@ -86,23 +86,33 @@ func (l *Listener) Run(ctx context.Context, fn func(gpuflow.Event)) error {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	minWait := cmpOr(l.MinBackoff, 100*time.Millisecond)
-	maxWait := max(cmpOr(l.MaxBackoff, 5*time.Second), minWait)
+	reconnect(ctx, logger, "event listener", l.MinBackoff, l.MaxBackoff, func(ctx context.Context) (bool, error) {
+		return l.listenOnce(ctx, logger, fn)
+	})
+	return nil
+}
+
+// reconnect runs once until ctx is done, again after each failure, waiting
+// between tries from minWait (100 ms when zero), doubling to maxWait (5 s
+// when zero); the wait starts over after a try that got subscribed.
+func reconnect(ctx context.Context, logger *slog.Logger, what string, minWait, maxWait time.Duration, once func(context.Context) (subscribed bool, err error)) {
+	minWait = cmpOr(minWait, 100*time.Millisecond)
+	maxWait = max(cmpOr(maxWait, 5*time.Second), minWait)
 	wait := minWait
 	for {
-		subscribed, err := l.listenOnce(ctx, logger, fn)
+		subscribed, err := once(ctx)
 		if ctx.Err() != nil {
-			return nil
+			return
 		}
 		if subscribed {
 			wait = minWait
 		}
-		logger.WarnContext(ctx, "event listener disconnected; reconnecting", "err", err, "in", wait)
+		logger.WarnContext(ctx, what+" disconnected; reconnecting", "err", err, "in", wait)
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil
+			return
 		case <-t.C:
 		}
 		wait = min(2*wait, maxWait)

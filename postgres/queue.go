@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -260,26 +259,10 @@ func (db *DB) ListenQueue(ctx context.Context, fn func()) error {
 		cfg.RuntimeParams = map[string]string{}
 	}
 	cfg.RuntimeParams["application_name"] = "gpuflow-queue-listener"
-	logger := db.logger()
-	wait := 100 * time.Millisecond
-	for {
-		subscribed, err := listenQueueOnce(ctx, cfg, fn)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if subscribed {
-			wait = 100 * time.Millisecond
-		}
-		logger.WarnContext(ctx, "queue listener disconnected; reconnecting", slog.Any("err", err), slog.Duration("in", wait))
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C:
-		}
-		wait = min(2*wait, 5*time.Second)
-	}
+	reconnect(ctx, db.logger(), "queue listener", 0, 0, func(ctx context.Context) (bool, error) {
+		return listenQueueOnce(ctx, cfg, fn)
+	})
+	return nil
 }
 
 func listenQueueOnce(ctx context.Context, cfg *pgx.ConnConfig, fn func()) (bool, error) {
