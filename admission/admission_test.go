@@ -3,6 +3,7 @@ package admission
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -27,18 +28,8 @@ func admitted(r Result) string {
 	for id := range r.Admitted {
 		ids = append(ids, id)
 	}
-	return strings.Join(sorted(ids), ",")
-}
-
-func sorted(s []string) []string {
-	for i := range s {
-		for j := i + 1; j < len(s); j++ {
-			if s[j] < s[i] {
-				s[i], s[j] = s[j], s[i]
-			}
-		}
-	}
-	return s
+	slices.Sort(ids)
+	return strings.Join(ids, ",")
 }
 
 func TestPriorityThenSubmissionOrder(t *testing.T) {
