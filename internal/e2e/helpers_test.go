@@ -63,6 +63,9 @@ func env(cfg app.Config) []string {
 		"TEMPORAL_UI_ADDR="+cfg.TemporalUIAddr,
 		"DATABASE_URL="+cfg.DatabaseURL,
 		fmt.Sprintf("GPUFLOW_LOCAL_CPU_SLOTS=%d", cfg.LocalCPUSlots),
+		"GPUFLOW_QUEUE_RECHECK="+cfg.QueueRecheck.String(),
+		fmt.Sprintf("GPUFLOW_MAX_RUNNING_JOBS=%d", cfg.Limits.MaxRunning),
+		"METRICS_ADDR=off",
 		"LOG_LEVEL=warn",
 	)
 }

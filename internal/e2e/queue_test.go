@@ -188,3 +188,43 @@ func grepLines(body string, subs ...string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestQueueSurvivesWorkerKill: jobs wait in the queue behind a running job;
+// the worker (the dispatcher too) is killed with SIGKILL and replaced; the
+// running job finishes and the queued ones start after it, in priority
+// order, each once — the queue lives in PostgreSQL and in the workflows,
+// not in the worker.
+func TestQueueSurvivesWorkerKill(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.LocalCPUSlots = 1
+	cfg.QueueRecheck = time.Hour
+	s := startStack(t, cfg, devstack.Options{InMemoryTemporal: true, NoUI: true, NoWorker: true, NoEmulators: true})
+	c := newAPI(t, s.APIURL())
+	w1 := startChild(t, "worker", cfg)
+
+	blocker := c.submit(map[string]any{"command": []string{"sleep", "3"}, "gpu_count": 0, "provider": "local"})
+	c.waitStatus(blocker, "running", 30*time.Second)
+	var queued []string
+	for _, prio := range []int{2, 8, 5} {
+		queued = append(queued, c.submit(map[string]any{"command": []string{"true"}, "gpu_count": 0, "provider": "local", "priority": prio}))
+	}
+	for _, id := range queued {
+		c.waitStatus(id, "queued", 30*time.Second)
+	}
+	w1.kill()
+	startChild(t, "worker", cfg)
+
+	c.waitStatus(blocker, "succeeded", 60*time.Second)
+	var starts []time.Time
+	for _, id := range queued {
+		j := c.waitStatus(id, "succeeded", 60*time.Second)
+		if n := len(j["attempts"].([]any)); n != 1 {
+			t.Fatalf("job %s made %d attempts", id, n)
+		}
+		starts = append(starts, startedAt(t, j))
+	}
+	// Priorities 2, 8, 5: the second started first, then the third, then the first.
+	if !starts[1].Before(starts[2]) || !starts[2].Before(starts[0]) {
+		t.Fatalf("start order %v", starts)
+	}
+}
