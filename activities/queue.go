@@ -59,6 +59,8 @@ type Dispatcher struct {
 	Stats  *admission.Feed
 	Logger *slog.Logger
 	Now    func() time.Time
+	// Observe, when set, is told what each pass did (for metrics).
+	Observe func(PassStats)
 
 	mu      sync.Mutex // held by the running pass
 	planner admission.Planner
@@ -79,6 +81,17 @@ type passCall struct {
 // passTimeout bounds one pass (offers from every provider, the ranking,
 // the store's transaction).
 const passTimeout = time.Minute
+
+// PassStats is what one pass did.
+type PassStats struct {
+	Duration time.Duration
+	Waiting  int // jobs left waiting
+	// Admitted are the admissions by strategy and provider.
+	Admitted []Admitted
+}
+
+// Admitted is one admission, for metrics: no job or user id.
+type Admitted struct{ Strategy, Provider string }
 
 // PassResult is what one pass decided for one job.
 type PassResult struct {
@@ -173,6 +186,8 @@ func (d *Dispatcher) Pass(ctx context.Context, self string) (PassResult, error) 
 func (d *Dispatcher) pass(ctx context.Context, selves map[string]bool) (map[string]PassResult, int, error) {
 	feed := d.Feed()
 	now := d.now()
+	started := time.Now()
+	var stats PassStats
 	if err := RefreshStats(ctx, d.Outcomes, feed, now); err != nil {
 		d.logger().WarnContext(ctx, "reading provisioning outcomes failed; ranking with older statistics", "err", err)
 	}
@@ -229,6 +244,7 @@ func (d *Dispatcher) pass(ctx context.Context, selves map[string]bool) (map[stri
 				}
 				admissions = append(admissions, gpuflow.Admission{JobID: e.JobID, Decision: dec,
 					OfferKey: ch.StockKey, Units: ch.Units, PricePerHour: ch.Best.PricePerHour})
+				stats.Admitted = append(stats.Admitted, Admitted{Strategy: ch.Strategy, Provider: ch.Best.Offer.Provider})
 				sig.Admitted = sel
 			} else if why, ok := res.Unschedulable[e.JobID]; ok {
 				sig.Failure, sig.Reasons = "no provider can serve the job", why
@@ -251,6 +267,10 @@ func (d *Dispatcher) pass(ctx context.Context, selves map[string]bool) (map[stri
 	})
 	if err != nil {
 		return nil, 0, err
+	}
+	if d.Observe != nil {
+		stats.Duration, stats.Waiting = time.Since(started), waiting
+		d.Observe(stats)
 	}
 	d.signal(ctx, signals)
 	return mine, waiting, nil

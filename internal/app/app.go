@@ -120,9 +120,43 @@ func NewWorker(cfg Config, deps Deps) (*worker.Worker, error) {
 		}
 		acts.Agents = agentIssuer{base: strings.TrimSuffix(cfg.AgentURL, "/"), tokens: tokens}
 	}
+	if deps.Metrics != nil {
+		obs, err := queueMetrics(deps.Metrics)
+		if err != nil {
+			return nil, err
+		}
+		acts.Dispatch.Observe = obs
+	}
 	return worker.New(deps.Temporal, acts, worker.Options{
 		ListenQueue: deps.DB.ListenQueue, QueueRecheck: cfg.QueueRecheck, Logger: deps.Logger,
 	}), nil
+}
+
+// queueMetrics registers the dispatcher's metrics in reg and returns what
+// records them after each pass.
+func queueMetrics(reg prometheus.Registerer) (func(activities.PassStats), error) {
+	admitted := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gpuflow_admissions_total", Help: "Jobs admitted from the queue, by strategy and chosen provider.",
+	}, []string{"strategy", "provider"})
+	waiting := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "gpuflow_queue_waiting_jobs", Help: "Jobs waiting in the queue after this process's last admission pass.",
+	})
+	passes := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "gpuflow_admission_pass_duration_seconds", Help: "Admission passes: reading the queue, gathering offers, ranking, writing.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	})
+	for _, c := range []prometheus.Collector{admitted, waiting, passes} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("queue metrics: %w", err)
+		}
+	}
+	return func(s activities.PassStats) {
+		passes.Observe(s.Duration.Seconds())
+		waiting.Set(float64(s.Waiting))
+		for _, a := range s.Admitted {
+			admitted.WithLabelValues(a.Strategy, a.Provider).Inc()
+		}
+	}, nil
 }
 
 // agentIssuer gives a job's machine the API's agent endpoint and a token

@@ -132,6 +132,9 @@ func TestMetricsIncludeTemporalAndProvisioning(t *testing.T) {
 		`temporal_activity_execution_latency_seconds_bucket{`,
 		`temporal_request_total{`,
 		`gpuflow_http_requests_total{`,
+		`gpuflow_admissions_total{provider="local",strategy="balanced"} 1`,
+		`gpuflow_queue_waiting_jobs 0`,
+		`gpuflow_admission_pass_duration_seconds_count`,
 	}
 	var body string
 	deadline := time.Now().Add(15 * time.Second) // the SDK's metrics are reported each second
