@@ -1,7 +1,9 @@
 // Command gpuflow-sim replays a workload trace against three emulated
 // clouds (package scheduler/sim) with each scheduling strategy and with a
 // cheapest-first baseline, and prints a markdown table of cost, time to
-// start, completion, failed attempts and preemptions.
+// start, completion, failed attempts and preemptions. The strategies' jobs
+// wait in an admission queue as gpuflow's do; the baselines, which stand
+// for other systems, retry each job on its own.
 //
 //	go run ./cmd/gpuflow-sim                      # the trace in scheduler/sim/testdata
 //	go run ./cmd/gpuflow-sim -generate            # rewrite that trace from its seed
@@ -253,12 +255,13 @@ func Robustness(out io.Writer, world sim.World, n int, cfg sim.TraceConfig, sc s
 	return err
 }
 
-// Ranked is a sim.Policy that ranks with the scheduler: it indexes the
-// advertised offers once per listing, keeps statistics from its own
+// Ranked is a sim.Ranking policy that ranks with the scheduler: it indexes
+// the advertised offers once per listing, keeps statistics from its own
 // attempts and health checks as gpuflow does — every outcome (started, no
 // capacity, failed, preempted, spot run finished) with its duration, per
-// provider and per offer, health per provider — and tries the best
-// candidate.
+// provider and per offer, health per provider — and ranks every fitting
+// offer for the simulation's admission passes, which wait the way
+// gpuflow's queue does.
 type Ranked struct {
 	strategy string
 	ranker   scheduler.Ranker
@@ -269,6 +272,8 @@ type Ranked struct {
 	indexed  bool
 	snap     map[string]scheduler.Snapshot
 	osnap    map[string]scheduler.Snapshot
+	snapAt   time.Time // when snap and osnap were taken
+	fresh    bool      // and nothing was observed since
 	d        scheduler.Decision
 }
 
@@ -281,33 +286,57 @@ func NewRanked(strategy string, cfg scheduler.Config, hl HalfLives) *Ranked {
 // Name is the strategy.
 func (p *Ranked) Name() string { return p.strategy }
 
-// Choose ranks the offers for the job and returns the best.
-func (p *Ranked) Choose(req *sim.Request) (gpuflow.Offer, bool) {
+// rank ranks the offers for the job into p.d. The statistics are read
+// once per instant (an admission pass reads them once), again when
+// something was observed since.
+func (p *Ranked) rank(req *sim.Request) {
 	if !p.indexed || req.Version != p.version {
 		p.index.Reset(req.Offers)
 		p.version, p.indexed = req.Version, true
 	}
 	spec := req.Spec
 	spec.Strategy = p.strategy
-	p.snap = p.tracker.Snapshot(req.Now, p.snap)
-	p.osnap = p.offers.Snapshot(req.Now, p.osnap)
+	if !p.fresh || !p.snapAt.Equal(req.Now) {
+		p.snap = p.tracker.Snapshot(req.Now, p.snap)
+		p.osnap = p.offers.Snapshot(req.Now, p.osnap)
+		p.snapAt, p.fresh = req.Now, true
+	}
 	p.ranker.Rank(scheduler.Input{Spec: spec, Offers: &p.index, Blocked: req.Blocked, Stats: p.snap, OfferStats: p.osnap}, &p.d)
+}
+
+// Choose ranks the offers for the job and returns the best.
+func (p *Ranked) Choose(req *sim.Request) (gpuflow.Offer, bool) {
+	p.rank(req)
 	if len(p.d.Candidates) == 0 {
 		return gpuflow.Offer{}, false
 	}
 	return p.d.Candidates[0].Offer, true
 }
 
+// Rank ranks the offers for the job and appends the candidates'
+// positions, best first.
+func (p *Ranked) Rank(req *sim.Request, dst []int) []int {
+	p.rank(req)
+	for _, c := range p.d.Candidates {
+		dst = append(dst, c.Index)
+	}
+	return dst
+}
+
 // Observe feeds the statistics.
 func (p *Ranked) Observe(offer gpuflow.Offer, o sim.Outcome, took time.Duration, at time.Time) {
 	p.tracker.Observe(offer.Provider, outcomes[o], took, at)
 	p.offers.Observe(offer.Key(), outcomes[o], took, at)
+	p.fresh = false
 }
 
 // Health feeds the health checks.
 func (p *Ranked) Health(provider string, healthy bool, at time.Time) {
 	p.tracker.SetHealth(provider, healthy, at)
+	p.fresh = false
 }
+
+var _ sim.Ranking = (*Ranked)(nil)
 
 var outcomes = map[sim.Outcome]scheduler.Outcome{
 	sim.Started: scheduler.Started, sim.NoCapacity: scheduler.NoCapacity, sim.Failed: scheduler.Failed,

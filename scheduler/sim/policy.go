@@ -27,7 +27,9 @@ type Request struct {
 	// refresh). The slice is replaced, never changed, when Version changes.
 	Offers  []gpuflow.Offer
 	Version uint64
-	// Blocked are the offers that failed for this job since it last waited.
+	// Blocked are the offers that failed for this job: since it last
+	// waited, for the baselines; in the last two minutes, for Ranking
+	// policies.
 	Blocked map[string]string
 	Now     time.Time
 }

@@ -11,14 +11,57 @@
 // advertised offers, the outcomes of its own attempts and health checks —
 // what gpuflow's scheduler sees in production.
 //
-// Each job goes the way gpuflow's job workflow goes: choose an offer, try
-// it; on a failure block that offer for the job and choose again at once;
-// when nothing is left, wait (1 s, doubling to 30 s, the blocked offers
-// forgotten) and look again. When nothing fits with nothing blocked (say,
-// every fitting provider is unhealthy) the job waits 30 s and looks again
-// (the workflow fails it today). A preempted spot job starts over from scratch.
-// Machines are billed from the request to the end (failed launches are
-// free).
+// Policies that rank every fitting offer as gpuflow's scheduler does
+// (Ranking: the cost, performance, availability and balanced strategies)
+// wait the way gpuflow's jobs now do, in a queue with admission passes.
+// The sim mirrors, in a few lines of its own, admission.Planner.Plan
+// (package admission), the Dispatcher's passes (activities/queue.go,
+// worker/queue.go) and the job workflow's admit/provision loop
+// (workflows/job.go):
+//
+//   - Jobs wait in one queue, in submission order (the trace has no
+//     priorities: all are equal). An admission pass takes them in that
+//     order and admits each on its best-ranked candidate that has room:
+//     the advertised stock (Offer.Available, in Offer.Units) less the units
+//     of the jobs admitted earlier in the pass and of those whose request
+//     the cloud has not answered yet (the workflow leaves the queue when
+//     Provision returns, with a machine or an error: at once when the
+//     cloud takes the request, at the error when it refuses it); an offer
+//     that does not say its stock (-1) always has room. A job with
+//     candidates but no room waits and keeps the room left on its
+//     candidates: the jobs after it may only use offers it cannot.
+//   - An offer on which an attempt failed (no capacity, or a launch that
+//     failed or hung) is blocked for that job for two minutes
+//     (admission.DefaultBlockTTL); the job goes back into the queue at its
+//     submission-time place. A job whose candidates are all blocked waits
+//     until the blocks expire.
+//   - A pass runs when a job enters the queue (submitted, after a failed
+//     attempt, after a preemption), when capacity is freed (a job leaves
+//     the queue, a machine ends), and 15 s after the last pass while jobs
+//     wait (worker.DefaultQueueRecheck) — triggers at one instant make one
+//     pass, and a pass takes no simulated time.
+//   - Ranking is the policy's, with its statistics as of the pass; jobs
+//     alike (same spec, same blocked offers) are ranked once per pass,
+//     which gives what ranking each would.
+//
+// Per-user limits (none by default) are not modelled. A job that no offer
+// fits with nothing blocked (say, every fitting provider is unhealthy)
+// keeps waiting in the queue here; admission fails it as unschedulable.
+// Like before the queue, a launch that fails or hangs blocks its offer and
+// the job tries again. The production workflow blocks an offer and
+// requeues only on no capacity: it retries other provisioning errors in
+// place (the activity's retry policy) and fails a job whose machine fails
+// while starting.
+//
+// The baselines (Cheapest: what SkyPilot and dstack do) model other
+// systems and keep the per-job retry loop gpuflow's workflow had before the
+// queue: choose an offer, try it; on a failure block that offer for the
+// job and choose again at once; when nothing is left, wait (1 s, doubling
+// to 30 s, the blocked offers forgotten) and look again; when nothing fits
+// with nothing blocked, wait 30 s and look again.
+//
+// A preempted spot job starts over from scratch. Machines are billed from
+// the request to the end (failed launches are free).
 //
 // Random draws are common to all policies: the other tenants' load is a
 // function of the world's seed and the time, a launch's duration and
@@ -28,11 +71,13 @@
 package sim
 
 import (
+	"cmp"
 	"container/heap"
 	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/gpuflow/gpuflow"
@@ -42,7 +87,9 @@ import (
 const (
 	backgroundStep = 10 * time.Minute
 	healthEvery    = time.Minute
-	queueBackoff   = 30 * time.Second // the job workflow's queueBackoffMax
+	queueBackoff   = 30 * time.Second // the baselines' longest wait between looks
+	blockTTL       = 2 * time.Minute  // admission.DefaultBlockTTL
+	queueRecheck   = 15 * time.Second // worker.DefaultQueueRecheck
 	horizon        = 60 * 24 * time.Hour
 )
 
@@ -61,8 +108,11 @@ type Result struct {
 	// NoCapacity and Failed count failed attempts; Preemptions spot
 	// reclaims.
 	NoCapacity, Failed, Preemptions int
-	// Decisions counts Choose calls.
+	// Decisions counts Choose calls, or for Ranking policies rankings
+	// (jobs alike ranked once per pass count once).
 	Decisions int
+	// Passes counts admission passes (Ranking policies only).
+	Passes int
 	// PerJob is each job's story, by trace order.
 	PerJob []JobRecord
 	// PerOffer counts attempts per offer key.
@@ -81,7 +131,8 @@ type JobRecord struct {
 	Provider string        // of the first running machine
 	Cost     float64
 	// FailedFor and QueuedFor split the wait before the first running
-	// machine: time in failed attempts, time waiting to look again.
+	// machine: time in failed attempts, time waiting to look again (for
+	// Ranking policies: time in the queue).
 	FailedFor, QueuedFor time.Duration
 }
 
@@ -107,6 +158,8 @@ const (
 	evRefresh
 	evBackground
 	evHealth
+	evPass    // an admission pass triggered now
+	evRecheck // the queue's recheck; n: the pass it follows
 )
 
 type event struct {
@@ -155,6 +208,10 @@ func (p *pool) free() int {
 type jobState struct {
 	Job
 	blocked  map[string]string
+	since    map[string]time.Duration // when each offer was blocked (Ranking policies)
+	sig      string                   // the blocked offers' keys, sorted; "" when stale
+	queuedAt time.Duration            // when it last entered the queue
+	units    int                      // of the stock its attempt holds
 	backoff  time.Duration
 	tries    map[int]int // attempts per pool, for common random numbers
 	runs     int
@@ -183,12 +240,26 @@ type sim struct {
 	req     Request
 
 	res Result
+
+	// The queue, for Ranking policies.
+	ranking  Ranking
+	waiting  []int  // job indices in admission order
+	held     []int  // per pool: units held by admitted jobs until the cloud answers
+	room     []int  // per pool, during a pass
+	known    []bool // per pool, during a pass: the stock is advertised
+	viewPool []int  // per offer of view: its pool
+	pending  bool   // a pass is due now
+	passes   int    // passes so far (a recheck after a later pass is void)
+	memo     map[rankKey][]int
+	keys     []string
+	arena    []int
 }
 
 // Run replays jobs in world with policy.
 func Run(world World, jobs []Job, policy Policy) Result {
 	s := &sim{world: world, policy: policy, byKey: map[string]int{}, adverts: make([][]gpuflow.Offer, len(world.Clouds))}
 	s.res = Result{Policy: policy.Name(), Jobs: len(jobs)}
+	s.ranking, _ = policy.(Ranking)
 	for i, o := range world.Offers {
 		ci := slices.IndexFunc(world.Clouds, func(c Cloud) bool { return c.Name == o.Cloud })
 		if ci < 0 {
@@ -201,11 +272,14 @@ func Run(world World, jobs []Job, policy Policy) Result {
 		s.byKey[p.key] = i
 		s.pools = append(s.pools, p)
 	}
+	s.held, s.room, s.known = make([]int, len(s.pools)), make([]int, len(s.pools)), make([]bool, len(s.pools))
+	s.memo = map[rankKey][]int{}
 	s.res.PerJob = make([]JobRecord, len(jobs))
 	s.res.PerOffer = map[string]OfferRecord{}
 	for i, j := range jobs {
 		s.res.PerJob[i].Wait = -1
-		s.jobs = append(s.jobs, jobState{Job: j, blocked: map[string]string{}, backoff: time.Second, tries: map[int]int{}})
+		s.jobs = append(s.jobs, jobState{Job: j, blocked: map[string]string{}, since: map[string]time.Duration{},
+			backoff: time.Second, tries: map[int]int{}})
 		s.push(j.Submit, evArrive, i)
 	}
 	for ci := range world.Clouds {
@@ -223,7 +297,11 @@ func Run(world World, jobs []Job, policy Policy) Result {
 		s.now = e.at
 		switch e.kind {
 		case evArrive:
-			s.schedule(e.n)
+			if s.ranking != nil {
+				s.enqueue(e.n)
+			} else {
+				s.schedule(e.n)
+			}
 		case evAttemptEnd:
 			s.attemptEnd(e.n)
 		case evRunEnd:
@@ -237,6 +315,12 @@ func Run(world World, jobs []Job, policy Policy) Result {
 		case evHealth:
 			s.health()
 			s.push(s.now+healthEvery, evHealth, 0)
+		case evPass:
+			s.pass()
+		case evRecheck:
+			if e.n == s.passes {
+				s.pass()
+			}
 		}
 	}
 	slices.Sort(s.res.Waits)
@@ -303,6 +387,10 @@ func (s *sim) refresh(ci int) {
 		view = append(view, a...)
 	}
 	s.view = view
+	s.viewPool = s.viewPool[:0]
+	for _, o := range view {
+		s.viewPool = append(s.viewPool, s.byKey[o.Key()])
+	}
 	s.version++
 }
 
@@ -334,7 +422,8 @@ func (s *sim) health() {
 	}
 }
 
-// schedule asks the policy for an offer for job n and tries it, or waits.
+// schedule asks a baseline policy for an offer for job n and tries it, or
+// waits.
 func (s *sim) schedule(n int) {
 	j := &s.jobs[n]
 	s.req = Request{Spec: j.Spec(), Offers: s.view, Version: s.version, Blocked: j.blocked, Now: s.at(s.now)}
@@ -354,6 +443,12 @@ func (s *sim) schedule(n int) {
 		s.push(s.now+wait, evArrive, n)
 		return
 	}
+	s.try(n, pi)
+}
+
+// try requests a machine for job n on pool pi.
+func (s *sim) try(n, pi int) {
+	j := &s.jobs[n]
 	p := &s.pools[pi]
 	c := &s.world.Clouds[p.cloud]
 	try := j.tries[pi]
@@ -386,6 +481,9 @@ func (s *sim) schedule(n int) {
 			}
 		}
 	}
+	if j.reserved && s.ranking != nil {
+		s.release(n) // the machine exists: the job leaves the queue
+	}
 	s.push(s.now+took, evAttemptEnd, n)
 }
 
@@ -405,6 +503,9 @@ func (s *sim) attemptEnd(n int) {
 		rec.Failed++
 	}
 	s.res.PerOffer[p.key] = rec
+	if s.ranking != nil { // refused: the job leaves the queue
+		s.release(n)
+	}
 	if j.outcome != Started {
 		if !j.started {
 			s.res.PerJob[n].FailedFor += s.now - j.reqAt
@@ -418,6 +519,11 @@ func (s *sim) attemptEnd(n int) {
 		} else {
 			s.res.Failed++
 			j.blocked[p.key] = "provision failed"
+		}
+		if s.ranking != nil {
+			j.since[p.key], j.sig = s.now, ""
+			s.enqueue(n)
+			return
 		}
 		s.schedule(n)
 		return
@@ -456,8 +562,15 @@ func (s *sim) runEnd(n int) {
 	cost := price * float64(j.GPUCount) * (s.now - j.reqAt).Hours()
 	s.res.Cost += cost
 	s.res.PerJob[n].Cost += cost
+	if s.ranking != nil {
+		s.wake() // capacity freed
+	}
 	if j.outcome == Preempted {
 		s.res.Preemptions++
+		if s.ranking != nil { // back in the queue; blocks expire on their own
+			s.enqueue(n)
+			return
+		}
 		clear(j.blocked)
 		s.schedule(n)
 		return
@@ -465,4 +578,147 @@ func (s *sim) runEnd(n int) {
 	j.done = true
 	s.res.Done++
 	s.res.Makespan = max(s.res.Makespan, s.now)
+}
+
+// Ranking is a policy that ranks every fitting offer, as gpuflow's
+// scheduler does. Run queues its jobs and admits them in passes, the way
+// gpuflow does (see the package doc); Choose is not called.
+type Ranking interface {
+	Policy
+	// Rank appends to dst the positions in req.Offers of the offers that
+	// fit req's job and are not blocked for it, best first.
+	Rank(req *Request, dst []int) []int
+}
+
+// rankKey is what ranking reads of a job: its spec (admission's rankKey)
+// and the offers blocked for it.
+type rankKey struct {
+	specKey
+	blocked string
+}
+
+// specKey is what ranking reads of a job's spec.
+type specKey struct {
+	gpuType         string
+	gpuCount, vcpus int
+	memoryGB        float64
+	estimate        time.Duration
+	spot            bool
+}
+
+// enqueue puts job n in the queue at its place (submission order) and
+// triggers a pass.
+func (s *sim) enqueue(n int) {
+	j := &s.jobs[n]
+	j.queuedAt = s.now
+	at, _ := slices.BinarySearchFunc(s.waiting, n, func(a, b int) int {
+		ja, jb := &s.jobs[a], &s.jobs[b]
+		return cmp.Or(cmp.Compare(ja.Submit, jb.Submit), cmp.Compare(ja.ID, jb.ID), cmp.Compare(a, b))
+	})
+	s.waiting = slices.Insert(s.waiting, at, n)
+	s.wake()
+}
+
+// release frees the room job n held since its admission, if any, and
+// triggers a pass: the job workflow leaves the queue when the provider has
+// answered its request, with a machine or an error (LeaveQueue).
+func (s *sim) release(n int) {
+	if j := &s.jobs[n]; j.units > 0 {
+		s.held[j.pool] -= j.units
+		j.units = 0
+		s.wake()
+	}
+}
+
+// wake triggers an admission pass now; triggers at one instant make one.
+func (s *sim) wake() {
+	if !s.pending {
+		s.pending = true
+		s.push(s.now, evPass, 0)
+	}
+}
+
+// pass is an admission pass (admission.Planner.Plan without per-user
+// limits): it admits the waiting jobs that have room, in order, and starts
+// their attempts.
+func (s *sim) pass() {
+	s.pending = false
+	s.passes++
+	s.res.Passes++
+	for pi := range s.pools {
+		s.known[pi] = false
+	}
+	for vi := range s.view {
+		if a := s.view[vi].Available; a >= 0 {
+			pi := s.viewPool[vi]
+			s.room[pi], s.known[pi] = a-s.held[pi], true
+		}
+	}
+	clear(s.memo)
+	s.arena = s.arena[:0]
+	kept := s.waiting[:0]
+	for _, n := range s.waiting {
+		j := &s.jobs[n]
+		for k, at := range j.since {
+			if s.now-at >= blockTTL {
+				delete(j.since, k)
+				delete(j.blocked, k)
+				j.sig = ""
+			}
+		}
+		if j.sig == "" && len(j.blocked) > 0 {
+			s.keys = s.keys[:0]
+			for k := range j.blocked {
+				s.keys = append(s.keys, k)
+			}
+			slices.Sort(s.keys)
+			j.sig = strings.Join(s.keys, "\n")
+		}
+		// Jobs alike rank alike: each kind of job (and set of blocked
+		// offers) is ranked once per pass.
+		key := rankKey{specKey{j.GPUType, j.GPUCount, j.VCPUs, j.MemoryGB, j.Estimate, j.Spot}, j.sig}
+		cands, hit := s.memo[key]
+		if !hit {
+			s.req = Request{Spec: j.Spec(), Offers: s.view, Version: s.version, Blocked: j.blocked, Now: s.at(s.now)}
+			s.res.Decisions++
+			from := len(s.arena)
+			s.arena = s.ranking.Rank(&s.req, s.arena)
+			cands = s.arena[from:len(s.arena):len(s.arena)]
+			s.memo[key] = cands
+		}
+		chosen := -1
+		for _, vi := range cands {
+			if pi := s.viewPool[vi]; !s.known[pi] || s.room[pi] >= s.units(vi, j) {
+				chosen = vi
+				break
+			}
+		}
+		if chosen < 0 { // nothing fits, all blocked, or no room: wait, keeping the room left
+			for _, vi := range cands {
+				if pi := s.viewPool[vi]; s.known[pi] {
+					s.room[pi] = 0
+				}
+			}
+			kept = append(kept, n)
+			continue
+		}
+		pi := s.viewPool[chosen]
+		j.units = s.units(chosen, j)
+		s.room[pi] -= j.units
+		s.held[pi] += j.units
+		if !j.started {
+			s.res.PerJob[n].QueuedFor += s.now - j.queuedAt
+		}
+		s.try(n, pi)
+	}
+	clear(s.waiting[len(kept):])
+	s.waiting = kept
+	if len(s.waiting) > 0 {
+		s.push(s.now+queueRecheck, evRecheck, s.passes)
+	}
+}
+
+// units is how much of view offer vi's stock job j takes.
+func (s *sim) units(vi int, j *jobState) int {
+	return s.view[vi].Units(gpuflow.JobSpec{GPUCount: j.GPUCount})
 }

@@ -2,9 +2,11 @@ package sim
 
 import (
 	"bytes"
+	"cmp"
 	"flag"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -244,5 +246,105 @@ func TestMarkdown(t *testing.T) {
 	}
 	if p := results[1].WaitPercentile(50); p != time.Minute {
 		t.Errorf("p50 %v", p)
+	}
+}
+
+// queued is a Ranking policy for the lab: the fitting offers that are not
+// blocked, cheapest first. It records when each job's attempts began.
+type queued struct {
+	recorder
+	now   time.Time
+	tries map[string][]time.Time // by job name
+}
+
+func (q *queued) Rank(req *Request, dst []int) []int {
+	from := len(dst)
+	for i, o := range req.Offers {
+		if gpuflow.NormalizeGPUType(o.GPUType) != gpuflow.NormalizeGPUType(req.Spec.GPUType) || o.GPUCount < req.Spec.GPUCount {
+			continue
+		}
+		if _, blocked := req.Blocked[o.Key()]; !blocked {
+			dst = append(dst, i)
+		}
+	}
+	slices.SortStableFunc(dst[from:], func(a, b int) int { return cmp.Compare(req.Offers[a].PricePerHour, req.Offers[b].PricePerHour) })
+	return dst
+}
+
+func (q *queued) Choose(*Request) (gpuflow.Offer, bool) { panic("Choose called on a Ranking policy") }
+
+// TestAdmissionQueue: ten 2-GPU one-hour jobs at once on a 4-GPU pool that
+// advertises its stock. Passes admit as many as the stock shows, less the
+// requests the cloud has not answered; the two that get GPUs run, the
+// others fail for capacity, are blocked for two minutes and then wait for
+// the stock to show room. Pairs start in submission order as machines end.
+func TestAdmissionQueue(t *testing.T) {
+	t.Parallel()
+	w := lab(4)
+	w.Clouds[0].BackgroundMean = 0
+	var jobs []Job
+	for i := range 10 {
+		jobs = append(jobs, Job{ID: i + 1, GPUType: "L4", GPUCount: 2, Duration: time.Hour, MemoryGB: 8, VCPUs: 2})
+	}
+	p := &queued{}
+	res := Run(w, jobs, p)
+	if res.Done != 10 || res.Passes == 0 || p.outcomes[Started] != 10 {
+		t.Fatalf("done %d, passes %d, outcomes %v", res.Done, res.Passes, p.outcomes)
+	}
+	// The stock shows "4" (free GPUs below 16), four machines' worth, until
+	// the next listing. At 0 s jobs 1–4 are admitted; 1 and 2 get GPUs, so
+	// 5–6 follow at once, 7–10 when 3–6 are refused: 8 capacity errors.
+	// Once the pool is full it shows 0 and the others wait. Each time a
+	// pair ends the pool shows "4" again: the next two start and the rest
+	// are refused once more (6, 4, 2).
+	if res.NoCapacity != 8+6+4+2 {
+		t.Errorf("no capacity %d, want 20", res.NoCapacity)
+	}
+	for i, r := range res.PerJob {
+		want := time.Minute + time.Duration(i/2)*(time.Hour+time.Minute)
+		if r.Wait != want {
+			t.Errorf("job %d waited %v, want %v", i+1, r.Wait, want)
+		}
+	}
+	if p.mutated {
+		t.Fatal("the policy changed the offers it was shown")
+	}
+	again := Run(w, jobs, &queued{})
+	if !reflect.DeepEqual(again.PerJob, res.PerJob) || again.Passes != res.Passes || again.Decisions != res.Decisions {
+		t.Fatal("two runs differ")
+	}
+}
+
+// TestAdmissionBlocks: a job that finds no capacity on an offer that
+// shows no stock tries it again only when the block has expired (two
+// minutes), at the next pass (the 15 s recheck).
+func TestAdmissionBlocks(t *testing.T) {
+	t.Parallel()
+	w := lab(4)
+	w.Clouds[0].BackgroundMean = 0
+	w.Clouds[0].Stock = StockNone
+	jobs := []Job{
+		{ID: 1, GPUType: "L4", GPUCount: 4, Duration: time.Hour},
+		{ID: 2, Submit: 10 * time.Second, GPUType: "L4", GPUCount: 4, Duration: time.Hour},
+	}
+	res := Run(w, jobs, &queued{})
+	if res.Done != 2 {
+		t.Fatalf("done %d", res.Done)
+	}
+	// Job 2 fails at 10 s (+2 s), then each time its block expires: the
+	// pass at a failure starts the 15 s rechecks, the eighth falls when the
+	// block has lasted 2 min. So an attempt every 2 min 2 s until job 1's
+	// machine ends at 1 h 1 min.
+	j := res.PerJob[1]
+	if j.Attempts < 29 || j.Attempts > 32 {
+		t.Errorf("job 2 made %d attempts, want 29–32 (one per expired block)", j.Attempts)
+	}
+	if j.QueuedFor < time.Duration(j.Attempts-1)*2*time.Minute {
+		t.Errorf("job 2 queued %v in all over %d attempts: want at least 2 min between them", j.QueuedFor, j.Attempts)
+	}
+	// Job 1's machine ends at 1 h 1 min; job 2 gets it at a pass within
+	// 2 min 15 s of that (its last block) and starts a minute later.
+	if j.Wait < time.Hour+time.Minute || j.Wait > time.Hour+time.Minute+2*time.Minute+15*time.Second+time.Minute {
+		t.Errorf("job 2 waited %v", j.Wait)
 	}
 }
