@@ -80,6 +80,11 @@ type jobWorkflow struct {
 	blocked   map[string]gpuflow.Block
 	offer     gpuflow.Offer // the current attempt's
 	runningAt time.Time     // when the current machine was seen running
+	ran       bool          // the current machine was seen running
+	// launchFailed: the current machine failed or vanished before it ran
+	// the job; launchRetries counts the launches tried again elsewhere.
+	launchFailed  bool
+	launchRetries int
 }
 
 func newJobWorkflow(ctx workflow.Context, in *RunJobInput) *jobWorkflow {
@@ -184,6 +189,10 @@ func (w *jobWorkflow) work(ctx workflow.Context) (exitCode *int, failure string)
 		exitCode, failure = w.watch(ctx)
 		if w.preempted && w.snap.Restarts < w.in.Spec.MaxRestarts && ctx.Err() == nil {
 			w.restartAfterPreemption()
+			continue
+		}
+		if w.launchFailed && w.launchRetries < maxLaunchRetries && ctx.Err() == nil {
+			w.retryLaunchElsewhere(failure)
 			continue
 		}
 		return exitCode, failure
@@ -302,6 +311,20 @@ func (w *jobWorkflow) restartAfterPreemption() {
 		Data: jsonData(map[string]any{"restart": w.snap.Restarts, "max_restarts": w.in.Spec.MaxRestarts, "reason": "spot machine preempted"})})
 }
 
+// retryLaunchElsewhere tears down a machine that failed before it ran the
+// job (a launch that hung or died while booting), blocks its offer for the
+// job and lets the caller admit the job again, on another offer when there
+// is one: the job has not run, so nothing is lost by starting it elsewhere.
+func (w *jobWorkflow) retryLaunchElsewhere(failure string) {
+	w.launchRetries++
+	w.endAttempt("launch failed: " + failure)
+	w.teardown()
+	w.machine, w.tearingDown, w.launchFailed = nil, false, false
+	w.blocked[w.offer.Key()] = gpuflow.Block{Reason: "launch failed", At: workflow.Now(w.dctx)}
+	w.emit(gpuflow.JobUpdate{Type: gpuflow.EventStatus, Attempts: w.attempts(),
+		Data: jsonData(map[string]any{"retry": w.launchRetries, "max_retries": maxLaunchRetries, "reason": "launch failed: " + failure})})
+}
+
 // provision creates the machine for the chosen offer. It runs in the
 // disconnected context: a cancel that arrives meanwhile waits for the
 // answer, so a machine being created is always known and torn down.
@@ -329,7 +352,7 @@ func (w *jobWorkflow) provision(ctx workflow.Context, sel *activities.SelectResu
 	var m gpuflow.Machine
 	err := workflow.ExecuteActivity(withProvisionOptions(w.dctx, o.Provider), a.Provision,
 		&activities.ProvisionInput{Provider: o.Provider, Request: req}).Get(w.dctx, &m)
-	w.offer = o
+	w.offer, w.ran, w.launchFailed, w.runningAt = o, false, false, time.Time{}
 	if err != nil {
 		outcome, oc := "provision failed: "+errMessage(err), scheduler.Failed
 		if isType(err, activities.ErrTypeNoCapacity) {
@@ -383,11 +406,14 @@ func (w *jobWorkflow) watch(ctx workflow.Context) (exitCode *int, failure string
 		return &w.finished.ExitCode, ""
 	}
 	w.preempted = res.Machine.Preempted()
-	if w.preempted {
+	switch {
+	case w.preempted && w.ran:
 		w.outcome(w.offer, scheduler.Preempted, workflow.Now(ctx).Sub(w.runningAt))
-	} else if w.in.Spec.Spot && !w.runningAt.IsZero() {
+	case w.in.Spec.Spot && w.ran:
 		w.outcome(w.offer, scheduler.SpotFinished, workflow.Now(ctx).Sub(w.runningAt))
 	}
+	// A preemption is governed by max_restarts alone, before the job ran or after.
+	w.launchFailed = !w.ran && !w.preempted && (res.Machine.State == gpuflow.MachineFailed || res.Machine.State == gpuflow.MachineGone)
 	switch res.Machine.State {
 	case gpuflow.MachineExited:
 		if res.Machine.ExitCode == nil {
@@ -403,9 +429,10 @@ func (w *jobWorkflow) watch(ctx workflow.Context) (exitCode *int, failure string
 
 // running marks the job running and records the time its machine took.
 func (w *jobWorkflow) running() {
-	if w.snap.Status == gpuflow.StatusRunning {
+	if w.ran {
 		return
 	}
+	w.ran = true
 	w.runningAt = workflow.Now(w.dctx)
 	w.outcome(w.offer, scheduler.Started, w.runningAt.Sub(w.attemptStart()))
 	w.emitStatus(gpuflow.StatusRunning, nil)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"testing"
@@ -483,6 +485,66 @@ func TestRunJob(t *testing.T) {
 		res := b.result(t)
 		if res.Status != gpuflow.StatusFailed || !strings.Contains(res.Error, "preempted") || b.terminates != 1 {
 			t.Fatalf("result %+v, terminates %d", res, b.terminates)
+		}
+	})
+
+	t.Run("LaunchFailureTriesElsewhere", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		var blocked []map[string]gpuflow.Block
+		b.env.OnActivity(a.Admit, mock.Anything, mock.Anything).Return(
+			func(_ context.Context, in *activities.AdmitInput) (*activities.AdmitResult, error) {
+				blocked = append(blocked, maps.Clone(in.Entry.Blocked))
+				if len(in.Entry.Blocked) == 0 {
+					return admitted(&activities.SelectResult{Offer: testOffer}), nil
+				}
+				return admitted(&activities.SelectResult{Offer: gpuflow.Offer{Provider: "runpod", GPUType: "A40", Region: "EU"}}), nil
+			})
+		b.env.OnActivity(a.Provision, mock.Anything, mock.Anything).Return(
+			func(_ context.Context, in *activities.ProvisionInput) (*gpuflow.Machine, error) {
+				b.mu.Lock()
+				defer b.mu.Unlock()
+				b.provisions++
+				return &gpuflow.Machine{ID: fmt.Sprintf("m%d", b.provisions), Provider: in.Provider, State: gpuflow.MachinePending}, nil
+			})
+		// m1 dies while booting; m2 runs the job.
+		b.env.OnActivity(a.WatchMachine, mock.Anything, mock.MatchedBy(func(in *activities.WatchInput) bool { return in.MachineID == "m1" })).
+			Return(&activities.WatchResult{Machine: gpuflow.Machine{ID: "m1", State: gpuflow.MachineFailed, Reason: "boot timed out"}}, nil)
+		zero := 0
+		b.env.OnActivity(a.WatchMachine, mock.Anything, mock.MatchedBy(func(in *activities.WatchInput) bool {
+			return in.MachineID == "m2" && in.Until == activities.UntilRunning
+		})).
+			Return(&activities.WatchResult{Machine: gpuflow.Machine{ID: "m2", State: gpuflow.MachineRunning}}, nil)
+		b.env.OnActivity(a.WatchMachine, mock.Anything, mock.MatchedBy(func(in *activities.WatchInput) bool { return in.MachineID == "m2" && in.Until == activities.UntilExit })).
+			Return(&activities.WatchResult{Machine: gpuflow.Machine{ID: "m2", State: gpuflow.MachineExited, ExitCode: &zero}}, nil)
+		b.terminateOK()
+		b.env.ExecuteWorkflow(RunJob, input())
+		res := b.result(t)
+		if res.Status != gpuflow.StatusSucceeded || b.provisions != 2 || b.terminates != 2 {
+			t.Fatalf("result %+v after %d provisions, %d terminates", res, b.provisions, b.terminates)
+		}
+		if len(blocked) != 2 || blocked[1][testOffer.Key()].Reason != "launch failed" {
+			t.Fatalf("blocked offers per admission: %v", blocked)
+		}
+		b.mu.Lock()
+		outcomes := b.outcomes
+		b.mu.Unlock()
+		if len(outcomes) != 2 || outcomes[0].Outcome != "failed" || outcomes[1].Outcome != "started" || outcomes[1].Provider != "runpod" {
+			t.Fatalf("outcomes %+v", outcomes)
+		}
+	})
+
+	t.Run("LaunchFailuresAreBounded", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.happyPath()
+		b.terminateOK()
+		b.env.OnActivity(a.WatchMachine, mock.Anything, mock.Anything).
+			Return(&activities.WatchResult{Machine: gpuflow.Machine{ID: "m1", State: gpuflow.MachineGone}}, nil)
+		b.env.ExecuteWorkflow(RunJob, input())
+		res := b.result(t)
+		if res.Status != gpuflow.StatusFailed || res.Error != "the machine disappeared" || b.provisions != 1+maxLaunchRetries || b.terminates != 1+maxLaunchRetries {
+			t.Fatalf("result %+v after %d provisions, %d terminates", res, b.provisions, b.terminates)
 		}
 	})
 

@@ -26,8 +26,12 @@ const (
 	watchTimeout = 24 * time.Hour
 	// terminateTimeout bounds one teardown call; teardown retries forever.
 	terminateTimeout = 2 * time.Minute
-	// queueBackoffMax is the longest wait between looks for free capacity.
+	// queueBackoffMax is the longest wait between tries of a teardown
+	// that failed for good.
 	queueBackoffMax = 30 * time.Second
+	// maxLaunchRetries caps how often a job whose machine failed before it
+	// ran the job (a hung or crashed boot) is started again elsewhere.
+	maxLaunchRetries = 2
 )
 
 func withRecordOptions(ctx workflow.Context) workflow.Context {
