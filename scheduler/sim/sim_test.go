@@ -250,11 +250,9 @@ func TestMarkdown(t *testing.T) {
 }
 
 // queued is a Ranking policy for the lab: the fitting offers that are not
-// blocked, cheapest first. It records when each job's attempts began.
+// blocked, cheapest first.
 type queued struct {
 	recorder
-	now   time.Time
-	tries map[string][]time.Time // by job name
 }
 
 func (q *queued) Rank(req *Request, dst []int) []int {
