@@ -47,11 +47,11 @@
 // Per-user limits (none by default) are not modelled. A job that no offer
 // fits with nothing blocked (say, every fitting provider is unhealthy)
 // keeps waiting in the queue here; admission fails it as unschedulable.
-// Like before the queue, a launch that fails or hangs blocks its offer and
-// the job tries again. The production workflow blocks an offer and
-// requeues only on no capacity: it retries other provisioning errors in
-// place (the activity's retry policy) and fails a job whose machine fails
-// while starting.
+// A launch that fails or hangs blocks its offer and the job tries again,
+// as the production workflow does for a machine that fails before it ran
+// the job (at most two more launches there; without a bound here).
+// Provisioning errors other than no capacity are retried in place in
+// production (the activity's retry policy); the sim has none.
 //
 // The baselines (Cheapest: what SkyPilot and dstack do) model other
 // systems and keep the per-job retry loop gpuflow's workflow had before the
