@@ -268,12 +268,22 @@ func (ps Providers) CheckSpec(spec JobSpec) map[string]string {
 			continue
 		}
 		if c, ok := p.(SpecChecker); ok {
-			if err := c.Check(spec); err != nil {
+			if err := safeCheck(c, spec); err != nil {
 				refused[name] = err.Error()
 			}
 		}
 	}
 	return refused
+}
+
+// safeCheck is c.Check with a panic turned into a refusal.
+func safeCheck(c SpecChecker, spec JobSpec) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("checking the job panicked: %v", r)
+		}
+	}()
+	return c.Check(spec)
 }
 
 // gather asks the providers not in skip for their offers, all at once, and

@@ -161,15 +161,7 @@ func (d *Dispatcher) Pass(ctx context.Context, self string) (PassResult, error) 
 	}
 	d.bmu.Unlock()
 	if lead {
-		d.mu.Lock() // the running pass ends first
-		d.bmu.Lock()
-		d.next = nil // later callers wait for the pass after this one
-		d.bmu.Unlock()
-		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), passTimeout)
-		c.res, c.waiting, c.err = d.pass(pctx, c.selves)
-		cancel()
-		d.mu.Unlock()
-		close(c.done)
+		d.lead(ctx, c)
 	}
 	select {
 	case <-c.done:
@@ -181,8 +173,33 @@ func (d *Dispatcher) Pass(ctx context.Context, self string) (PassResult, error) 
 	return r, c.err
 }
 
+// lead runs the pass c for every caller that joined it. A panic in the pass
+// becomes its error; the lock is always released and the callers told.
+func (d *Dispatcher) lead(ctx context.Context, c *passCall) {
+	d.mu.Lock() // the running pass ends first
+	defer close(c.done)
+	defer d.mu.Unlock()
+	d.bmu.Lock()
+	d.next = nil // later callers wait for the pass after this one
+	d.bmu.Unlock()
+	defer func() {
+		if r := recover(); r != nil {
+			c.res, c.err = nil, fmt.Errorf("admission pass panicked: %v", r)
+		}
+	}()
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), passTimeout)
+	defer cancel()
+	c.res, c.waiting, c.err = d.pass(pctx, c.selves)
+}
+
+// offersTimeout bounds listing every provider's offers in a pass (the
+// queue's lock is held meanwhile); a provider slower than that counts as
+// unavailable for the pass.
+const offersTimeout = 15 * time.Second
+
 // pass runs one admission pass; it returns the results for selves and how
-// many jobs are left waiting.
+// many jobs are left waiting (admitted jobs whose workflow has not taken
+// its admission yet count too: the next pass signals them again).
 func (d *Dispatcher) pass(ctx context.Context, selves map[string]bool) (map[string]PassResult, int, error) {
 	feed := d.Feed()
 	now := d.now()
@@ -211,14 +228,19 @@ func (d *Dispatcher) pass(ctx context.Context, selves map[string]bool) (map[stri
 			switch {
 			case selves[e.JobID]: // admitted by a pass that began after it entered
 				mine[e.JobID] = PassResult{Admitted: &sel}
-			case e.JobStatus == gpuflow.StatusQueued && now.Sub(e.AdmittedAt) > resignalAfter:
-				signals = append(signals, queued{e.WorkflowID, e.JobID, QueueSignal{Admitted: &sel}})
+			case e.JobStatus == gpuflow.StatusQueued:
+				waiting++ // until its workflow takes the admission
+				if now.Sub(e.AdmittedAt) > resignalAfter {
+					signals = append(signals, queued{e.WorkflowID, e.JobID, QueueSignal{Admitted: &sel}})
+				}
 			}
 		}
 		if inQueue == 0 {
 			return nil, nil, nil
 		}
-		offers, refused := d.Providers.AllOffers(ctx)
+		octx, cancel := context.WithTimeout(ctx, offersTimeout)
+		offers, refused := d.Providers.AllOffers(octx)
+		cancel()
 		for _, name := range d.Providers.Names() { // a provider that cannot list its offers is unhealthy
 			why, failed := refused[name]
 			feed.SetHealth(name, !failed || !strings.HasPrefix(why, gpuflow.OffersUnavailable), now)
@@ -253,8 +275,11 @@ func (d *Dispatcher) pass(ctx context.Context, selves map[string]bool) (map[stri
 				sig.Reason = res.Waiting[e.JobID]
 				reasons[e.JobID] = sig.Reason
 				waiting++
-				if sig.Reason == e.Reason && !selves[e.JobID] {
-					continue // nothing new to tell
+				if admission.ReasonKind(sig.Reason) == admission.ReasonKind(e.Reason) && !selves[e.JobID] {
+					// Only a new kind of reason is signalled (its details change
+					// all the time and would fill the workflow's history); the
+					// API reads the current one from the queue.
+					continue
 				}
 			}
 			if selves[e.JobID] {
@@ -352,7 +377,9 @@ func (a *Activities) Admit(ctx context.Context, in *AdmitInput) (*AdmitResult, e
 		return nil, temporal.NewNonRetryableApplicationError(res.Failure, ErrTypeUnschedulable, nil, res.Reasons)
 	}
 	if res.Admitted == nil && res.Reason == "" {
-		res.Reason = "waiting for the dispatcher"
+		// The pass did not see the job (it left the queue meanwhile):
+		// Temporal retries the activity, which enqueues it again.
+		return nil, fmt.Errorf("job %s was not in the queue during its admission pass", in.Entry.JobID)
 	}
 	return &AdmitResult{Admitted: res.Admitted, Reason: res.Reason}, nil
 }

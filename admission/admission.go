@@ -102,6 +102,27 @@ func StockKey(o gpuflow.Offer) string {
 	return fmt.Sprintf("%s/%d", o.Key(), o.GPUCount)
 }
 
+// ReasonKind is the kind of a waiting reason (its words before the first
+// colon: "waiting for capacity", "owner limit", ...), which changes far less
+// often than its details.
+func ReasonKind(reason string) string {
+	kind, _, _ := strings.Cut(reason, ":")
+	return kind
+}
+
+// unavailable names, sorted, the providers spec allows that could not list
+// their offers this pass ("" when none).
+func unavailable(spec *gpuflow.JobSpec, refused map[string]string) string {
+	var down []string
+	for p, why := range refused {
+		if spec.AllowsProvider(p) && (strings.HasPrefix(why, gpuflow.OffersUnavailable) || why == "no offers") {
+			down = append(down, p)
+		}
+	}
+	slices.Sort(down)
+	return strings.Join(down, ", ")
+}
+
 // ranked is one kind of job's fitting offers, best first, or the reasons
 // nothing fits.
 type ranked struct {
@@ -111,18 +132,26 @@ type ranked struct {
 
 // specKey is what ranking and the providers' checks read of a spec.
 type specKey struct {
-	gpuType, strategy, provider, providers, image, command string
-	gpuCount, vcpus, diskGB, estimated                     int
-	memoryGB, maxPrice                                     float64
-	spot, hasMaxPrice                                      bool
+	gpuType, strategy, provider, providers, image, command, env string
+	gpuCount, vcpus, diskGB, estimated                          int
+	memoryGB, maxPrice                                          float64
+	spot, hasMaxPrice                                           bool
 }
 
 func rankKey(s *gpuflow.JobSpec) specKey {
 	k := specKey{gpuType: s.GPUType, strategy: s.Strategy, provider: s.Provider, providers: strings.Join(s.Providers, ","),
 		image: s.Image, gpuCount: s.GPUCount, vcpus: s.VCPUs, diskGB: s.DiskGB, estimated: s.EstimatedDuration,
 		memoryGB: s.MemoryGB, spot: s.Spot}
-	if len(s.Command) > 0 {
-		k.command = s.Command[0]
+	// Providers' checks may read the whole command and the environment
+	// (the local provider resolves the command with the job's PATH).
+	k.command = strings.Join(s.Command, "\x00")
+	if len(s.Env) > 0 {
+		env := make([]string, 0, len(s.Env))
+		for name, v := range s.Env {
+			env = append(env, name+"="+v)
+		}
+		slices.Sort(env)
+		k.env = strings.Join(env, "\x00")
 	}
 	if s.MaxPricePerHour != nil {
 		k.maxPrice, k.hasMaxPrice = *s.MaxPricePerHour, true
@@ -213,7 +242,7 @@ func (p *Planner) Plan(in Input) Result {
 			continue
 		}
 		if first, ok := held[e.OwnerID]; ok {
-			res.Waiting[e.JobID] = "waiting behind the owner's earlier job " + first
+			res.Waiting[e.JobID] = "waiting behind the owner's earlier job: " + first
 			continue
 		}
 		blocked := map[string]string{}
@@ -235,7 +264,12 @@ func (p *Planner) Plan(in Input) Result {
 		cands := r.cands
 		if len(cands) == 0 {
 			if len(blocked) > 0 {
-				res.Waiting[e.JobID] = fmt.Sprintf("every fitting offer failed for this job in the last %s; trying again when that passes", ttl)
+				res.Waiting[e.JobID] = fmt.Sprintf("offers blocked: every fitting offer failed for this job in the last %s; trying again when that passes", ttl)
+				continue
+			}
+			if down := unavailable(&e.Spec, in.Refused); down != "" {
+				// A provider that could not list its offers may be back soon.
+				res.Waiting[e.JobID] = "provider unavailable: " + down
 				continue
 			}
 			res.Unschedulable[e.JobID] = r.reasons

@@ -120,7 +120,7 @@ func TestOwnerLimits(t *testing.T) {
 		if got := admitted(r); got != "a" {
 			t.Fatalf("admitted %s", got)
 		}
-		if !strings.HasPrefix(r.Waiting["b"], "owner spend limit: $0.80/h running") || !strings.Contains(r.Waiting["c"], "behind the owner's earlier job b") {
+		if !strings.HasPrefix(r.Waiting["b"], "owner spend limit: $0.80/h running") || r.Waiting["c"] != "waiting behind the owner's earlier job: b" || ReasonKind(r.Waiting["b"]) != "owner spend limit" {
 			t.Fatalf("reasons %v", r.Waiting)
 		}
 	})
@@ -143,9 +143,29 @@ func TestBlocksAndUnschedulable(t *testing.T) {
 	g := entry("g", 5, 0)
 	g.Spec.GPUType, g.Spec.GPUCount = "H100", 1
 	r = p.Plan(Input{Now: t0, Offers: []gpuflow.Offer{cpuOffer(1)}, Entries: []gpuflow.QueueEntry{g},
-		Refused: map[string]string{"runpod": "offers unavailable: timeout"}})
+		Refused: map[string]string{"runpod": "provider not allowed by the job"}})
 	if got := fmt.Sprint(r.Unschedulable["g"]); !strings.Contains(got, "runpod") || !strings.Contains(got, "local") {
 		t.Fatalf("unschedulable %v", r.Unschedulable)
+	}
+	// ...but while a provider the job allows cannot list its offers, it waits.
+	r = p.Plan(Input{Now: t0, Offers: []gpuflow.Offer{cpuOffer(1)}, Entries: []gpuflow.QueueEntry{g},
+		Refused: map[string]string{"runpod": gpuflow.OffersUnavailable + "timeout", "tencent": "no offers"}})
+	if r.Waiting["g"] != "provider unavailable: runpod, tencent" || len(r.Unschedulable) != 0 {
+		t.Fatalf("provider down: %+v", r)
+	}
+	// Checks see each job's own command and environment (no shared verdicts).
+	ok, bad := entry("ok", 5, 0), entry("bad", 5, time.Second)
+	ok.Spec.Env = map[string]string{"PATH": "/good"}
+	bad.Spec.Env = map[string]string{"PATH": "/bad"}
+	r = p.Plan(Input{Now: t0, Offers: []gpuflow.Offer{cpuOffer(5)}, Entries: []gpuflow.QueueEntry{bad, ok},
+		Check: func(s gpuflow.JobSpec) map[string]string {
+			if s.Env["PATH"] == "/bad" {
+				return map[string]string{"local": "command not found"}
+			}
+			return nil
+		}})
+	if admitted(r) != "ok" || r.Unschedulable["bad"] == nil {
+		t.Fatalf("per-job checks: %+v", r)
 	}
 	// A provider that refuses the spec is not used.
 	r = p.Plan(Input{Now: t0, Offers: []gpuflow.Offer{cpuOffer(1)}, Entries: []gpuflow.QueueEntry{entry("b", 5, 0)},

@@ -89,13 +89,18 @@ func (db *DB) Enqueue(ctx context.Context, e gpuflow.QueueEntry) (*gpuflow.Queue
 		}
 		owner = &o
 	}
+	// A job that has ended is not queued again (a late retry of its Admit).
 	const upsert = `INSERT INTO job_queue (job_id, owner_id, workflow_id, priority, submitted_at, spec, blocked, enqueued_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+		SELECT $1, $2, $3, $4, $5, $6, $7, $8
+		WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND status IN ('succeeded', 'failed', 'cancelled'))
 		ON CONFLICT (job_id) DO UPDATE SET blocked = EXCLUDED.blocked WHERE NOT job_queue.admitted`
 	if _, err := db.Pool.Exec(ctx, upsert, id, owner, e.WorkflowID, e.Priority, dbTime(e.SubmittedAt), spec, blocked, db.now()); err != nil {
 		return nil, translate(err, "enqueue job", "queue entry")
 	}
 	got, err := scanQueueEntry(db.Pool.QueryRow(ctx, `SELECT `+queueColumns+` FROM job_queue q JOIN jobs j ON j.id = q.job_id WHERE q.job_id = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, gpuflow.Errorf(gpuflow.ECONFLICT, "job %s has ended or does not exist; it is not queued", id)
+	}
 	if err != nil {
 		return nil, translate(err, "read queue entry", "queue entry")
 	}
@@ -140,8 +145,19 @@ func (db *DB) QueuePass(ctx context.Context, fn func(gpuflow.QueueState) ([]gpuf
 		return translate(err, "queue pass", "queue entry")
 	}
 	defer rollback(ctx, tx)
+	// A process that dies mid-pass without closing its connection (a lost
+	// host) must not hold the lock until TCP keepalive notices.
+	if _, err := tx.Exec(ctx, `SET LOCAL idle_in_transaction_session_timeout = '2min'`); err != nil {
+		return translate(err, "queue pass", "queue entry")
+	}
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, queueLockKey); err != nil {
 		return translate(err, "lock the queue", "queue entry")
+	}
+	// Entries of jobs that have ended are left over from a workflow that
+	// could not remove its own (the database was away): they hold nothing.
+	if _, err := tx.Exec(ctx, `DELETE FROM job_queue q USING jobs j
+		WHERE j.id = q.job_id AND j.status IN ('succeeded', 'failed', 'cancelled')`); err != nil {
+		return translate(err, "queue pass", "queue entry")
 	}
 	var st gpuflow.QueueState
 	rows, err := tx.Query(ctx, `SELECT `+queueColumns+` FROM job_queue q JOIN jobs j ON j.id = q.job_id

@@ -131,3 +131,34 @@ func TestOutcomes(t *testing.T) {
 		t.Fatalf("after the last: %+v", more)
 	}
 }
+
+func TestQueueForgetsEndedJobs(t *testing.T) {
+	t.Parallel()
+	db, _ := newDB(t)
+	ctx := testCtx(t)
+	ended := mustCreate(t, db, newJob(func(j *gpuflow.Job) { j.Status = gpuflow.StatusCancelled }))
+	if _, err := db.Enqueue(ctx, queueEntry(ended, 5)); gpuflow.ErrorCode(err) != gpuflow.ECONFLICT {
+		t.Fatalf("enqueue of an ended job: %v", err)
+	}
+	// An entry left over by a job that ended since is removed by the next pass.
+	left := mustCreate(t, db, newJob())
+	if _, err := db.Enqueue(ctx, queueEntry(left, 5)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Pool.Exec(ctx, `UPDATE jobs SET status = 'failed' WHERE id = $1`, left.ID); err != nil {
+		t.Fatal(err)
+	}
+	err := db.QueuePass(ctx, func(st gpuflow.QueueState) ([]gpuflow.Admission, map[string]string, error) {
+		if len(st.Entries) != 0 {
+			t.Errorf("entries of ended jobs: %+v", st.Entries)
+		}
+		return nil, nil, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM job_queue`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("%d entries left (%v)", n, err)
+	}
+}

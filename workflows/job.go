@@ -15,6 +15,7 @@ import (
 
 	"github.com/gpuflow/gpuflow"
 	"github.com/gpuflow/gpuflow/activities"
+	"github.com/gpuflow/gpuflow/admission"
 	"github.com/gpuflow/gpuflow/scheduler"
 )
 
@@ -222,37 +223,67 @@ func (w *jobWorkflow) admit(ctx workflow.Context) (*activities.SelectResult, str
 	if entry.SubmittedAt.IsZero() {
 		entry.SubmittedAt = info.WorkflowStartTime
 	}
-	var res activities.AdmitResult
-	err := workflow.ExecuteActivity(withSelectOptions(ctx), a.Admit, &activities.AdmitInput{Entry: entry}).Get(ctx, &res)
-	switch {
-	case err != nil && ctx.Err() != nil:
-		return nil, ""
-	case err != nil:
-		return nil, "scheduling: " + errMessage(err)
-	case res.Admitted != nil:
-		return res.Admitted, ""
+	for {
+		var res activities.AdmitResult
+		err := workflow.ExecuteActivity(withSelectOptions(ctx), a.Admit, &activities.AdmitInput{Entry: entry}).Get(ctx, &res)
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return nil, ""
+		case err != nil:
+			return nil, "scheduling: " + errMessage(err)
+		case res.Admitted != nil:
+			return res.Admitted, ""
+		}
+		w.waitReason(res.Reason)
+		sel, failure, again := w.awaitAdmission(ctx, ch)
+		if !again {
+			return sel, failure
+		}
 	}
-	w.waitReason(res.Reason)
+}
+
+// awaitAdmission waits in the queue for the dispatcher's signal. After
+// admitRecheck without one it reports again, and the caller asks for
+// admission anew (idempotent: the entry keeps its place): a signal lost
+// with a crashed dispatcher never strands the job.
+func (w *jobWorkflow) awaitAdmission(ctx workflow.Context, ch workflow.ReceiveChannel) (sel *activities.SelectResult, failure string, again bool) {
+	tctx, cancelTimer := workflow.WithCancel(ctx)
+	defer cancelTimer()
+	timer := workflow.NewTimer(tctx, admitRecheck)
 	for {
 		var sig activities.QueueSignal
-		cancelled := false
+		cancelled, recheck := false, false
 		s := workflow.NewSelector(ctx)
 		s.AddReceive(ch, func(c workflow.ReceiveChannel, _ bool) { c.Receive(ctx, &sig) })
 		s.AddReceive(ctx.Done(), func(workflow.ReceiveChannel, bool) { cancelled = true })
+		s.AddFuture(timer, func(workflow.Future) { recheck = true })
 		s.Select(ctx)
 		switch {
 		case cancelled:
-			return nil, ""
+			return nil, "", false
+		case recheck:
+			return nil, "", true
+		case sig.Admitted != nil && w.blockedNow(sig.Admitted.Offer):
+			// A late answer to an earlier stay in the queue, naming the
+			// offer that has just failed: not this stay's admission.
+			w.logger.Warn("ignoring an admission for a blocked offer", "offer", sig.Admitted.Offer.Key())
 		case sig.Admitted != nil:
 			w.snap.QueueReason = ""
 			w.emitStatus(gpuflow.StatusScheduling, nil)
-			return sig.Admitted, ""
+			return sig.Admitted, "", false
 		case sig.Failure != "":
-			return nil, "scheduling: " + sig.Failure + reasonsText(sig.Reasons)
+			return nil, "scheduling: " + sig.Failure + reasonsText(sig.Reasons), false
 		default:
 			w.waitReason(sig.Reason)
 		}
 	}
+}
+
+// blockedNow reports whether o failed for this job recently enough to be
+// blocked still.
+func (w *jobWorkflow) blockedNow(o gpuflow.Offer) bool {
+	b, ok := w.blocked[o.Key()]
+	return ok && workflow.Now(w.dctx).Sub(b.At) < admission.DefaultBlockTTL
 }
 
 // waitReason records that the job waits in the queue, and why.
@@ -267,9 +298,17 @@ func (w *jobWorkflow) waitReason(reason string) {
 
 // leaveQueue removes the job's queue entry, waking the dispatchers: room
 // it held (or its share of the owner's limits) may be free now.
+//
+// It is retried until it succeeds: an entry left behind would hold room
+// and the owner's share. (Passes also drop the entries of ended jobs.)
 func (w *jobWorkflow) leaveQueue() {
-	if err := workflow.ExecuteLocalActivity(withRecordOptions(w.dctx), a.LeaveQueue, w.in.JobID).Get(w.dctx, nil); err != nil {
-		w.logger.Error("leaving the queue failed", "err", err)
+	for {
+		err := workflow.ExecuteLocalActivity(withRecordOptions(w.dctx), a.LeaveQueue, w.in.JobID).Get(w.dctx, nil)
+		if err == nil {
+			return
+		}
+		w.logger.Error("leaving the queue failed; trying again", "err", err)
+		_ = workflow.Sleep(w.dctx, recordTimeout)
 	}
 }
 
@@ -338,7 +377,7 @@ func (w *jobWorkflow) provision(ctx workflow.Context, sel *activities.SelectResu
 	_ = workflow.UpsertTypedSearchAttributes(w.dctx, saProvider.ValueSet(o.Provider))
 	_ = workflow.UpsertMemo(w.dctx, map[string]any{"provider_mode": sel.Mode})
 	w.emit(gpuflow.JobUpdate{
-		Type: gpuflow.EventStatus, Status: gpuflow.StatusProvisioning, Provider: &o.Provider, Price: ptr(o.PricePerHour),
+		Type: gpuflow.EventStatus, Status: gpuflow.StatusProvisioning, Provider: &o.Provider, Price: ptr(jobPrice(sel)),
 		Attempts: w.attempts(), Data: jsonData(map[string]any{"offer": o, "score": sel.Score, "breakdown": sel.Breakdown, "mode": sel.Mode, "alternatives": sel.Alternatives}),
 	})
 
@@ -425,6 +464,16 @@ func (w *jobWorkflow) watch(ctx workflow.Context) (exitCode *int, failure string
 	default:
 		return nil, "the machine failed: " + res.Machine.Reason
 	}
+}
+
+// jobPrice is what the job costs per hour on the chosen offer: its GPUs
+// at the offer's price (the spot price for spot jobs), as the scheduler
+// computed it; the offer's own price when the decision lacks it.
+func jobPrice(sel *activities.SelectResult) float64 {
+	if sel.PricePerHour > 0 {
+		return sel.PricePerHour
+	}
+	return sel.Offer.PricePerHour
 }
 
 // running marks the job running and records the time its machine took.

@@ -444,6 +444,57 @@ func TestRunJob(t *testing.T) {
 		}
 	})
 
+	t.Run("LostSignalRecheckedAndStaleAdmissionIgnored", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		admits := 0
+		b.env.OnActivity(a.Admit, mock.Anything, mock.Anything).Return(
+			func(_ context.Context, in *activities.AdmitInput) (*activities.AdmitResult, error) {
+				admits++
+				switch admits {
+				case 1:
+					return admitted(&activities.SelectResult{Offer: testOffer}), nil
+				case 2:
+					return &activities.AdmitResult{Reason: "waiting for capacity"}, nil
+				}
+				// The dispatcher's signal was lost; asking again finds the admission.
+				return admitted(&activities.SelectResult{Offer: gpuflow.Offer{Provider: "runpod", GPUType: "A40"}, PricePerHour: 0.8}), nil
+			})
+		calls := 0
+		b.env.OnActivity(a.Provision, mock.Anything, mock.Anything).Return(
+			func(_ context.Context, in *activities.ProvisionInput) (*gpuflow.Machine, error) {
+				calls++
+				if calls == 1 {
+					return nil, temporal.NewNonRetryableApplicationError("full", activities.ErrTypeNoCapacity, nil)
+				}
+				if in.Request.Offer.Provider != "runpod" {
+					t.Errorf("provisioned %+v", in.Request.Offer)
+				}
+				return &gpuflow.Machine{ID: "m1", State: gpuflow.MachinePending}, nil
+			})
+		b.watch(0, time.Minute)
+		b.terminateOK()
+		// A late admission from the first stay names the offer that just failed.
+		b.env.RegisterDelayedCallback(func() {
+			b.env.SignalWorkflow(SignalQueue, activities.QueueSignal{Admitted: &activities.SelectResult{Offer: testOffer}})
+		}, time.Second)
+		b.env.ExecuteWorkflow(RunJob, input())
+		if res := b.result(t); res.Status != gpuflow.StatusSucceeded || admits != 3 || calls != 2 {
+			t.Fatalf("result %+v after %d admits, %d provisions", res, admits, calls)
+		}
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		var prices []float64
+		for _, u := range b.updates {
+			if u.Price != nil {
+				prices = append(prices, *u.Price)
+			}
+		}
+		if len(prices) != 2 || prices[1] != 0.8 {
+			t.Fatalf("prices recorded %v: want the job's price from the decision", prices)
+		}
+	})
+
 	t.Run("CancelWhileQueuedLeavesAtOnce", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)

@@ -13,8 +13,9 @@ import (
 const (
 	// recordTimeout bounds one write of a state change (a local activity).
 	recordTimeout = 10 * time.Second
-	// selectTimeout bounds one look at every provider's offers.
-	selectTimeout = 30 * time.Second
+	// selectTimeout bounds one Admit: waiting for the queue's lock and one
+	// admission pass (which lists every provider's offers).
+	selectTimeout = 2 * time.Minute
 	// provisionTimeout bounds one create call at a provider (not the boot).
 	provisionTimeout = time.Minute
 	// provisionAttempts caps create calls for one offer: they may bill.
@@ -29,6 +30,10 @@ const (
 	// queueBackoffMax is the longest wait between tries of a teardown
 	// that failed for good.
 	queueBackoffMax = 30 * time.Second
+	// admitRecheck is how long a queued job waits for the dispatcher's
+	// signal before asking for admission again (a lost signal costs at
+	// most this).
+	admitRecheck = 10 * time.Minute
 	// maxLaunchRetries caps how often a job whose machine failed before it
 	// ran the job (a hung or crashed boot) is started again elsewhere.
 	maxLaunchRetries = 2

@@ -101,7 +101,7 @@ type Deps struct {
 	// own and the Temporal client exports nothing).
 	Metrics *prometheus.Registry
 	// Stats are the scheduler's statistics from recorded provisioning
-	// outcomes, shared by the dispatcher and the API (nil: each makes one).
+	// outcomes (nil: the dispatcher and the API each make their own).
 	Stats *admission.Feed
 }
 

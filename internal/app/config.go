@@ -53,7 +53,7 @@ import (
 //	GPUFLOW_MAX_RUNNING_JOBS 0                    per user: jobs holding or making a machine at once (0: no limit); more wait in queued
 //	GPUFLOW_MAX_SPEND_PER_HOUR 0                  per user: dollars per hour of those jobs together (0: no limit); more wait in queued
 //	GPUFLOW_QUEUE_RECHECK   15s                   how often the dispatcher looks again at waiting jobs when nothing woke it
-//	METRICS_ADDR            127.0.0.1:9090        where `gpuflow worker` serves /metrics (the API serves its own; "off" disables)
+//	METRICS_ADDR            127.0.0.1:9464        where `gpuflow worker` serves /metrics (the API serves its own; "off" disables)
 type Config struct {
 	DataDir           string
 	HTTPAddr          string
@@ -163,7 +163,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	if c.QueueRecheck, err = parseDuration(getenv("GPUFLOW_QUEUE_RECHECK"), 15*time.Second); err != nil {
 		return c, fmt.Errorf("GPUFLOW_QUEUE_RECHECK: %w", err)
 	}
-	c.MetricsAddr = cmp.Or(getenv("METRICS_ADDR"), "127.0.0.1:9090")
+	c.MetricsAddr = cmp.Or(getenv("METRICS_ADDR"), "127.0.0.1:9464")
 	if c.MetricsAddr == "off" {
 		c.MetricsAddr = ""
 	} else if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {

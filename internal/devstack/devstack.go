@@ -22,7 +22,6 @@ import (
 	"go.temporal.io/sdk/client"
 
 	"github.com/gpuflow/gpuflow"
-	"github.com/gpuflow/gpuflow/admission"
 	"github.com/gpuflow/gpuflow/api"
 	"github.com/gpuflow/gpuflow/internal/app"
 	"github.com/gpuflow/gpuflow/internal/devtemporal"
@@ -144,8 +143,10 @@ func Start(ctx context.Context, cfg app.Config, opts Options, logger *slog.Logge
 		return nil, err
 	}
 	s.Providers = ps
-	// One registry and one statistics feed for the worker and the API.
-	deps := app.Deps{DB: s.DB, Temporal: s.Client, Providers: ps, Logger: logger, Metrics: reg, Stats: admission.NewFeed()}
+	// One registry for the worker and the API. (Each keeps its own
+	// statistics feed: the dispatcher's also tracks provider health from
+	// its passes, which must not make the API refuse submissions.)
+	deps := app.Deps{DB: s.DB, Temporal: s.Client, Providers: ps, Logger: logger, Metrics: reg}
 	if !opts.NoWorker {
 		if s.Worker, err = app.StartWorker(ctx, cfg, deps); err != nil {
 			return nil, err

@@ -171,11 +171,19 @@ func TestMetricsIncludeTemporalAndProvisioning(t *testing.T) {
 	if uid, _ := me["id"].(string); uid == "" || strings.Contains(body, id) || strings.Contains(body, uid) {
 		t.Fatal("/metrics holds a job or user id")
 	}
-	code, m := c.do(http.MethodGet, "/api/gpu/scheduling/metrics", nil)
-	prov, _ := m["provisioning"].(map[string]any)
-	local, _ := prov["local"].(map[string]any)
-	if code != http.StatusOK || local == nil || local["started"].(float64) < 0.99 || local["success_rate"] == nil {
-		t.Fatalf("scheduling metrics: %d %v", code, m)
+	// The API reads recorded outcomes at most once a second.
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		code, m := c.do(http.MethodGet, "/api/gpu/scheduling/metrics", nil)
+		prov, _ := m["provisioning"].(map[string]any)
+		local, _ := prov["local"].(map[string]any)
+		if code == http.StatusOK && local != nil && local["started"].(float64) >= 0.99 && local["success_rate"] != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("scheduling metrics: %d %v", code, m)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 
