@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"cmp"
+	"net/http"
 	"slices"
 	"testing"
 	"time"
@@ -24,7 +25,7 @@ func TestBenchQueueHandoff(t *testing.T) {
 	s := startStack(t, cfg, devstack.Options{NoUI: true, NoEmulators: true})
 	c := newAPI(t, s.APIURL())
 
-	blocker := c.submit(map[string]any{"command": []string{"sleep", "3"}, "gpu_count": 0, "provider": "local", "priority": 10})
+	blocker := c.submit(map[string]any{"command": []string{"sleep", "300"}, "gpu_count": 0, "provider": "local", "priority": 10})
 	c.waitStatus(blocker, "running", 30*time.Second)
 	type job struct {
 		id            string
@@ -35,6 +36,12 @@ func TestBenchQueueHandoff(t *testing.T) {
 	for i := range jobs {
 		jobs[i] = job{prio: (i * 7) % 11, order: i}
 		jobs[i].id = c.submit(map[string]any{"command": []string{"sleep", "0.2"}, "gpu_count": 0, "provider": "local", "priority": jobs[i].prio})
+	}
+	for i := range jobs {
+		c.waitStatus(jobs[i].id, "queued", 30*time.Second)
+	}
+	if code, out := c.do(http.MethodPost, "/api/gpu/tasks/"+blocker+"/cancel", nil); code != http.StatusOK && code != http.StatusAccepted {
+		t.Fatalf("cancel the blocker: %d %v", code, out)
 	}
 	for i := range jobs {
 		j := c.waitStatus(jobs[i].id, "succeeded", time.Duration(n)*5*time.Second)

@@ -213,7 +213,7 @@ func TestQueueSurvivesWorkerKill(t *testing.T) {
 	c := newAPI(t, s.APIURL())
 	w1 := startChild(t, "worker", cfg)
 
-	blocker := c.submit(map[string]any{"command": []string{"sleep", "3"}, "gpu_count": 0, "provider": "local"})
+	blocker := c.submit(map[string]any{"command": []string{"sleep", "300"}, "gpu_count": 0, "provider": "local"})
 	c.waitStatus(blocker, "running", 30*time.Second)
 	var queued []string
 	for _, prio := range []int{2, 8, 5} {
@@ -225,7 +225,11 @@ func TestQueueSurvivesWorkerKill(t *testing.T) {
 	w1.kill()
 	startChild(t, "worker", cfg)
 
-	c.waitStatus(blocker, "succeeded", 60*time.Second)
+	// The new worker frees the slot: the queued jobs start after it.
+	if code, out := c.do(http.MethodPost, "/api/gpu/tasks/"+blocker+"/cancel", nil); code != http.StatusOK && code != http.StatusAccepted {
+		t.Fatalf("cancel: %d %v", code, out)
+	}
+	c.waitStatus(blocker, "cancelled", 60*time.Second)
 	var starts []time.Time
 	for _, id := range queued {
 		j := c.waitStatus(id, "succeeded", 60*time.Second)
@@ -236,6 +240,12 @@ func TestQueueSurvivesWorkerKill(t *testing.T) {
 	}
 	// Priorities 2, 8, 5: the second started first, then the third, then the first.
 	if !starts[1].Before(starts[2]) || !starts[2].Before(starts[0]) {
+		for i, id := range queued {
+			evs, _ := s.DB.Events(context.Background(), id)
+			for _, e := range evs {
+				t.Logf("job %d (%s): %s %s %s", i, id[:8], e.At.Format("15:04:05.000"), e.Status, e.Data)
+			}
+		}
 		t.Fatalf("start order %v", starts)
 	}
 }
