@@ -38,7 +38,7 @@ func TestBenchQueueHandoff(t *testing.T) {
 		jobs[i].id = c.submit(map[string]any{"command": []string{"sleep", "0.2"}, "gpu_count": 0, "provider": "local", "priority": jobs[i].prio})
 	}
 	for i := range jobs {
-		c.waitStatus(jobs[i].id, "queued", 30*time.Second)
+		waitInQueue(t, c, jobs[i].id)
 	}
 	if code, out := c.do(http.MethodPost, "/api/gpu/tasks/"+blocker+"/cancel", nil); code != http.StatusOK && code != http.StatusAccepted {
 		t.Fatalf("cancel the blocker: %d %v", code, out)

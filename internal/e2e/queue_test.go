@@ -220,7 +220,7 @@ func TestQueueSurvivesWorkerKill(t *testing.T) {
 		queued = append(queued, c.submit(map[string]any{"command": []string{"true"}, "gpu_count": 0, "provider": "local", "priority": prio}))
 	}
 	for _, id := range queued {
-		c.waitStatus(id, "queued", 30*time.Second)
+		waitInQueue(t, c, id)
 	}
 	w1.kill()
 	startChild(t, "worker", cfg)
@@ -247,5 +247,23 @@ func TestQueueSurvivesWorkerKill(t *testing.T) {
 			}
 		}
 		t.Fatalf("start order %v", starts)
+	}
+}
+
+// waitInQueue waits until the job's workflow has put it in the queue (the
+// API shows its place): "queued" alone is also the status of a job whose
+// workflow has not run yet.
+func waitInQueue(t testing.TB, c api, id string) map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		j := c.job(id)
+		if j["queue"] != nil {
+			return j
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job %s not in the queue after 30 s: %v", id, j)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
