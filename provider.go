@@ -239,9 +239,13 @@ type SpecChecker interface {
 	Check(spec JobSpec) error
 }
 
-// OffersUnavailable starts the reason of a provider whose offers could not
-// be listed (an error or a panic).
-const OffersUnavailable = "offers unavailable: "
+// Reasons a provider gave no offers. OffersUnavailable starts the reason of
+// a provider whose offers could not be listed (an error or a panic);
+// NoOffers is a provider that listed none. Both may change by the next look.
+const (
+	OffersUnavailable = "offers unavailable: "
+	NoOffers          = "no offers"
+)
 
 // OffersFor asks every provider that spec allows for its offers, all at
 // once, in provider order. Providers that fail (or panic), offer nothing, or
@@ -307,7 +311,7 @@ func (ps Providers) gather(ctx context.Context, skip map[string]string) (offers 
 			case err != nil:
 				results[i].reason = OffersUnavailable + err.Error()
 			case len(os) == 0:
-				results[i].reason = "no offers"
+				results[i].reason = NoOffers
 			}
 			for j := range os {
 				if os[j].Provider == "" {

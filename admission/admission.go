@@ -115,7 +115,7 @@ func ReasonKind(reason string) string {
 func unavailable(spec *gpuflow.JobSpec, refused map[string]string) string {
 	var down []string
 	for p, why := range refused {
-		if spec.AllowsProvider(p) && (strings.HasPrefix(why, gpuflow.OffersUnavailable) || why == "no offers") {
+		if spec.AllowsProvider(p) && (strings.HasPrefix(why, gpuflow.OffersUnavailable) || why == gpuflow.NoOffers) {
 			down = append(down, p)
 		}
 	}

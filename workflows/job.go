@@ -513,7 +513,7 @@ func (w *jobWorkflow) teardown() {
 		// Only a non-retryable error ends the retry policy; keep going anyway:
 		// a machine is never left behind.
 		w.logger.Error("teardown failed; trying again", "machine_id", w.machine.ID, "err", err)
-		_ = workflow.Sleep(w.dctx, queueBackoffMax)
+		_ = workflow.Sleep(w.dctx, teardownRetryWait)
 	}
 	w.logOffset = res.LogOffset
 }

@@ -27,9 +27,9 @@ const (
 	watchTimeout = 24 * time.Hour
 	// terminateTimeout bounds one teardown call; teardown retries forever.
 	terminateTimeout = 2 * time.Minute
-	// queueBackoffMax is the longest wait between tries of a teardown
-	// that failed for good.
-	queueBackoffMax = 30 * time.Second
+	// teardownRetryWait is the wait before trying again a teardown whose
+	// retry policy gave up (a non-retryable error).
+	teardownRetryWait = 30 * time.Second
 	// admitRecheck is how long a queued job waits for the dispatcher's
 	// signal before asking for admission again (a lost signal costs at
 	// most this).

@@ -94,16 +94,7 @@ func TestRealGPU(t *testing.T) {
 	if err := p.Terminate(context.Background(), "real-0"); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if _, err = p.Provision(context.Background(), extra); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("freed GPU not reused: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	provisionWhenFree(t, p, extra)
 	t.Cleanup(func() { _ = p.Terminate(context.Background(), "real-extra") })
 	t.Logf("REALGPU OK: %d × %s found, one per job, capacity enforced, freed GPU reused", n, gpuType)
 
@@ -122,18 +113,9 @@ torch.cuda.synchronize()
 print("cuda", torch.cuda.device_count(), torch.cuda.get_device_name(0), round(float((x @ x).abs().mean()), 1), flush=True)
 print("end")`)
 	job.Spec.GPUType = gpuType
-	deadline = time.Now().Add(20 * time.Second)
-	for {
-		if _, err = p.Provision(context.Background(), job); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("torch job: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	provisionWhenFree(t, p, job)
 	t.Cleanup(func() { _ = p.Terminate(context.Background(), "real-torch") })
-	deadline = time.Now().Add(90 * time.Second)
+	deadline := time.Now().Add(90 * time.Second)
 	for {
 		m, err := p.Describe(context.Background(), "real-torch")
 		if err != nil {
@@ -157,4 +139,21 @@ print("end")`)
 		time.Sleep(200 * time.Millisecond)
 	}
 	t.Log("REALGPU TORCH OK")
+}
+
+// provisionWhenFree provisions req once the GPU it needs is free (a
+// terminated job's GPU is released as its process group goes).
+func provisionWhenFree(t *testing.T, p *Provider, req gpuflow.ProvisionRequest) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, err := p.Provision(context.Background(), req)
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("provision %s: %v", req.JobID, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
