@@ -150,6 +150,27 @@ type LogSource interface {
 	ReadLogs(ctx context.Context, machineID string, offset int64, limit int) ([]byte, error)
 }
 
+// BatchDescriber is implemented by providers that can describe many
+// machines in few calls (Tencent and Alibaba take up to 100 ids a call,
+// RunPod lists the account's pods, the local provider scans its job
+// directories once). The machine watcher uses it: one look at a provider
+// per interval, not one per job.
+type BatchDescriber interface {
+	// DescribeMany returns the state of every machine in ids, keyed by id.
+	// Every id is in the answer: one that no longer exists is MachineGone.
+	// An error means no state is known for any of them (the watcher tries
+	// again on its next sweep).
+	DescribeMany(ctx context.Context, ids []string) (map[string]Machine, error)
+}
+
+// ChangeNotifier is implemented by providers that learn of a machine's
+// change themselves (the local provider waits on the processes it
+// started): fn is called with the machine's id, and the watcher looks at
+// it at once instead of on its next sweep. fn must not block.
+type ChangeNotifier interface {
+	OnChange(fn func(machineID string))
+}
+
 // PollHinter is implemented by providers that know how often their state
 // is worth polling.
 type PollHinter interface {

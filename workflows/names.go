@@ -21,6 +21,10 @@ const (
 	SignalProgress = "progress"
 	// SignalFinished reports the job's exit code from the machine: payload FinishedSignal.
 	SignalFinished = "finished"
+	// SignalMachine is sent by a provider's machine watcher when a job's
+	// machine changed state (running, exited, failed, gone, preempted):
+	// payload MachineSignal. Internal; other services do not send it.
+	SignalMachine = "machine"
 	// SignalQueue is sent by the dispatcher to a job waiting in the queue:
 	// payload activities.QueueSignal. Internal; other services do not send it.
 	SignalQueue = activities.SignalQueue
@@ -69,11 +73,26 @@ type CancelSignal struct {
 type ProgressSignal struct {
 	Percent float64 `json:"percent"`
 	Message string  `json:"message,omitempty"`
+	// ReportID is the agent report's id when the relay delivers it (0 from
+	// other senders): ids grow, and a progress no newer than the last one
+	// applied is ignored.
+	ReportID int64 `json:"report_id,omitempty"`
 }
 
 // FinishedSignal is the payload of SignalFinished.
 type FinishedSignal struct {
 	ExitCode int `json:"exit_code"`
+	// ReportID is the agent report's id in the store when the relay
+	// delivers it (0 from other senders); a report delivered twice is
+	// applied once.
+	ReportID int64 `json:"report_id,omitempty"`
+}
+
+// MachineSignal is the payload of SignalMachine: the machine as the
+// watcher saw it.
+type MachineSignal struct {
+	Machine gpuflow.Machine `json:"machine"`
+	SeenAt  time.Time       `json:"seen_at"`
 }
 
 // JobSnapshot is the answer to QueryStatus.
