@@ -18,14 +18,18 @@ func TestDependencyArrows(t *testing.T) {
 	// forbidden maps a package (prefix) to module packages it must not import.
 	forbidden := map[string][]string{
 		mod + "/scheduler":  {mod + "/"},
-		mod + "/activities": {mod + "/postgres", mod + "/provider", mod + "/api", mod + "/workflows", mod + "/internal"},
-		mod + "/workflows":  {mod + "/postgres", mod + "/provider", mod + "/api", mod + "/internal"},
-		mod + "/worker":     {mod + "/postgres", mod + "/provider", mod + "/api", mod + "/internal"},
-		mod + "/api":        {mod + "/activities", mod + "/postgres", mod + "/provider", mod + "/internal", mod + "/worker"},
-		mod + "/postgres":   {mod + "/activities", mod + "/workflows", mod + "/provider", mod + "/api", mod + "/worker"},
-		mod + "/provider/":  {mod + "/activities", mod + "/workflows", mod + "/postgres", mod + "/api", mod + "/worker", mod + "/internal"},
-		mod + "/schema":     {mod + "/"},
-		mod + "/admission":  {mod + "/activities", mod + "/postgres", mod + "/provider", mod + "/api", mod + "/workflows", mod + "/worker", mod + "/internal"},
+		mod + "/activities": {mod + "/postgres", mod + "/provider", mod + "/api", mod + "/workflows", mod + "/internal", mod + "/dispatch", mod + "/watcher", mod + "/relay"},
+		// The long-running services: beside the activities, below the wiring.
+		mod + "/dispatch":  {mod + "/postgres", mod + "/provider", mod + "/api", mod + "/internal", mod + "/worker", mod + "/watcher", mod + "/relay"},
+		mod + "/watcher":   {mod + "/postgres", mod + "/provider", mod + "/api", mod + "/internal", mod + "/worker", mod + "/dispatch", mod + "/relay", mod + "/activities"},
+		mod + "/relay":     {mod + "/postgres", mod + "/provider", mod + "/api", mod + "/internal", mod + "/worker", mod + "/dispatch", mod + "/watcher", mod + "/activities"},
+		mod + "/workflows": {mod + "/postgres", mod + "/provider", mod + "/api", mod + "/internal", mod + "/dispatch", mod + "/watcher", mod + "/relay"},
+		mod + "/worker":    {mod + "/postgres", mod + "/provider", mod + "/api", mod + "/internal", mod + "/dispatch", mod + "/watcher", mod + "/relay"},
+		mod + "/api":       {mod + "/activities", mod + "/postgres", mod + "/provider", mod + "/internal", mod + "/worker"},
+		mod + "/postgres":  {mod + "/activities", mod + "/workflows", mod + "/provider", mod + "/api", mod + "/worker"},
+		mod + "/provider/": {mod + "/activities", mod + "/workflows", mod + "/postgres", mod + "/api", mod + "/worker", mod + "/internal"},
+		mod + "/schema":    {mod + "/"},
+		mod + "/admission": {mod + "/activities", mod + "/postgres", mod + "/provider", mod + "/api", mod + "/workflows", mod + "/worker", mod + "/internal"},
 	}
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		f := strings.Fields(line)

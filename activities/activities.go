@@ -23,11 +23,11 @@ type Activities struct {
 	// Agents gives a cloud machine its agent endpoint and token; nil leaves
 	// machines without one (enough for the local provider).
 	Agents AgentIssuer
-	// Dispatch runs the queue (Admit, LeaveQueue, RecordOutcome); nil
-	// admits nothing.
-	Dispatch *Dispatcher
-	Logger   *slog.Logger
-	Now      func() time.Time
+	// Queue is the admission queue (Admit, LeaveQueue, RecordOutcome):
+	// a *dispatch.Dispatcher; nil admits nothing.
+	Queue  Queue
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 func (a *Activities) now() time.Time {

@@ -2,339 +2,22 @@ package activities
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"log/slog"
-	"strings"
-	"sync"
-	"time"
 
-	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/gpuflow/gpuflow"
-	"github.com/gpuflow/gpuflow/admission"
 )
 
-// SignalQueue is the signal a dispatcher sends a waiting job's workflow:
-// admitted (with the decision), unschedulable, or a new reason to wait.
-const SignalQueue = "queue"
-
-// QueueSignal is the payload of SignalQueue.
-type QueueSignal struct {
-	Admitted *SelectResult `json:"admitted,omitempty"`
-	// Failure: no offer fits the job any more.
-	Failure string              `json:"failure,omitempty"`
-	Reasons map[string][]string `json:"reasons,omitempty"`
-	// Reason the job waits, when neither of the above.
-	Reason string `json:"reason,omitempty"`
-}
-
-// Signaler is the part of the Temporal client a dispatcher signals with.
-type Signaler interface {
-	SignalWorkflow(ctx context.Context, workflowID, runID, signalName string, arg any) error
-}
-
-// resignalAfter is how long an admitted job may stay "queued" before its
-// admission is signalled again (the first signal may have been lost with a
-// crashed dispatcher).
-const resignalAfter = 30 * time.Second
-
-// Dispatcher runs admission passes over the durable queue: it ranks every
-// waiting job, admits those with room in order (see package admission),
-// records why the others wait and signals their workflows. A pass runs
-// when a job enters the queue (inside its Admit activity, which returns
-// its own admission at once), when capacity is freed (the store's
-// notifications) and on a slow tick while jobs wait (cloud stock changes
-// without telling anyone). Passes take turns across processes through the
-// store's lock; they are idempotent.
-type Dispatcher struct {
-	Queue     gpuflow.QueueStore
-	Outcomes  gpuflow.OutcomeStore // nil: statistics are the priors
-	Providers gpuflow.Providers
-	Signals   Signaler // nil: the workflows are not signalled (tests)
-	Config    admission.Config
-	// Stats is fed from Outcomes before each pass; a new Feed when nil.
-	Stats  *admission.Feed
-	Logger *slog.Logger
-	Now    func() time.Time
-	// Observe, when set, is told what each pass did (for metrics).
-	Observe func(PassStats)
-
-	mu      sync.Mutex // held by the running pass
-	planner admission.Planner
-	bmu     sync.Mutex // guards next
-	next    *passCall  // the pass that starts next, which callers join
-}
-
-// passCall is one pass shared by the callers that asked for it while an
-// earlier pass ran.
-type passCall struct {
-	done    chan struct{}
-	selves  map[string]bool
-	res     map[string]PassResult
-	waiting int
-	err     error
-}
-
-// passTimeout bounds one pass (offers from every provider, the ranking,
-// the store's transaction).
-const passTimeout = time.Minute
-
-// PassStats is what one pass did.
-type PassStats struct {
-	Duration time.Duration
-	Waiting  int // jobs left waiting
-	// Admitted are the admissions by strategy and provider.
-	Admitted []Admitted
-}
-
-// Admitted is one admission, for metrics: no job or user id.
-type Admitted struct{ Strategy, Provider string }
-
-// PassResult is what one pass decided for one job.
-type PassResult struct {
-	Admitted *SelectResult
-	Failure  string
-	Reasons  map[string][]string
-	Reason   string
-	Waiting  int // jobs left waiting, in all
-}
-
-func (d *Dispatcher) now() time.Time {
-	if d.Now != nil {
-		return d.Now()
-	}
-	return time.Now().UTC()
-}
-
-func (d *Dispatcher) logger() *slog.Logger {
-	if d.Logger != nil {
-		return d.Logger
-	}
-	return slog.Default()
-}
-
-// Feed returns the statistics the dispatcher ranks with.
-func (d *Dispatcher) Feed() *admission.Feed {
-	d.bmu.Lock()
-	defer d.bmu.Unlock()
-	if d.Stats == nil {
-		d.Stats = admission.NewFeed()
-	}
-	return d.Stats
-}
-
-// RefreshStats reads the provisioning outcomes recorded since the last
-// refresh (or in the last admission.StatsWindow) into the feed.
-func RefreshStats(ctx context.Context, store gpuflow.OutcomeStore, feed *admission.Feed, now time.Time) error {
-	if store == nil {
-		return nil
-	}
-	const page = 5000
-	for {
-		outs, err := store.Outcomes(ctx, feed.LastID(), now.Add(-admission.StatsWindow), page)
-		if err != nil {
-			return err
-		}
-		feed.Apply(outs)
-		if len(outs) < page {
-			return nil
-		}
-	}
-}
-
-// Pass waits for an admission pass that starts after the call and returns
-// what it decided for self (a job id; "" for none). Callers that arrive
-// while a pass runs share the next one: under a burst of submissions a
-// pass serves many jobs, not one each.
-func (d *Dispatcher) Pass(ctx context.Context, self string) (PassResult, error) {
-	d.bmu.Lock()
-	c, lead := d.next, false
-	if c == nil {
-		c, lead = &passCall{done: make(chan struct{}), selves: map[string]bool{}}, true
-		d.next = c
-	}
-	if self != "" {
-		c.selves[self] = true
-	}
-	d.bmu.Unlock()
-	if lead {
-		d.lead(ctx, c)
-	}
-	select {
-	case <-c.done:
-	case <-ctx.Done():
-		return PassResult{}, ctx.Err()
-	}
-	r := c.res[self]
-	r.Waiting = c.waiting
-	return r, c.err
-}
-
-// lead runs the pass c for every caller that joined it. A panic in the pass
-// becomes its error; the lock is always released and the callers told.
-func (d *Dispatcher) lead(ctx context.Context, c *passCall) {
-	d.mu.Lock() // the running pass ends first
-	defer close(c.done)
-	defer d.mu.Unlock()
-	d.bmu.Lock()
-	d.next = nil // later callers wait for the pass after this one
-	d.bmu.Unlock()
-	defer func() {
-		if r := recover(); r != nil {
-			c.res, c.err = nil, fmt.Errorf("admission pass panicked: %v", r)
-		}
-	}()
-	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), passTimeout)
-	defer cancel()
-	c.res, c.waiting, c.err = d.pass(pctx, c.selves)
-}
-
-// offersTimeout bounds listing every provider's offers in a pass (the
-// queue's lock is held meanwhile); a provider slower than that counts as
-// unavailable for the pass.
-const offersTimeout = 15 * time.Second
-
-// pass runs one admission pass; it returns the results for selves and how
-// many jobs are left waiting (admitted jobs whose workflow has not taken
-// its admission yet count too: the next pass signals them again).
-func (d *Dispatcher) pass(ctx context.Context, selves map[string]bool) (map[string]PassResult, int, error) {
-	feed := d.Feed()
-	now := d.now()
-	started := time.Now()
-	var stats PassStats
-	if err := RefreshStats(ctx, d.Outcomes, feed, now); err != nil {
-		d.logger().WarnContext(ctx, "reading provisioning outcomes failed; ranking with older statistics", "err", err)
-	}
-	var (
-		mine    map[string]PassResult
-		waiting int
-		signals []queued
-	)
-	err := d.Queue.QueuePass(ctx, func(st gpuflow.QueueState) ([]gpuflow.Admission, map[string]string, error) {
-		mine, waiting, signals = map[string]PassResult{}, 0, nil
-		inQueue := 0
-		for _, e := range st.Entries {
-			if !e.Admitted {
-				inQueue++
-				continue
-			}
-			var sel SelectResult
-			if err := json.Unmarshal(e.Decision, &sel); err != nil {
-				return nil, nil, fmt.Errorf("job %s: admission decision: %w", e.JobID, err)
-			}
-			switch {
-			case selves[e.JobID]: // admitted by a pass that began after it entered
-				mine[e.JobID] = PassResult{Admitted: &sel}
-			case e.JobStatus == gpuflow.StatusQueued:
-				waiting++ // until its workflow takes the admission
-				if now.Sub(e.AdmittedAt) > resignalAfter {
-					signals = append(signals, queued{e.WorkflowID, e.JobID, QueueSignal{Admitted: &sel}})
-				}
-			}
-		}
-		if inQueue == 0 {
-			return nil, nil, nil
-		}
-		octx, cancel := context.WithTimeout(ctx, offersTimeout)
-		offers, refused := d.Providers.AllOffers(octx)
-		cancel()
-		for _, name := range d.Providers.Names() { // a provider that cannot list its offers is unhealthy
-			why, failed := refused[name]
-			feed.SetHealth(name, !failed || !strings.HasPrefix(why, gpuflow.OffersUnavailable), now)
-		}
-		provStats, offerStats := feed.Snapshot(now)
-		d.planner.Config = d.Config
-		res := d.planner.Plan(admission.Input{
-			Now: now, Entries: st.Entries, Usage: st.Usage, Offers: offers, Refused: refused,
-			Check: d.Providers.CheckSpec, Stats: provStats, OfferStats: offerStats,
-		})
-		var admissions []gpuflow.Admission
-		reasons := map[string]string{}
-		for _, e := range st.Entries {
-			if e.Admitted {
-				continue
-			}
-			var sig QueueSignal
-			if ch, ok := res.Admitted[e.JobID]; ok {
-				sel := d.selectResult(ch)
-				dec, err := json.Marshal(sel)
-				if err != nil {
-					return nil, nil, err
-				}
-				admissions = append(admissions, gpuflow.Admission{JobID: e.JobID, Decision: dec,
-					OfferKey: ch.StockKey, Units: ch.Units, PricePerHour: ch.Best.PricePerHour})
-				stats.Admitted = append(stats.Admitted, Admitted{Strategy: ch.Strategy, Provider: ch.Best.Offer.Provider})
-				sig.Admitted = sel
-			} else if why, ok := res.Unschedulable[e.JobID]; ok {
-				sig.Failure, sig.Reasons = "no provider can serve the job", why
-				reasons[e.JobID] = sig.Failure
-			} else {
-				sig.Reason = res.Waiting[e.JobID]
-				reasons[e.JobID] = sig.Reason
-				waiting++
-				if admission.ReasonKind(sig.Reason) == admission.ReasonKind(e.Reason) && !selves[e.JobID] {
-					// Only a new kind of reason is signalled (its details change
-					// all the time and would fill the workflow's history); the
-					// API reads the current one from the queue.
-					continue
-				}
-			}
-			if selves[e.JobID] {
-				mine[e.JobID] = PassResult{Admitted: sig.Admitted, Failure: sig.Failure, Reasons: sig.Reasons, Reason: sig.Reason}
-				continue
-			}
-			signals = append(signals, queued{e.WorkflowID, e.JobID, sig})
-		}
-		return admissions, reasons, nil
-	})
-	if err != nil {
-		return nil, 0, err
-	}
-	if d.Observe != nil {
-		stats.Duration, stats.Waiting = time.Since(started), waiting
-		d.Observe(stats)
-	}
-	d.signal(ctx, signals)
-	return mine, waiting, nil
-}
-
-type queued struct {
-	workflowID, jobID string
-	sig               QueueSignal
-}
-
-// signal tells the workflows what the pass decided. A workflow that no
-// longer runs leaves the queue.
-func (d *Dispatcher) signal(ctx context.Context, signals []queued) {
-	if d.Signals == nil {
-		return
-	}
-	for _, s := range signals {
-		err := d.Signals.SignalWorkflow(ctx, s.workflowID, "", SignalQueue, s.sig)
-		var nf *serviceerror.NotFound
-		switch {
-		case err == nil:
-		case errors.As(err, &nf):
-			if err := d.Queue.Dequeue(ctx, s.jobID); err != nil {
-				d.logger().WarnContext(ctx, "removing a finished job from the queue failed", "job_id", s.jobID, "err", err)
-			}
-		default:
-			d.logger().WarnContext(ctx, "signalling a queued job failed; the next pass tries again", "job_id", s.jobID, "err", err)
-		}
-	}
-}
-
-func (d *Dispatcher) selectResult(ch admission.Choice) *SelectResult {
-	res := &SelectResult{Offer: ch.Best.Offer, Score: ch.Best.Score, Breakdown: ch.Best.Breakdown,
-		Strategy: ch.Strategy, PricePerHour: ch.Best.PricePerHour, EstimatedCost: ch.Best.EstimatedCost,
-		StartSeconds: ch.Best.StartSeconds, Alternatives: ch.Alternatives}
-	if p := d.Providers.Get(ch.Best.Offer.Provider); p != nil {
-		res.Mode = p.Info().Mode
-	}
-	return res
+// Queue is the durable admission queue the activities use; package
+// dispatch implements it.
+type Queue interface {
+	// Admit enqueues the job and runs an admission pass at once.
+	Admit(ctx context.Context, e gpuflow.QueueEntry) (*AdmitResult, error)
+	// Leave removes the job from the queue, waking the dispatchers.
+	Leave(ctx context.Context, jobID string) error
+	// RecordOutcome stores one provisioning outcome for the statistics.
+	RecordOutcome(ctx context.Context, o gpuflow.ProvisionOutcome) error
 }
 
 // AdmitInput puts a job in the queue (or updates its blocked offers).
@@ -344,59 +27,67 @@ type AdmitInput struct {
 
 // AdmitResult is the job's place after its pass: admitted with a
 // decision, or waiting with a reason (the dispatcher signals the workflow
-// later with SignalQueue).
+// later with the queue signal). Failure and Reasons say that no offer
+// fits the job at all; the activity turns them into an error.
 type AdmitResult struct {
-	Admitted *SelectResult `json:"admitted,omitempty"`
-	Reason   string        `json:"reason,omitempty"`
+	Admitted *SelectResult       `json:"admitted,omitempty"`
+	Reason   string              `json:"reason,omitempty"`
+	Failure  string              `json:"failure,omitempty"`
+	Reasons  map[string][]string `json:"reasons,omitempty"`
 }
 
 // Admit enqueues the job and runs an admission pass at once. It fails with
 // ErrTypeUnschedulable (details: the reasons by provider) when no offer
 // fits the job at all.
 func (a *Activities) Admit(ctx context.Context, in *AdmitInput) (*AdmitResult, error) {
-	if a.Dispatch == nil {
+	if a.Queue == nil {
 		return nil, temporal.NewNonRetryableApplicationError("this worker has no dispatcher", ErrTypeUnschedulable, nil)
 	}
-	e, err := a.Dispatch.Queue.Enqueue(ctx, in.Entry)
+	res, err := a.Queue.Admit(ctx, in.Entry)
 	if err != nil {
-		return nil, fmt.Errorf("enqueue job %s: %w", in.Entry.JobID, err)
-	}
-	if e.Admitted { // a retry of an activity whose pass had admitted the job
-		var sel SelectResult
-		if err := json.Unmarshal(e.Decision, &sel); err != nil {
-			return nil, fmt.Errorf("job %s: admission decision: %w", e.JobID, err)
-		}
-		return &AdmitResult{Admitted: &sel}, nil
-	}
-	res, err := a.Dispatch.Pass(ctx, in.Entry.JobID)
-	if err != nil {
-		return nil, fmt.Errorf("admission pass: %w", err)
+		return nil, err
 	}
 	if res.Failure != "" {
-		_ = a.Dispatch.Queue.Dequeue(ctx, in.Entry.JobID)
 		return nil, temporal.NewNonRetryableApplicationError(res.Failure, ErrTypeUnschedulable, nil, res.Reasons)
 	}
-	if res.Admitted == nil && res.Reason == "" {
-		// The pass did not see the job (it left the queue meanwhile):
-		// Temporal retries the activity, which enqueues it again.
-		return nil, fmt.Errorf("job %s was not in the queue during its admission pass", in.Entry.JobID)
-	}
-	return &AdmitResult{Admitted: res.Admitted, Reason: res.Reason}, nil
+	return res, nil
 }
+
+// LeaveQueueInput removes a job from the queue.
+type LeaveQueueInput struct {
+	JobID string `json:"job_id"`
+}
+
+// LeaveQueueResult is empty; activities keep one result type each.
+type LeaveQueueResult struct{}
 
 // LeaveQueue removes the job from the queue (its machine exists, or it
 // ended) and wakes the dispatchers: it may have freed room.
-func (a *Activities) LeaveQueue(ctx context.Context, jobID string) error {
-	if a.Dispatch == nil {
-		return nil
+func (a *Activities) LeaveQueue(ctx context.Context, in *LeaveQueueInput) (*LeaveQueueResult, error) {
+	if a.Queue == nil {
+		return &LeaveQueueResult{}, nil
 	}
-	return a.Dispatch.Queue.Dequeue(ctx, jobID)
+	if err := a.Queue.Leave(ctx, in.JobID); err != nil {
+		return nil, fmt.Errorf("leave queue: job %s: %w", in.JobID, err)
+	}
+	return &LeaveQueueResult{}, nil
 }
 
+// RecordOutcomeInput is one provisioning outcome.
+type RecordOutcomeInput struct {
+	Outcome gpuflow.ProvisionOutcome `json:"outcome"`
+}
+
+// RecordOutcomeResult is empty.
+type RecordOutcomeResult struct{}
+
 // RecordOutcome stores one provisioning outcome for the statistics.
-func (a *Activities) RecordOutcome(ctx context.Context, o *gpuflow.ProvisionOutcome) error {
-	if a.Dispatch == nil || a.Dispatch.Outcomes == nil {
-		return nil
+func (a *Activities) RecordOutcome(ctx context.Context, in *RecordOutcomeInput) (*RecordOutcomeResult, error) {
+	if a.Queue == nil {
+		return &RecordOutcomeResult{}, nil
 	}
-	return a.Dispatch.Outcomes.RecordOutcome(ctx, *o)
+	if err := a.Queue.RecordOutcome(ctx, in.Outcome); err != nil {
+		return nil, err
+	}
+	return &RecordOutcomeResult{}, nil
 }

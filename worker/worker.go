@@ -5,12 +5,9 @@
 package worker
 
 import (
-	"cmp"
 	"context"
 	"fmt"
-	"log/slog"
 	"sync"
-	"time"
 
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/client"
@@ -26,12 +23,10 @@ type Options struct {
 	// MaxConcurrentActivities bounds activities running at once per task
 	// queue (0: the SDK default).
 	MaxConcurrentActivities int
-	// ListenQueue calls wake whenever capacity may have been freed (the
-	// store's notifications); nil: the dispatcher only rechecks.
-	ListenQueue func(ctx context.Context, wake func()) error
-	// QueueRecheck: DefaultQueueRecheck when zero.
-	QueueRecheck time.Duration
-	Logger       *slog.Logger
+	// Services are the long-running loops the worker runs for its
+	// lifetime (the queue's dispatcher, the machine watchers); each
+	// returns when its context is done.
+	Services []func(ctx context.Context)
 }
 
 // Worker is a set of Temporal workers serving gpuflow's task queues.
@@ -51,11 +46,7 @@ func New(c client.Client, acts *activities.Activities, opts Options) *Worker {
 	main.RegisterWorkflowWithOptions(workflows.Reconcile, workflow.RegisterOptions{Name: workflows.ReconcileWorkflowName})
 	main.RegisterActivity(acts)
 	w := &Worker{workers: []sdkworker.Worker{main}}
-	if d := acts.Dispatch; d != nil {
-		recheck := cmp.Or(opts.QueueRecheck, DefaultQueueRecheck)
-		logger := cmp.Or(opts.Logger, slog.Default())
-		w.loops = append(w.loops, func(ctx context.Context) { runQueue(ctx, d, opts.ListenQueue, recheck, logger) })
-	}
+	w.loops = append(w.loops, opts.Services...)
 	for _, p := range acts.Providers {
 		pw := sdkworker.New(c, workflows.ProviderTaskQueue(p.Info().Name), wo)
 		pw.RegisterActivityWithOptions(acts.Provision, activity.RegisterOptions{Name: "Provision"})

@@ -251,7 +251,7 @@ func (w *jobWorkflow) awaitAdmission(ctx workflow.Context, ch workflow.ReceiveCh
 	defer cancelTimer()
 	timer := workflow.NewTimer(tctx, admitRecheck)
 	for {
-		var sig activities.QueueSignal
+		var sig QueueSignal
 		cancelled, recheck := false, false
 		s := workflow.NewSelector(ctx)
 		s.AddReceive(ch, func(c workflow.ReceiveChannel, _ bool) { c.Receive(ctx, &sig) })

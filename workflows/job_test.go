@@ -408,10 +408,10 @@ func TestRunJob(t *testing.T) {
 		b.watch(0, time.Minute)
 		b.terminateOK()
 		b.env.RegisterDelayedCallback(func() {
-			b.env.SignalWorkflow(SignalQueue, activities.QueueSignal{Reason: "owner limit: 2 of 2 jobs running"})
+			b.env.SignalWorkflow(SignalQueue, QueueSignal{Reason: "owner limit: 2 of 2 jobs running"})
 		}, time.Minute)
 		b.env.RegisterDelayedCallback(func() {
-			b.env.SignalWorkflow(SignalQueue, activities.QueueSignal{Admitted: &activities.SelectResult{Offer: gpuflow.Offer{Provider: "runpod", GPUType: "A40"}}})
+			b.env.SignalWorkflow(SignalQueue, QueueSignal{Admitted: &activities.SelectResult{Offer: gpuflow.Offer{Provider: "runpod", GPUType: "A40"}}})
 		}, 2*time.Minute)
 		b.env.ExecuteWorkflow(RunJob, input())
 		if res := b.result(t); res.Status != gpuflow.StatusSucceeded {
@@ -476,7 +476,7 @@ func TestRunJob(t *testing.T) {
 		b.terminateOK()
 		// A late admission from the first stay names the offer that just failed.
 		b.env.RegisterDelayedCallback(func() {
-			b.env.SignalWorkflow(SignalQueue, activities.QueueSignal{Admitted: &activities.SelectResult{Offer: testOffer}})
+			b.env.SignalWorkflow(SignalQueue, QueueSignal{Admitted: &activities.SelectResult{Offer: testOffer}})
 		}, time.Second)
 		b.env.ExecuteWorkflow(RunJob, input())
 		if res := b.result(t); res.Status != gpuflow.StatusSucceeded || admits != 3 || calls != 2 {
@@ -515,7 +515,7 @@ func TestRunJob(t *testing.T) {
 		b := setup(t)
 		b.env.OnActivity(a.Admit, mock.Anything, mock.Anything).Return(&activities.AdmitResult{Reason: "waiting for capacity"}, nil)
 		b.env.RegisterDelayedCallback(func() {
-			b.env.SignalWorkflow(SignalQueue, activities.QueueSignal{Failure: "no provider can serve the job",
+			b.env.SignalWorkflow(SignalQueue, QueueSignal{Failure: "no provider can serve the job",
 				Reasons: map[string][]string{"local": {"provider not configured"}}})
 		}, time.Minute)
 		b.env.ExecuteWorkflow(RunJob, input())

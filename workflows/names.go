@@ -26,8 +26,9 @@ const (
 	// payload MachineSignal. Internal; other services do not send it.
 	SignalMachine = "machine"
 	// SignalQueue is sent by the dispatcher to a job waiting in the queue:
-	// payload activities.QueueSignal. Internal; other services do not send it.
-	SignalQueue = activities.SignalQueue
+	// admitted (with the decision), unschedulable, or a new reason to wait;
+	// payload QueueSignal. Internal; other services do not send it.
+	SignalQueue = "queue"
 	// QueryStatus returns a JobSnapshot.
 	QueryStatus = "status"
 
@@ -86,6 +87,16 @@ type FinishedSignal struct {
 	// delivers it (0 from other senders); a report delivered twice is
 	// applied once.
 	ReportID int64 `json:"report_id,omitempty"`
+}
+
+// QueueSignal is the payload of SignalQueue.
+type QueueSignal struct {
+	Admitted *activities.SelectResult `json:"admitted,omitempty"`
+	// Failure: no offer fits the job any more.
+	Failure string              `json:"failure,omitempty"`
+	Reasons map[string][]string `json:"reasons,omitempty"`
+	// Reason the job waits, when neither of the above.
+	Reason string `json:"reason,omitempty"`
 }
 
 // MachineSignal is the payload of SignalMachine: the machine as the

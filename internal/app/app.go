@@ -1,6 +1,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"github.com/gpuflow/gpuflow/admission"
 	"github.com/gpuflow/gpuflow/api"
 	"github.com/gpuflow/gpuflow/auth"
+	"github.com/gpuflow/gpuflow/dispatch"
 	"github.com/gpuflow/gpuflow/internal/telemetry"
 	"github.com/gpuflow/gpuflow/postgres"
 	"github.com/gpuflow/gpuflow/provider/local"
@@ -108,11 +110,11 @@ type Deps struct {
 // NewWorker builds the Temporal workers over deps. With a JWT secret it
 // gives cloud machines an agent endpoint (cfg.AgentURL) and job tokens.
 func NewWorker(cfg Config, deps Deps) (*worker.Worker, error) {
-	acts := &activities.Activities{Jobs: deps.DB, Providers: deps.Providers, Workflows: deps.Temporal, Logger: deps.Logger,
-		Dispatch: &activities.Dispatcher{
-			Queue: deps.DB, Outcomes: deps.DB, Providers: deps.Providers, Signals: deps.Temporal,
-			Config: admission.Config{Limits: cfg.Limits}, Stats: deps.Stats, Logger: deps.Logger,
-		}}
+	disp := &dispatch.Dispatcher{
+		Queue: deps.DB, Outcomes: deps.DB, Providers: deps.Providers, Signals: deps.Temporal,
+		Config: admission.Config{Limits: cfg.Limits}, Stats: deps.Stats, Logger: deps.Logger,
+	}
+	acts := &activities.Activities{Jobs: deps.DB, Providers: deps.Providers, Workflows: deps.Temporal, Logger: deps.Logger, Queue: disp}
 	if cfg.JWTSecret != "" {
 		tokens, err := auth.NewAgentTokens([]byte(cfg.JWTSecret), nil)
 		if err != nil {
@@ -125,16 +127,18 @@ func NewWorker(cfg Config, deps Deps) (*worker.Worker, error) {
 		if err != nil {
 			return nil, err
 		}
-		acts.Dispatch.Observe = obs
+		disp.Observe = obs
 	}
-	return worker.New(deps.Temporal, acts, worker.Options{
-		ListenQueue: deps.DB.ListenQueue, QueueRecheck: cfg.QueueRecheck, Logger: deps.Logger,
-	}), nil
+	recheck := cmp.Or(cfg.QueueRecheck, dispatch.DefaultQueueRecheck)
+	services := []func(context.Context){
+		func(ctx context.Context) { disp.Run(ctx, deps.DB.ListenQueue, recheck, deps.Logger) },
+	}
+	return worker.New(deps.Temporal, acts, worker.Options{Services: services}), nil
 }
 
 // queueMetrics registers the dispatcher's metrics in reg and returns what
 // records them after each pass.
-func queueMetrics(reg prometheus.Registerer) (func(activities.PassStats), error) {
+func queueMetrics(reg prometheus.Registerer) (func(dispatch.PassStats), error) {
 	admitted := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "gpuflow_admissions_total", Help: "Jobs admitted from the queue, by strategy and chosen provider.",
 	}, []string{"strategy", "provider"})
@@ -150,7 +154,7 @@ func queueMetrics(reg prometheus.Registerer) (func(activities.PassStats), error)
 			return nil, fmt.Errorf("queue metrics: %w", err)
 		}
 	}
-	return func(s activities.PassStats) {
+	return func(s dispatch.PassStats) {
 		passes.Observe(s.Duration.Seconds())
 		waiting.Set(float64(s.Waiting))
 		for _, a := range s.Admitted {
@@ -248,7 +252,7 @@ func statsSource(deps Deps) func(context.Context) (map[string]scheduler.Snapshot
 		now := time.Now()
 		mu.Lock()
 		if now.Sub(last) >= statsRefresh {
-			if err := activities.RefreshStats(ctx, deps.DB, feed, now); err != nil {
+			if err := dispatch.RefreshStats(ctx, deps.DB, feed, now); err != nil {
 				deps.Logger.WarnContext(ctx, "reading provisioning outcomes failed; using older statistics", "err", err)
 			} else {
 				last = now

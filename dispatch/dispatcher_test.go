@@ -1,4 +1,4 @@
-package activities
+package dispatch
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 	"go.temporal.io/api/serviceerror"
 
 	"github.com/gpuflow/gpuflow"
+	"github.com/gpuflow/gpuflow/activities"
+	"github.com/gpuflow/gpuflow/workflows"
 )
 
 // memQueue is an in-memory QueueStore: one pass at a time, like the
@@ -76,7 +78,7 @@ func (q *memQueue) QueuePosition(context.Context, string) (int, string, error) {
 
 type sentSignal struct {
 	workflowID string
-	sig        QueueSignal
+	sig        workflows.QueueSignal
 }
 
 type fakeSignals struct {
@@ -88,22 +90,25 @@ type fakeSignals struct {
 func (f *fakeSignals) SignalWorkflow(_ context.Context, wfID, _, name string, arg any) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if name != SignalQueue {
+	if name != workflows.SignalQueue {
 		return errors.New("unexpected signal " + name)
 	}
 	if f.gone[wfID] {
 		return serviceerror.NewNotFound("workflow not found")
 	}
-	f.sent = append(f.sent, sentSignal{wfID, arg.(QueueSignal)})
+	f.sent = append(f.sent, sentSignal{wfID, arg.(workflows.QueueSignal)})
 	return nil
 }
 
 // slotProvider offers CPU slots; failing makes its offers unavailable.
+// The dispatcher only lists offers.
 type slotProvider struct {
-	fakeProvider
+	gpuflow.Provider
 	slots   int
 	failing bool
 }
+
+func (p *slotProvider) Info() gpuflow.ProviderInfo { return gpuflow.ProviderInfo{Name: "fake"} }
 
 func (p *slotProvider) Offers(context.Context) ([]gpuflow.Offer, error) {
 	if p.failing {
@@ -123,28 +128,27 @@ func TestDispatcher(t *testing.T) {
 	q, sigs := newMemQueue(), &fakeSignals{gone: map[string]bool{"job-gone": true}}
 	p := &slotProvider{slots: 1}
 	d := &Dispatcher{Queue: q, Providers: gpuflow.Providers{p}, Signals: sigs}
-	acts := &Activities{Dispatch: d}
 
 	// First job: admitted by its own Admit.
-	res, err := acts.Admit(ctx, &AdmitInput{Entry: waitingEntry("a", 5, 0)})
+	res, err := d.Admit(ctx, waitingEntry("a", 5, 0))
 	if err != nil || res.Admitted == nil || res.Admitted.Offer.Provider != "fake" {
 		t.Fatalf("admit a: %+v %v", res, err)
 	}
 	// A retried Admit finds the same decision.
-	again, err := acts.Admit(ctx, &AdmitInput{Entry: waitingEntry("a", 5, 0)})
+	again, err := d.Admit(ctx, waitingEntry("a", 5, 0))
 	if err != nil || again.Admitted == nil || again.Admitted.Offer != res.Admitted.Offer {
 		t.Fatalf("retried admit: %+v %v", again, err)
 	}
 	// The slot is held by a: the next ones wait, with the reason.
 	for _, e := range []gpuflow.QueueEntry{waitingEntry("low", 1, time.Second), waitingEntry("high", 9, 2*time.Second), waitingEntry("gone", 9, 3*time.Second)} {
-		res, err := acts.Admit(ctx, &AdmitInput{Entry: e})
+		res, err := d.Admit(ctx, e)
 		if err != nil || res.Admitted != nil || res.Reason == "" {
 			t.Fatalf("admit %s: %+v %v", e.JobID, res, err)
 		}
 	}
 	// a is provisioned and leaves the queue; the provider shows the slot
 	// taken, so nothing moves.
-	if err := acts.LeaveQueue(ctx, "a"); err != nil {
+	if err := d.Leave(ctx, "a"); err != nil {
 		t.Fatal(err)
 	}
 	p.slots = 0
@@ -162,12 +166,12 @@ func TestDispatcher(t *testing.T) {
 		t.Fatalf("signals %+v", sigs.sent)
 	}
 	// The admitted entry's decision is stored for retries.
-	var sel SelectResult
+	var sel activities.SelectResult
 	if err := json.Unmarshal(q.entries["high"].Decision, &sel); err != nil || sel.Offer.Provider != "fake" {
 		t.Fatalf("stored decision %s: %v", q.entries["high"].Decision, err)
 	}
 	// high is provisioned; "gone" is admitted next, but its workflow ended.
-	if err := acts.LeaveQueue(ctx, "high"); err != nil {
+	if err := d.Leave(ctx, "high"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := d.Pass(ctx, ""); err != nil {
@@ -193,13 +197,12 @@ func TestDispatcherSharesPasses(t *testing.T) {
 	ctx := context.Background()
 	q := newMemQueue()
 	d := &Dispatcher{Queue: q, Providers: gpuflow.Providers{&slotProvider{slots: 1000}}}
-	acts := &Activities{Dispatch: d}
 	const n = 200
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	for i := range n {
 		wg.Go(func() {
-			res, err := acts.Admit(ctx, &AdmitInput{Entry: waitingEntry(string(rune('A'+i%26))+string(rune('a'+i/26)), 5, time.Duration(i))})
+			res, err := d.Admit(ctx, waitingEntry(string(rune('A'+i%26))+string(rune('a'+i/26)), 5, time.Duration(i)))
 			if err == nil && res.Admitted == nil {
 				err = errors.New("not admitted: " + res.Reason)
 			}

@@ -1,11 +1,9 @@
-package worker
+package dispatch
 
 import (
 	"context"
 	"log/slog"
 	"time"
-
-	"github.com/gpuflow/gpuflow/activities"
 )
 
 // DefaultQueueRecheck is how often a dispatcher looks at the queue again
@@ -13,10 +11,10 @@ import (
 // telling anyone, and failed offers' blocks expire.
 const DefaultQueueRecheck = 15 * time.Second
 
-// runQueue runs admission passes until ctx is done: once at start, each
+// Run runs admission passes until ctx is done: once at start, each
 // time listen reports that capacity may have been freed, and every recheck
 // while jobs wait. Wake-ups that arrive during a pass fold into one more.
-func runQueue(ctx context.Context, d *activities.Dispatcher, listen func(context.Context, func()) error, recheck time.Duration, logger *slog.Logger) {
+func (d *Dispatcher) Run(ctx context.Context, listen func(context.Context, func()) error, recheck time.Duration, logger *slog.Logger) {
 	wake := make(chan struct{}, 1)
 	poke := func() {
 		select {
