@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"time"
@@ -15,8 +16,15 @@ import (
 )
 
 // throttleRetryAfter is the wait suggested after RequestLimitExceeded: the
-// API's limits are per second and it does not say more.
+// API's limits are per second and it does not say more. Callers add jitter
+// (classify's RetryAfter carries up to half a second), so that processes
+// sharing an account do not come back in step.
 const throttleRetryAfter = time.Second
+
+// isThrottleCode reports whether code is one of the API's rate-limit
+// refusals (RequestLimitExceeded and its .UinLimitExceeded,
+// .IPLimitExceeded, ... variants).
+func isThrottleCode(code string) bool { return strings.HasPrefix(code, "RequestLimitExceeded") }
 
 // capacityCodes are refusals for want of stock, quota or spot supply: the
 // job may go to another offer or wait.
@@ -90,8 +98,8 @@ func classify(op string, err error) error {
 			perr.Message += " (RequestId " + se.RequestId + ")"
 		}
 		perr.Err = se.Unwrap() // a network failure's cause
-		if strings.HasPrefix(se.Code, "RequestLimitExceeded") {
-			perr.RetryAfter = throttleRetryAfter
+		if isThrottleCode(se.Code) {
+			perr.RetryAfter = throttleRetryAfter + rand.N(throttleRetryAfter/2)
 		}
 		if errors.Is(perr.Err, context.DeadlineExceeded) {
 			perr.Message = op + ": timed out"

@@ -128,6 +128,9 @@ func newEnv(t *testing.T, o envOptions) *env {
 		Timing:      timing,
 		Logger:      logger,
 		Tick:        5 * time.Millisecond,
+		// Functional tests poll as fast as they like: no rate limit
+		// unless a test sets one (describe_many_test.go does).
+		RateLimits: map[string]emulate.Rate{},
 	}
 	if o.clock != nil {
 		eo.Now = o.clock.Now

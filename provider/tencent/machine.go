@@ -187,17 +187,22 @@ func (p *Provider) Terminate(ctx context.Context, machineID string) error {
 	return classify("terminate instance "+id, err)
 }
 
-// List returns the instances tagged gpuflow-managed=true in every region.
+// List returns the instances tagged gpuflow-managed=true in every region,
+// 100 a call; a throttled call is repeated with backoff.
 func (p *Provider) List(ctx context.Context) ([]gpuflow.Machine, error) {
 	var out []gpuflow.Machine
 	for _, region := range p.regions {
 		for offset := int64(0); ; {
 			req := cvm.NewDescribeInstancesRequest()
 			req.Filters = []*cvm.Filter{{Name: ptr("tag:" + gpuflow.TagManaged), Values: []*string{ptr("true")}}}
-			req.Offset, req.Limit = ptr(offset), ptr(int64(100))
-			cctx, cancel := p.callContext(ctx)
-			resp, err := p.clients[region].DescribeInstancesWithContext(cctx, req)
-			cancel()
+			req.Offset, req.Limit = ptr(offset), ptr(int64(describeBatch))
+			var resp *cvm.DescribeInstancesResponse
+			err := p.retryThrottled(ctx, "list instances", func(ctx context.Context) (err error) {
+				cctx, cancel := p.callContext(ctx)
+				defer cancel()
+				resp, err = p.clients[region].DescribeInstancesWithContext(cctx, req)
+				return err
+			})
 			if err != nil {
 				return nil, classify("list instances in "+region, err)
 			}

@@ -29,7 +29,8 @@ const (
 )
 
 // Provider rents Tencent Cloud CVM GPU instances. It implements
-// gpuflow.Provider and gpuflow.PollHinter and is safe for concurrent use.
+// gpuflow.Provider, gpuflow.BatchDescriber and gpuflow.PollHinter and is
+// safe for concurrent use.
 type Provider struct {
 	cfg     Config // defaults applied; holds the secrets: never log it whole
 	regions []string
@@ -48,6 +49,7 @@ type Provider struct {
 	created  map[string]time.Time // created here, when
 	released map[string]time.Time // terminated here, when
 	spot     map[string]time.Time // seen as SPOTPAID, when
+	pruned   time.Time            // when the maps were last pruned
 }
 
 var (
@@ -215,15 +217,23 @@ func deref[T any](p *T) T {
 	return *p
 }
 
-// remember records id in m at now and forgets entries older than a day.
+// remember records id in m at now and, at most once a minute, forgets
+// entries older than a day (a sweep remembers every spot instance it
+// sees: pruning on each call would make it quadratic).
 func (p *Provider) remember(m map[string]time.Time, id string) {
 	now := p.now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	m[id] = now
-	for k, t := range m {
-		if now.Sub(t) > 24*time.Hour {
-			delete(m, k)
+	if now.Sub(p.pruned) < time.Minute && now.After(p.pruned) {
+		return
+	}
+	p.pruned = now
+	for _, m := range []map[string]time.Time{p.created, p.released, p.spot} {
+		for k, t := range m {
+			if now.Sub(t) > 24*time.Hour {
+				delete(m, k)
+			}
 		}
 	}
 }

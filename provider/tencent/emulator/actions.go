@@ -92,6 +92,9 @@ func (e *Emulator) handle(r *http.Request, action string, body []byte, requestID
 	if e.faults.Get().Throttle {
 		return nil, errorf(codeRequestLimitExceeded, "Your current request times exceeds the limit, please try again later.")
 	}
+	if ok, _ := e.limits.Allow(action, secretIDOf(r)); !ok {
+		return nil, errorf(codeRequestLimitExceeded, "The number of requests exceeds the frequency limit of %s.", action)
+	}
 	if e.faults.Take(func(f *emulate.Faults) *int { return &f.ServerErrors }) {
 		return nil, errorf(cvm.INTERNALERROR, "An internal error has occurred. Retry your request, but if the problem persists, contact us.")
 	}
@@ -310,6 +313,7 @@ func (e *Emulator) runInstances(region, requestID string, body []byte) (any, *ap
 			in.timerID = newID("tm-", 8)
 		}
 		e.instances[id] = in
+		e.scheduleLocked(in)
 		ids = append(ids, id)
 	}
 	if token != "" {
@@ -372,13 +376,32 @@ func (e *Emulator) regionInstances(region string) []*instance {
 			out = append(out, in)
 		}
 	}
-	slices.SortFunc(out, func(a, b *instance) int {
+	sortNewestFirst(out)
+	return out
+}
+
+// byIDs returns the instances of region among ids (unknown ones left
+// out, as the API does), newest first: map lookups, not a scan.
+func (e *Emulator) byIDs(region string, ids []string) []*instance {
+	out := make([]*instance, 0, len(ids))
+	seen := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		if in := e.instances[id]; in != nil && in.region == region && !seen[id] {
+			seen[id] = true
+			out = append(out, in)
+		}
+	}
+	sortNewestFirst(out)
+	return out
+}
+
+func sortNewestFirst(ins []*instance) {
+	slices.SortFunc(ins, func(a, b *instance) int {
 		if c := b.created.Compare(a.created); c != 0 {
 			return c
 		}
 		return strings.Compare(a.id, b.id)
 	})
-	return out
 }
 
 // instanceFilter matches one DescribeInstances filter.
@@ -457,12 +480,13 @@ func (e *Emulator) describeInstances(region, requestID string, body []byte) (any
 		return nil, aerr
 	}
 	var matched []*instance
-	for _, in := range e.regionInstances(region) {
-		if len(ids) > 0 && !slices.Contains(ids, in.id) {
-			continue
-		}
-		if !slices.ContainsFunc(filters, func(f instanceFilter) bool { return !f.match(in) }) {
-			matched = append(matched, in)
+	if len(ids) > 0 {
+		matched = e.byIDs(region, ids) // InstanceIds and Filters exclude each other
+	} else {
+		for _, in := range e.regionInstances(region) {
+			if !slices.ContainsFunc(filters, func(f instanceFilter) bool { return !f.match(in) }) {
+				matched = append(matched, in)
+			}
 		}
 	}
 	set := []*cvm.Instance{}
@@ -532,11 +556,9 @@ func (e *Emulator) describeInstancesStatus(region, requestID string, body []byte
 	if aerr != nil {
 		return nil, aerr
 	}
-	var matched []*instance
-	for _, in := range e.regionInstances(region) {
-		if len(ids) == 0 || slices.Contains(ids, in.id) {
-			matched = append(matched, in)
-		}
+	matched := e.byIDs(region, ids)
+	if len(ids) == 0 {
+		matched = e.regionInstances(region)
 	}
 	set := []*cvm.InstanceStatus{}
 	for _, in := range window(matched, offset, limit) {

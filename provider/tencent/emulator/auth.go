@@ -89,6 +89,14 @@ func (e *Emulator) authenticate(r *http.Request, body []byte) *apiError {
 	return nil
 }
 
+// secretIDOf returns the SecretId of an authenticated request's
+// credential scope: the account the API counts rates by.
+func secretIDOf(r *http.Request) string {
+	_, rest, _ := strings.Cut(r.Header.Get("Authorization"), "Credential=")
+	id, _, _ := strings.Cut(rest, "/")
+	return id
+}
+
 // Sign returns the TC3-HMAC-SHA256 signature of stringToSign with the key
 // derived from secretKey, date (YYYY-MM-DD, UTC) and service.
 func Sign(secretKey, date, service, stringToSign string) []byte {

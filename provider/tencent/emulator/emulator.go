@@ -42,7 +42,8 @@
 // /_emulator/faults) answer with the real codes: NoCapacity →
 // ResourceInsufficient.SpecifiedInstanceType on RunInstances and SOLD_OUT
 // rows in DescribeZoneInstanceConfigInfos; Throttle → RequestLimitExceeded on
-// every call; ServerErrors → InternalError; Slow delays every answer;
+// every call (which the describe calls also answer past their published
+// rate, Options.RateLimits; GET/PUT /_emulator/ratelimits); ServerErrors → InternalError; Slow delays every answer;
 // CreateLost → the instance is created but the answer is InternalError;
 // TerminateFailures → MutexOperation.TaskRunning. POST
 // /_emulator/preempt/<instance id> preempts a spot instance.
@@ -120,6 +121,22 @@ type Options struct {
 	AgentClient *http.Client
 	// Logger receives the emulator's logs; nil discards them.
 	Logger *slog.Logger
+	// RateLimits are the request rates enforced per action, counted per
+	// SecretId (the API counts per API + access region + sub-account; the
+	// emulator is one access region); nil means DefaultRateLimits. Actions
+	// not listed are not limited. RateLimiter changes them while running.
+	RateLimits map[string]emulate.Rate
+}
+
+// DefaultRateLimits are the published per-account request rates of the
+// describe calls ("默认接口请求频率限制" on each action's page of the CVM
+// API 3.0 docs): 40 requests a second each for DescribeInstances,
+// DescribeInstancesStatus and DescribeZoneInstanceConfigInfos. Over it the
+// API answers RequestLimitExceeded. See docs/PROVIDERS.md.
+var DefaultRateLimits = map[string]emulate.Rate{
+	"DescribeInstances":               {PerSecond: 40},
+	"DescribeInstancesStatus":         {PerSecond: 40},
+	"DescribeZoneInstanceConfigInfos": {PerSecond: 40},
 }
 
 // Emulator is an in-process Tencent Cloud CVM API. It is an http.Handler.
@@ -134,11 +151,15 @@ type Emulator struct {
 	log           *slog.Logger
 	faults        emulate.Switches
 
+	limits *emulate.RateLimiter
+
 	mu        sync.Mutex
 	instances map[string]*instance // by instance id
 	tokens    map[string][]string  // region + "\x00" + ClientToken → instance ids
 	seq       int
 	closed    bool
+	wakeups   wakeups // when instances are next due to move on (schedule.go)
+	wakeSeq   uint64
 
 	jobs      sync.WaitGroup
 	stop      chan struct{}
@@ -170,6 +191,7 @@ type instance struct {
 	latestOpState string
 	latestOpReq   string
 	cancelJob     context.CancelFunc
+	wake          uint64 // seq of its live entry in Emulator.wakeups; 0 for none
 }
 
 // New returns a running emulator; Close stops its clock and jobs.
@@ -187,6 +209,11 @@ func New(opts Options) *Emulator {
 		tokens:        map[string][]string{},
 		stop:          make(chan struct{}),
 	}
+	rates := opts.RateLimits
+	if rates == nil {
+		rates = DefaultRateLimits
+	}
+	e.limits = emulate.NewRateLimiter(rates, nil)
 	if len(e.creds) == 0 {
 		e.creds = map[string]string{TestSecretID: TestSecretKey}
 	}
@@ -228,6 +255,11 @@ func New(opts Options) *Emulator {
 
 // Faults returns the emulator's fault switches.
 func (e *Emulator) Faults() *emulate.Switches { return &e.faults }
+
+// RateLimiter returns the emulator's request rate limiter: its counts per
+// action are the calls the emulator answered (Allowed) and refused with
+// RequestLimitExceeded (Throttled), after authentication.
+func (e *Emulator) RateLimiter() *emulate.RateLimiter { return e.limits }
 
 // Close stops the clock and every emulated job, and waits for them. The
 // instances stay as they are. Close is idempotent.
@@ -304,6 +336,7 @@ func (e *Emulator) Preempt(machineID string) error {
 	in.reclaimed = true
 	in.dropAt = e.now().Add(e.reclaimLinger)
 	e.stopJobLocked(in)
+	e.scheduleLocked(in)
 	e.log.Info("spot instance reclaimed", "instance_id", id)
 	return nil
 }
@@ -322,6 +355,8 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case r.URL.Path == "/_emulator/faults":
 		e.faults.Handler().ServeHTTP(w, r)
+	case r.URL.Path == "/_emulator/ratelimits":
+		e.limits.Handler().ServeHTTP(w, r)
 	case strings.HasPrefix(r.URL.Path, "/_emulator/preempt/"):
 		e.servePreempt(w, r)
 	default:
@@ -348,39 +383,6 @@ func (e *Emulator) servePreempt(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// advanceLocked moves every instance on to where the clock says it is.
-func (e *Emulator) advanceLocked() {
-	now := e.now()
-	for id, in := range e.instances {
-		if !in.timerAt.IsZero() && !now.Before(in.timerAt) && in.state != StateTerminating && in.state != StateShutdown {
-			e.log.Info("action timer fired", "instance_id", id)
-			in.timerAt = time.Time{}
-			e.terminateLocked(in, "")
-		}
-		for {
-			switch in.state {
-			case StatePending:
-				if at := in.created.Add(e.timing.Pending); !now.Before(at) {
-					in.state = StateStarting
-					continue
-				}
-			case StateStarting:
-				if at := in.created.Add(e.timing.Pending + e.timing.Starting); !now.Before(at) {
-					in.state = StateRunning
-					in.latestOpState = "SUCCESS"
-					e.startJobLocked(in)
-					continue
-				}
-			case StateTerminating, StateShutdown:
-				if !in.dropAt.IsZero() && !now.Before(in.dropAt) {
-					delete(e.instances, id)
-				}
-			}
-			break
-		}
-	}
-}
-
 // terminateLocked starts an instance's destruction.
 func (e *Emulator) terminateLocked(in *instance, requestID string) {
 	in.state = StateTerminating
@@ -389,6 +391,7 @@ func (e *Emulator) terminateLocked(in *instance, requestID string) {
 	in.latestOpReq = requestID
 	in.dropAt = e.now().Add(e.terminating)
 	e.stopJobLocked(in)
+	e.scheduleLocked(in)
 }
 
 func (e *Emulator) stopJobLocked(in *instance) {
