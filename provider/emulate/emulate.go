@@ -1,6 +1,9 @@
 // Package emulate holds what the cloud emulators share: fault switches, the
 // machine clock, and the emulated job that runs on an emulated machine and
-// reports to the agent endpoint as a real machine's boot script would.
+// reports to the agent endpoint as a real machine's agent
+// (provider/agentscript) does: every report retried with backoff until the
+// API acknowledges it, output spooled and shipped in chunks, the finished
+// report last.
 //
 // The emulators are production code, clearly named: `make run` starts them
 // in process and points the providers at them (mode "emulated"), and the
@@ -11,11 +14,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/gpuflow/gpuflow/provider/agentscript"
 )
 
 // Faults are the switches a test (or the dev command) flips on an emulator.
@@ -118,72 +126,345 @@ func PlanJob(env map[string]string, t Timing) JobPlan {
 	return p
 }
 
+// Backoff is the agent's retry schedule: the first wait is Min, each next
+// one doubles up to Max, and each is drawn in [d/2, d].
+type Backoff struct {
+	Min, Max time.Duration
+}
+
+// DefaultBackoff is the real agent's (agentscript.RetryMin, RetryMax).
+var DefaultBackoff = Backoff{Min: agentscript.RetryMin, Max: agentscript.RetryMax}
+
+// DefaultLogInterval is how often the real agent ships new output.
+const DefaultLogInterval = 5 * time.Second
+
+// maxRetryAfter bounds how long a Retry-After may make the agent wait.
+const maxRetryAfter = 5 * time.Minute
+
+// Errors of Agent.Report.
+var (
+	// ErrRefused: the API refused the report with a 4xx that can never
+	// succeed (400, 401, 403, 404, 409, 410, 413, 422).
+	ErrRefused = errors.New("agent report refused")
+	// ErrDeadline: the agent's deadline passed before the API
+	// acknowledged the report.
+	ErrDeadline = errors.New("agent deadline passed")
+)
+
+// permanent are the answers the agent does not retry.
+var permanent = []int{400, 401, 403, 404, 409, 410, 413, 422}
+
 // Agent reports an emulated job's progress, output and exit code to the
-// agent endpoint, as the boot script does on a real machine.
+// agent endpoint, as the agent on a real machine does.
 type Agent struct {
 	URL, Token string
 	Client     *http.Client
+	// Backoff is the retry schedule; zero means DefaultBackoff.
+	Backoff Backoff
+	// Deadline ends the retries (the job's allowed life, EnvDeadline);
+	// zero means none.
+	Deadline time.Time
+	// LogInterval is how often new output is shipped while the job runs;
+	// zero means DefaultLogInterval.
+	LogInterval time.Duration
+	// Now is the clock the deadline is read on; nil means time.Now.
+	Now func() time.Time
 }
 
-// Post sends one report; path is "progress", "finished" or "logs".
-func (a Agent) Post(ctx context.Context, path string, body []byte) error {
-	if a.URL == "" {
-		return nil
-	}
+// AgentFromEnv is the agent a machine's environment describes
+// (agentscript's variables), sending with client.
+func AgentFromEnv(env map[string]string, client *http.Client) Agent {
+	return Agent{URL: env[agentscript.EnvAgentURL], Token: env[agentscript.EnvAgentToken], Client: client,
+		Deadline: agentscript.ParseDeadline(env[agentscript.EnvDeadline])}
+}
+
+// Post sends one request; path is "progress", "finished" or "logs". It
+// returns the answer's status (0 when none came) and its Retry-After.
+func (a Agent) Post(ctx context.Context, path string, body []byte, header http.Header) (int, time.Duration, error) {
 	c := a.Client
 	if c == nil {
-		c = &http.Client{Timeout: 10 * time.Second}
+		c = &http.Client{Timeout: 60 * time.Second}
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.URL+"/"+path, bytes.NewReader(body))
 	if err != nil {
-		return err
+		return 0, 0, err
 	}
 	req.Header.Set("Authorization", "Bearer "+a.Token)
-	if path != "logs" {
-		req.Header.Set("Content-Type", "application/json")
-	} else {
+	if path == "logs" {
 		req.Header.Set("Content-Type", "text/plain")
+	} else {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range header {
+		req.Header[k] = v
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		return err
+		return 0, 0, err
 	}
 	resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		return fmt.Errorf("agent %s: %s", path, resp.Status)
+	var ra time.Duration
+	if n, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && n > 0 {
+		ra = min(time.Duration(n)*time.Second, maxRetryAfter)
 	}
-	return nil
+	if resp.StatusCode/100 != 2 {
+		return resp.StatusCode, ra, fmt.Errorf("agent %s: %s", path, resp.Status)
+	}
+	return resp.StatusCode, 0, nil
 }
 
-// RunJob plays an emulated job: output lines, progress, then the exit code,
-// each reported through a (retried a few times on failure). It returns when
-// the job has ended or ctx is done (the machine was terminated).
-func RunJob(ctx context.Context, a Agent, plan JobPlan, jobID string) {
-	post := func(path string, body []byte) {
-		for i := range 5 {
-			if a.Post(ctx, path, body) == nil || ctx.Err() != nil {
-				return
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(time.Duration(100*(i+1)) * time.Millisecond):
-			}
+// Report sends one report until the API acknowledges it with a 2xx,
+// retrying refused connections, timeouts, 429 and 5xx with a.Backoff. It
+// returns nil once acknowledged, an error wrapping ErrRefused for a 4xx
+// that can never succeed, ErrDeadline past a.Deadline, or ctx's error (the
+// machine is gone). An agent without a URL reports nothing.
+func (a Agent) Report(ctx context.Context, path string, body []byte, header http.Header) error {
+	if a.URL == "" {
+		return nil
+	}
+	b := a.Backoff
+	if b.Min <= 0 {
+		b = DefaultBackoff
+	}
+	b.Max = max(b.Max, b.Min)
+	now := a.Now
+	if now == nil {
+		now = time.Now
+	}
+	delay := b.Min
+	for {
+		status, ra, err := a.Post(ctx, path, body, header)
+		switch {
+		case err == nil:
+			return nil
+		case slices.Contains(permanent, status):
+			return fmt.Errorf("%w: %w", ErrRefused, err)
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case !a.Deadline.IsZero() && !now().Before(a.Deadline):
+			return fmt.Errorf("%w: %w", ErrDeadline, err)
+		}
+		wait := delay/2 + rand.N(delay/2+1)
+		wait = max(wait, ra)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		delay = min(delay*2, b.Max)
+	}
+}
+
+// Spool is a job's output as the agent keeps it: what the job wrote and
+// how much of it the API has acknowledged. A spool outlives the reporter
+// shipping it (the RunPod runner keeps its spool on the pod's volume).
+type Spool struct {
+	mu      sync.Mutex
+	data    []byte
+	shipped int
+	done    bool
+	wake    chan struct{}
+}
+
+// Write appends the job's output.
+func (s *Spool) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	s.data = append(s.data, p...)
+	s.mu.Unlock()
+	return len(p), nil
+}
+
+// Bytes returns everything the job wrote.
+func (s *Spool) Bytes() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.data)
+}
+
+// end marks the output complete and wakes the shipper.
+func (s *Spool) end() {
+	s.mu.Lock()
+	s.done = true
+	w := s.wake
+	s.mu.Unlock()
+	if w != nil {
+		select {
+		case w <- struct{}{}:
+		default:
 		}
 	}
-	post("logs", fmt.Appendf(nil, "emulated job %s started\n", jobID))
-	post("progress", []byte(`{"percent":0,"message":"started"}`))
-	select {
-	case <-ctx.Done():
-		return
-	case <-time.After(plan.Run / 2):
+}
+
+// logChunk is the most output one logs report carries (agent.sh's
+// GPUFLOW_LOG_CHUNK).
+const logChunk = 256 << 10
+
+// ship posts what the API has not acknowledged, in chunks, each with its
+// offset.
+func (s *Spool) ship(ctx context.Context, a Agent) error {
+	for {
+		s.mu.Lock()
+		off := s.shipped
+		chunk := slices.Clone(s.data[off:min(len(s.data), off+logChunk)])
+		s.mu.Unlock()
+		if len(chunk) == 0 {
+			return nil
+		}
+		h := http.Header{agentscript.HeaderLogOffset: {strconv.Itoa(off)}}
+		if err := a.Report(ctx, "logs", chunk, h); err != nil {
+			return err
+		}
+		s.mu.Lock()
+		s.shipped = off + len(chunk)
+		s.mu.Unlock()
 	}
-	post("progress", []byte(`{"percent":50,"message":"half way"}`))
-	select {
-	case <-ctx.Done():
-		return
-	case <-time.After(plan.Run - plan.Run/2):
+}
+
+// Reporter is the agent at work while a job runs: it ships the spool every
+// LogInterval and sends the latest progress (a newer one replaces one not
+// yet sent), each report retried until acknowledged.
+type Reporter struct {
+	a        Agent
+	out      *Spool
+	ctx      context.Context
+	stopProg context.CancelFunc
+	shipped  chan error
+
+	mu      sync.Mutex
+	pending []byte
+	kick    chan struct{}
+	progWG  sync.WaitGroup
+}
+
+// StartReporter starts shipping out and sending progress for a job on the
+// machine whose life is ctx.
+func StartReporter(ctx context.Context, a Agent, out *Spool) *Reporter {
+	r := &Reporter{a: a, out: out, ctx: ctx, shipped: make(chan error, 1), kick: make(chan struct{}, 1)}
+	var pctx context.Context
+	pctx, r.stopProg = context.WithCancel(ctx)
+	wake := make(chan struct{}, 1)
+	out.mu.Lock()
+	out.wake = wake
+	out.mu.Unlock()
+	interval := durationOr(a.LogInterval, DefaultLogInterval)
+	go func() {
+		var failed error
+		for {
+			out.mu.Lock()
+			done := out.done
+			out.mu.Unlock()
+			if failed == nil {
+				failed = out.ship(ctx, a)
+			}
+			if done || ctx.Err() != nil {
+				r.shipped <- failed
+				return
+			}
+			t := time.NewTimer(interval)
+			select {
+			case <-ctx.Done():
+			case <-wake:
+			case <-t.C:
+			}
+			t.Stop()
+		}
+	}()
+	r.progWG.Go(func() {
+		for {
+			select {
+			case <-pctx.Done():
+				return
+			case <-r.kick:
+			}
+			r.mu.Lock()
+			body := r.pending
+			r.pending = nil
+			r.mu.Unlock()
+			if body != nil && a.Report(pctx, "progress", body, nil) != nil && pctx.Err() != nil {
+				return
+			}
+		}
+	})
+	return r
+}
+
+func durationOr(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
 	}
-	post("logs", fmt.Appendf(nil, "emulated job %s exiting with %d\n", jobID, plan.ExitCode))
-	post("finished", fmt.Appendf(nil, `{"exit_code":%d}`, plan.ExitCode))
+	return def
+}
+
+// Progress reports the job's progress (coalesced with any not yet sent).
+func (r *Reporter) Progress(percent float64, message string) {
+	b, _ := json.Marshal(map[string]any{"percent": percent, "message": message}) // always encodes
+	r.mu.Lock()
+	r.pending = b
+	r.mu.Unlock()
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Finish ends the job with its exit code: progress not yet sent is
+// dropped, the rest of the output is shipped, then the finished report
+// {"exit_code":code} is sent until acknowledged. It returns Report's error
+// for the finished report.
+func (r *Reporter) Finish(code int) error {
+	r.Stop()
+	r.out.end()
+	<-r.shipped
+	return r.a.Report(r.ctx, "finished", fmt.Appendf(nil, `{"exit_code":%d}`, code), nil)
+}
+
+// Stop stops sending progress (the job was interrupted or has ended).
+func (r *Reporter) Stop() {
+	r.stopProg()
+	r.progWG.Wait()
+}
+
+// PlayJob plays an emulated job's timeline on a machine whose life is ctx:
+// output lines to out and progress to progress, over plan.Run. It returns
+// false when ctx ended first (the machine stopped or was terminated).
+func PlayJob(ctx context.Context, plan JobPlan, jobID string, out *Spool, progress func(float64, string)) bool {
+	sleep := func(d time.Duration) bool {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			return true
+		}
+	}
+	fmt.Fprintf(out, "emulated job %s started\n", jobID)
+	progress(0, "started")
+	if !sleep(plan.Run / 2) {
+		return false
+	}
+	progress(50, "half way")
+	if !sleep(plan.Run - plan.Run/2) {
+		return false
+	}
+	fmt.Fprintf(out, "emulated job %s exiting with %d\n", jobID, plan.ExitCode)
+	return true
+}
+
+// RunJob plays an emulated job and reports it through a as the real agent
+// does: output and progress while it runs, then the rest of the output and
+// the exit code, each report retried until the API acknowledges it. It
+// returns when the finished report was acknowledged (or refused for good,
+// or a's deadline passed), or when ctx is done (the machine was
+// terminated).
+func RunJob(ctx context.Context, a Agent, plan JobPlan, jobID string) {
+	out := &Spool{}
+	r := StartReporter(ctx, a, out)
+	if !PlayJob(ctx, plan, jobID, out, r.Progress) {
+		r.Stop()
+		return
+	}
+	_ = r.Finish(plan.ExitCode)
 }
