@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/url"
 	"slices"
 	"strings"
@@ -148,11 +149,17 @@ func (p *Provider) classify(ctx context.Context, op string, err error) error {
 		Code:     f.code,
 		Message:  fmt.Sprintf("%s: %s (HTTP %d, request id %s)", op, redactText(f.message), f.status, f.requestID),
 	}
-	if strings.HasPrefix(f.code, "Throttling") {
-		pe.RetryAfter = max(f.retryAfter, minThrottleWait)
+	if isThrottleCode(f.code) {
+		// Jitter, so that processes sharing the account do not come
+		// back in step.
+		pe.RetryAfter = max(f.retryAfter, minThrottleWait) + rand.N(minThrottleWait/2)
 	}
 	return pe
 }
+
+// isThrottleCode reports whether code is one of ECS's flow-control
+// refusals (Throttling, Throttling.User, Throttling.Api).
+func isThrottleCode(code string) bool { return strings.HasPrefix(code, "Throttling") }
 
 // redactedError keeps a transport error's cause (a timeout stays a
 // timeout) while its text leaves out the request URL.

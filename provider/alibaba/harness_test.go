@@ -116,7 +116,9 @@ func newEnv(t *testing.T, options ...envOption) *env {
 	t.Helper()
 	e := &env{t: t, clock: newClock(), logs: &syncBuffer{}}
 	logger := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	eo := emulator.Options{Timing: fastTiming, Now: e.clock.Now, Logger: logger}
+	// Functional tests poll as fast as they like: no rate limit unless a
+	// test sets one (describe_many_test.go does).
+	eo := emulator.Options{Timing: fastTiming, Now: e.clock.Now, Logger: logger, RateLimits: map[string]emulate.Rate{}}
 	cfg := alibaba.Config{
 		AccessKeyID:     emulator.TestAccessKeyID,
 		AccessKeySecret: emulator.TestAccessKeySecret,

@@ -224,7 +224,8 @@ func (p *Provider) Terminate(ctx context.Context, machineID string) error {
 }
 
 // List returns the instances tagged gpuflow-managed=true in every
-// configured region.
+// configured region, 100 a call; a throttled call is repeated with
+// backoff.
 func (p *Provider) List(ctx context.Context) ([]gpuflow.Machine, error) {
 	if p.clients == nil {
 		return nil, errNoCredentials()
@@ -236,11 +237,15 @@ func (p *Provider) List(ctx context.Context) ([]gpuflow.Machine, error) {
 			return nil, err
 		}
 		for page := int32(1); ; page++ {
-			resp, err := c.DescribeInstances(ctx, &ecs.DescribeInstancesRequest{
-				RegionId:   tea.String(region),
-				Tag:        []*ecs.DescribeInstancesRequestTag{{Key: tea.String(gpuflow.TagManaged), Value: tea.String("true")}},
-				PageNumber: tea.Int32(page),
-				PageSize:   tea.Int32(listPageSize),
+			var resp *ecs.DescribeInstancesResponse
+			err := p.retryThrottled(ctx, "list instances", func(ctx context.Context) (err error) {
+				resp, err = c.DescribeInstances(ctx, &ecs.DescribeInstancesRequest{
+					RegionId:   tea.String(region),
+					Tag:        []*ecs.DescribeInstancesRequestTag{{Key: tea.String(gpuflow.TagManaged), Value: tea.String("true")}},
+					PageNumber: tea.Int32(page),
+					PageSize:   tea.Int32(listPageSize),
+				})
+				return err
 			})
 			if err != nil {
 				return nil, p.classify(ctx, fmt.Sprintf("list instances in %s", region), err)

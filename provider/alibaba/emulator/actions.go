@@ -255,8 +255,11 @@ func (e *Emulator) runInstances(c *call) (int, any) {
 		if m.bandwidthOut > 0 {
 			m.publicIP = fmt.Sprintf("47.96.%d.%d", len(e.order)/250%250, len(e.order)%250+2)
 		}
+		e.seq++
+		m.seq = e.seq
 		e.machines[id] = m
 		e.order = append(e.order, id)
+		e.schedule(m)
 		ids = append(ids, id)
 	}
 	if token != "" {
@@ -430,8 +433,8 @@ func (c *call) invalidParameter(name string) (int, any) {
 // inRegion returns the region's instances in creation order.
 func (e *Emulator) inRegion(region string) []*machine {
 	var out []*machine
-	for _, id := range e.order {
-		if m, ok := e.machines[id]; ok && m.region == region {
+	for _, m := range e.inOrder() {
+		if m.region == region {
 			out = append(out, m)
 		}
 	}
@@ -456,9 +459,13 @@ func (e *Emulator) describeInstances(c *call) (int, any) {
 		}
 	}
 	tags := tagParams(p)
+	candidates := e.byIDs(c.region, ids)
+	if ids == nil {
+		candidates = e.inRegion(c.region)
+	}
 	var found []*machine
-	for _, m := range e.inRegion(c.region) {
-		if matches(m, p, ids, tags) {
+	for _, m := range candidates {
+		if matches(m, p, nil, tags) {
 			found = append(found, m)
 		}
 	}
@@ -487,9 +494,13 @@ func (e *Emulator) describeInstanceStatus(c *call) (int, any) {
 		return s, a
 	}
 	ids := listParam(c.params, "InstanceId")
+	candidates := e.byIDs(c.region, ids)
+	if ids == nil {
+		candidates = e.inRegion(c.region)
+	}
 	var found []*machine
-	for _, m := range e.inRegion(c.region) {
-		if (ids == nil || slices.Contains(ids, m.id)) && (c.params.Get("ZoneId") == "" || c.params.Get("ZoneId") == m.zone) {
+	for _, m := range candidates {
+		if c.params.Get("ZoneId") == "" || c.params.Get("ZoneId") == m.zone {
 			found = append(found, m)
 		}
 	}

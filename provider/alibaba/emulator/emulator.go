@@ -19,7 +19,9 @@
 // DescribeInstanceStatus, DeleteInstance, DeleteInstances,
 // DescribeAvailableResource and DescribePrice. Fault switches
 // (emulate.Faults) make it answer as ECS does when things go wrong; admin
-// endpoints under /_emulator/ flip them for the dev command.
+// endpoints under /_emulator/ flip them for the dev command. The describe
+// calls are limited to a per-account rate (Options.RateLimits; GET/PUT
+// /_emulator/ratelimits) and answer Throttling.User past it.
 package emulator
 
 import (
@@ -89,6 +91,22 @@ type Options struct {
 	// AgentClient posts the emulated jobs' reports; nil means a client with
 	// a 10 s timeout.
 	AgentClient *http.Client
+	// RateLimits are the request rates enforced per action, counted per
+	// action, region and AccessKey (ECS counts per API, region and
+	// account); nil means DefaultRateLimits. Actions not listed are not
+	// limited. RateLimiter changes them while running.
+	RateLimits map[string]emulate.Rate
+}
+
+// DefaultRateLimits are the rates the emulator enforces on ECS's instance
+// describe and list calls: 10 requests a second each. ECS publishes no
+// figure for them (its flow-control page sends users to the Quota Center
+// console), so the emulator uses gpuflow's default for an unpublished
+// limit. Over it ECS answers HTTP 400 Throttling.User. See
+// docs/PROVIDERS.md.
+var DefaultRateLimits = map[string]emulate.Rate{
+	"DescribeInstances":      {PerSecond: 10},
+	"DescribeInstanceStatus": {PerSecond: 10},
 }
 
 // Emulator is an emulated ECS endpoint. It is safe for concurrent use.
@@ -100,6 +118,7 @@ type Emulator struct {
 	now      func() time.Time
 	log      *slog.Logger
 	faults   emulate.Switches
+	limits   *emulate.RateLimiter
 
 	ctx    context.Context // cancelled by Close: stops every job
 	cancel context.CancelFunc
@@ -109,8 +128,11 @@ type Emulator struct {
 	mu       sync.Mutex
 	closed   bool
 	machines map[string]*machine // by instance id, released ones removed
-	order    []string            // instance ids in creation order
+	order    []string            // instance ids in creation order; compacted as released ones pile up
+	seq      int64               // creations so far
 	tokens   map[string]tokenUse // ClientToken → the create it answered
+	wakeups  wakeups             // when instances are next due to move on (schedule.go)
+	wakeSeq  uint64
 }
 
 // tokenUse remembers a RunInstances call made with a ClientToken.
@@ -166,6 +188,11 @@ func New(opts Options) *Emulator {
 		e.log = slog.New(slog.DiscardHandler)
 	}
 	e.log = e.log.With("emulator", "alibaba")
+	rates := opts.RateLimits
+	if rates == nil {
+		rates = DefaultRateLimits
+	}
+	e.limits = emulate.NewRateLimiter(rates, nil)
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	e.wg.Add(1)
 	go e.tick()
@@ -193,6 +220,11 @@ func (e *Emulator) tick() {
 // Faults returns the emulator's fault switches.
 func (e *Emulator) Faults() *emulate.Switches { return &e.faults }
 
+// RateLimiter returns the emulator's request rate limiter: its counts per
+// action are the authenticated calls the emulator answered (Allowed) and
+// refused with Throttling.User (Throttled).
+func (e *Emulator) RateLimiter() *emulate.RateLimiter { return e.limits }
+
 // Close stops the clock and every emulated job, and waits for them. The
 // emulator answers 503 afterwards.
 func (e *Emulator) Close() {
@@ -218,10 +250,8 @@ func (e *Emulator) Live() []string {
 	defer e.mu.Unlock()
 	e.advance()
 	var ids []string
-	for _, id := range e.order {
-		if _, ok := e.machines[id]; ok {
-			ids = append(ids, id)
-		}
+	for _, m := range e.inOrder() {
+		ids = append(ids, m.id)
 	}
 	return ids
 }
@@ -253,6 +283,7 @@ func (e *Emulator) Preempt(machineID string) error {
 		return fmt.Errorf("preempt %s (%s): %w", id, m.status, ErrNotPreemptible)
 	}
 	m.preempt(e.now())
+	e.schedule(m)
 	e.log.Info("spot instance preempted", "instance_id", id)
 	return nil
 }
@@ -347,12 +378,20 @@ func (c *call) unavailable() (int, any) {
 		"The request has failed due to a temporary failure of the server.")
 }
 
-// throttleTimeLeft is what a throttled answer asks the client to wait.
+// throttleTimeLeft is what a throttled answer of the Throttle fault asks
+// the client to wait.
 const throttleTimeLeft = 500 * time.Millisecond
 
-func (c *call) throttled() (int, any) {
-	c.headers = map[string]string{"x-ratelimit-user-api": fmt.Sprintf("Limit:100,Remain:0,TimeLeft:%d,Reset:%d",
-		throttleTimeLeft.Milliseconds(), c.e.now().Add(throttleTimeLeft).Unix())}
+// throttled answers as ECS does past a flow-control limit: HTTP 400
+// Throttling.User, and the x-ratelimit-user-api header whose TimeLeft (ms)
+// the SDK reads into ThrottlingError.RetryAfter.
+func (c *call) throttled(timeLeft time.Duration) (int, any) {
+	limit := 100
+	if r, ok := c.e.limits.Rates()[c.action]; ok {
+		limit = int(r.PerSecond)
+	}
+	c.headers = map[string]string{"x-ratelimit-user-api": fmt.Sprintf("Limit:%d,Remain:0,TimeLeft:%d,Reset:%d",
+		limit, max(timeLeft.Milliseconds(), 1), time.Now().Add(timeLeft).Unix())}
 	return c.fail(http.StatusBadRequest, "Throttling.User", "Request was denied due to user flow control.")
 }
 
@@ -366,12 +405,14 @@ func (e *Emulator) handle(c *call, body []byte) (int, any) {
 		secret, ok := e.opts.Credentials[id]
 		return secret, ok && id != ""
 	}
+	var keyID string
 	if c.params.Has("Signature") {
 		c.action = c.params.Get("Action")
 		if c.action == "" {
 			c.action = r.Header.Get("x-acs-action")
 		}
-		if _, aerr := verifyV1(r.Method, c.params, secretOf); aerr != nil {
+		var aerr *authError
+		if keyID, aerr = verifyV1(r.Method, c.params, secretOf); aerr != nil {
 			return c.fail(aerr.status, aerr.code, aerr.message)
 		}
 		for _, k := range v1CommonParams {
@@ -383,7 +424,8 @@ func (e *Emulator) handle(c *call, body []byte) (int, any) {
 		if auth == "" {
 			return c.fail(http.StatusBadRequest, "IncompleteSignature", "The request signature does not conform to Aliyun standards.")
 		}
-		if _, aerr := verifyACS3(r, body, auth, secretOf); aerr != nil {
+		var aerr *authError
+		if keyID, aerr = verifyACS3(r, body, auth, secretOf); aerr != nil {
 			return c.fail(aerr.status, aerr.code, aerr.message)
 		}
 		if v := r.Header.Get("x-acs-version"); v != APIVersion {
@@ -402,7 +444,10 @@ func (e *Emulator) handle(c *call, body []byte) (int, any) {
 	e.advance()
 	f := e.faults.Get()
 	if f.Throttle {
-		return c.throttled()
+		return c.throttled(throttleTimeLeft)
+	}
+	if ok, wait := e.limits.Allow(c.action, c.region+"\x00"+keyID); !ok {
+		return c.throttled(wait)
 	}
 	if e.faults.Take(func(f *emulate.Faults) *int { return &f.ServerErrors }) {
 		return c.unavailable()
@@ -448,6 +493,8 @@ func (e *Emulator) serveAdmin(w http.ResponseWriter, r *http.Request, rest strin
 			return
 		}
 		_ = json.NewEncoder(w).Encode(map[string]string{"preempted": id})
+	case rest == "ratelimits":
+		e.limits.Handler().ServeHTTP(w, r)
 	case rest == "live":
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(map[string][]string{"instances": e.Live()})

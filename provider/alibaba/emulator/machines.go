@@ -1,8 +1,10 @@
 package emulator
 
 import (
+	"container/heap"
 	"context"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -41,6 +43,8 @@ type machine struct {
 	preemptedAt                     time.Time
 	jobStarted                      bool
 	cancelJob                       context.CancelFunc
+	seq                             int64  // creation order
+	wake                            uint64 // seq of its live entry in Emulator.wakeups; 0 for none
 }
 
 // stopJob cancels the machine's emulated job, if it runs.
@@ -62,40 +66,54 @@ func (m *machine) preempt(now time.Time) {
 		LockMsg: "The spot instance is being reclaimed because of a price or inventory change."})
 }
 
-// advance moves every instance along the clock: Pending → Starting →
-// Running (starting its job), and releases instances whose auto-release
-// time has come or that were preempted RecycleAfter ago. The caller holds
-// e.mu.
+// advance moves every instance something is due for along the clock
+// (schedule.go): Pending → Starting → Running (starting its job), and
+// releases instances whose auto-release time has come or that were
+// preempted RecycleAfter ago. The caller holds e.mu.
 func (e *Emulator) advance() {
 	if e.closed {
 		return
 	}
 	now := e.now()
+	for len(e.wakeups) > 0 && !now.Before(e.wakeups[0].at) {
+		w := heap.Pop(&e.wakeups).(wakeup)
+		m := e.machines[w.id]
+		if m == nil || m.wake != w.seq {
+			continue // released, or rescheduled since
+		}
+		m.wake = 0
+		e.advanceOne(m, now)
+		if e.machines[w.id] != nil {
+			e.schedule(m)
+		}
+	}
+}
+
+// advanceOne moves one instance along the clock. The caller holds e.mu.
+func (e *Emulator) advanceOne(m *machine, now time.Time) {
 	t := e.opts.Timing
-	for id, m := range e.machines {
-		if !m.autoRelease.IsZero() && !now.Before(m.autoRelease) {
-			e.log.Info("instance auto-released", "instance_id", id)
-			e.release(id)
-			continue
+	if !m.autoRelease.IsZero() && !now.Before(m.autoRelease) {
+		e.log.Info("instance auto-released", "instance_id", m.id)
+		e.release(m.id)
+		return
+	}
+	if !m.preemptedAt.IsZero() {
+		if !now.Before(m.preemptedAt.Add(e.opts.RecycleAfter)) {
+			e.log.Info("preempted spot instance released", "instance_id", m.id)
+			e.release(m.id)
 		}
-		if !m.preemptedAt.IsZero() {
-			if !now.Before(m.preemptedAt.Add(e.opts.RecycleAfter)) {
-				e.log.Info("preempted spot instance released", "instance_id", id)
-				e.release(id)
-			}
-			continue
-		}
-		if m.status == statusPending && !now.Before(m.created.Add(t.Pending)) {
-			m.status = statusStarting
-		}
-		if m.status == statusStarting && !now.Before(m.created.Add(t.Pending+t.Starting)) {
-			m.status = statusRunning
-			m.started = now
-		}
-		if m.status == statusRunning && !m.jobStarted {
-			m.jobStarted = true
-			e.startJob(m)
-		}
+		return
+	}
+	if m.status == statusPending && !now.Before(m.created.Add(t.Pending)) {
+		m.status = statusStarting
+	}
+	if m.status == statusStarting && !now.Before(m.created.Add(t.Pending+t.Starting)) {
+		m.status = statusRunning
+		m.started = now
+	}
+	if m.status == statusRunning && !m.jobStarted {
+		m.jobStarted = true
+		e.startJob(m)
 	}
 }
 
@@ -104,6 +122,9 @@ func (e *Emulator) release(id string) {
 	if m, ok := e.machines[id]; ok {
 		m.stopJob()
 		delete(e.machines, id)
+	}
+	if len(e.order) > 64 && len(e.order) > 2*len(e.machines) {
+		e.order = slices.DeleteFunc(e.order, func(id string) bool { return e.machines[id] == nil })
 	}
 }
 

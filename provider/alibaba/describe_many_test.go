@@ -1,0 +1,180 @@
+package alibaba_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gpuflow/gpuflow"
+	"github.com/gpuflow/gpuflow/provider/alibaba"
+	"github.com/gpuflow/gpuflow/provider/alibaba/emulator"
+	"github.com/gpuflow/gpuflow/provider/emulate"
+)
+
+// describeCalls is how many DescribeInstances the emulator answered (not
+// counting those it refused as throttled).
+func (e *env) describeCalls() int64 {
+	return e.emu.RateLimiter().Counts("DescribeInstances").Allowed
+}
+
+// provisionN starts n machines for jobs prefix-0 … prefix-(n-1), each
+// job running an hour.
+func (e *env) provisionN(t *testing.T, prefix string, n int) []string {
+	t.Helper()
+	ids := make([]string, n)
+	for i := range n {
+		req := e.request(fmt.Sprintf("%s-%d", prefix, i), false)
+		req.Spec.Env = map[string]string{emulate.EnvRunSeconds: "3600"}
+		m, err := e.p.Provision(context.Background(), req)
+		if err != nil {
+			t.Fatalf("Provision %s: %v", req.JobID, err)
+		}
+		ids[i] = m.ID
+	}
+	return ids
+}
+
+func (e *env) terminateAll(t *testing.T, ids []string) {
+	t.Helper()
+	for _, id := range ids {
+		if err := e.p.Terminate(context.Background(), id); err != nil {
+			t.Fatalf("Terminate %s: %v", id, err)
+		}
+	}
+}
+
+func TestDescribeMany(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+
+	got, err := e.p.DescribeMany(ctx, nil)
+	if err != nil || len(got) != 0 || e.describeCalls() != 0 {
+		t.Fatalf("DescribeMany(none) = %v, %v after %d calls; want an empty answer without a call", got, err, e.describeCalls())
+	}
+
+	ids := e.provisionN(t, "batch", 150)
+	got, err = e.p.DescribeMany(ctx, ids[:1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := e.describeCalls(); n != 1 || len(got) != 1 || got[ids[0]].State != gpuflow.MachinePending || got[ids[0]].ID != ids[0] {
+		t.Fatalf("DescribeMany(one) = %+v after %d calls; want it pending after one call", got, n)
+	}
+
+	e.toRunning()
+	gone := ids[:10]
+	e.terminateAll(t, gone)
+	unknown := "cn-hangzhou:i-unknown000000000000000"
+	other := "cn-nowhere:i-aaaaaaaaaaaaaaaaaaaa"
+	query := append([]string{unknown, "not-an-instance", other}, ids...)
+	before := e.describeCalls()
+	got, err = e.p.DescribeMany(ctx, query)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := e.describeCalls() - before; n != 2 {
+		t.Errorf("151 instance ids took %d DescribeInstances calls, want 2 (100 ids a call)", n)
+	}
+	if len(got) != len(query) {
+		t.Errorf("answer has %d machines for %d ids", len(got), len(query))
+	}
+	for _, id := range slices.Concat(gone, []string{unknown, "not-an-instance", other}) {
+		if m := got[id]; m.State != gpuflow.MachineGone || m.ID != id {
+			t.Errorf("%s = %+v, want gone", id, m)
+		}
+	}
+	for _, id := range ids[10:] {
+		m := got[id]
+		if m.State != gpuflow.MachineRunning || m.ID != id || m.GPUType != "A10" || m.Tags[gpuflow.TagManaged] != "true" {
+			t.Errorf("%s = %+v, want running A10 tagged gpuflow's", id, m)
+		}
+	}
+	for _, id := range []string{ids[0], ids[149], gone[0], unknown} {
+		d, err := e.p.Describe(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := got[id]; d.State != m.State || d.Reason != m.Reason || d.GPUCount != m.GPUCount || d.Region != m.Region {
+			t.Errorf("DescribeMany[%s] = %+v, Describe = %+v", id, m, *d)
+		}
+	}
+	// A bare instance id is looked for in the configured regions.
+	bare := ids[20][len("cn-hangzhou:"):]
+	got, err = e.p.DescribeMany(ctx, []string{bare})
+	if err != nil || got[bare].State != gpuflow.MachineRunning {
+		t.Errorf("bare id %s = %+v, %v", bare, got[bare], err)
+	}
+	e.terminateAll(t, ids[10:])
+}
+
+// TestDescribeManyThrottled sweeps 300 machines on an emulator that takes
+// 4 DescribeInstances a second in bursts of 2: the throttled call is
+// repeated after the backoff ECS's header asks for and the sweep completes
+// with exactly the 3 calls it needs accepted; List pages through the same
+// limit.
+func TestDescribeManyThrottled(t *testing.T) {
+	e := newEnv(t, func(o *emulator.Options, _ *alibaba.Config) {
+		o.RateLimits = map[string]emulate.Rate{"DescribeInstances": {PerSecond: 4, Burst: 2}}
+	})
+	ids := e.provisionN(t, "sweep", 300)
+	e.toRunning()
+	got, err := e.p.DescribeMany(context.Background(), ids)
+	if err != nil {
+		t.Fatalf("DescribeMany on a throttled API: %v", err)
+	}
+	for _, id := range ids {
+		if got[id].State != gpuflow.MachineRunning {
+			t.Fatalf("%s = %+v", id, got[id])
+		}
+	}
+	c := e.emu.RateLimiter().Counts("DescribeInstances")
+	if c.Allowed != 3 || c.Throttled < 1 {
+		t.Errorf("emulator counts %+v: want 3 accepted and at least one refused", c)
+	}
+	list, err := e.p.List(context.Background())
+	if err != nil || len(list) != 300 {
+		t.Fatalf("List on a throttled API: %d machines, %v", len(list), err)
+	}
+	if c := e.emu.RateLimiter().Counts("DescribeInstances"); c.Allowed != 6 {
+		t.Errorf("List took %d calls, want 3", c.Allowed-3)
+	}
+
+	e.emu.Faults().Set(emulate.Faults{Throttle: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	_, err = e.p.DescribeMany(ctx, ids)
+	if pe := kindOf(t, err); pe.Kind != gpuflow.KindTransient || pe.Code != "Throttling.User" || pe.RetryAfter < time.Second {
+		t.Errorf("DescribeMany always throttled = %v (retry after %v); want transient Throttling.User after a second or more", err, pe.RetryAfter)
+	}
+	e.emu.Faults().Set(emulate.Faults{})
+	e.terminateAll(t, ids)
+}
+
+// TestEmulatorEnforcesRate checks the default limit (10 DescribeInstances
+// a second: ECS publishes none) and that past a limit the emulator answers
+// as ECS does: HTTP 400 Throttling.User with the x-ratelimit-user-api
+// header (here 5 at once, refilled too slowly to matter during the test).
+func TestEmulatorEnforcesRate(t *testing.T) {
+	e := newEnv(t, func(o *emulator.Options, _ *alibaba.Config) { o.RateLimits = nil })
+	if r := e.emu.RateLimiter().Rates()["DescribeInstances"]; r.PerSecond != 10 {
+		t.Fatalf("default DescribeInstances rate %+v, want 10/s", r)
+	}
+	e.emu.RateLimiter().SetRate("DescribeInstances", emulate.Rate{PerSecond: 0.001, Burst: 5})
+	var throttled int
+	for range 20 {
+		_, err := e.p.Describe(context.Background(), "cn-hangzhou:i-unknown000000000000000")
+		if err != nil {
+			if pe := kindOf(t, err); pe.Kind != gpuflow.KindTransient || pe.Code != "Throttling.User" ||
+				!strings.Contains(pe.Message, "HTTP 400") || !strings.Contains(pe.Message, "user flow control") {
+				t.Fatalf("Describe = %v", err)
+			}
+			throttled++
+		}
+	}
+	if c := e.emu.RateLimiter().Counts("DescribeInstances"); throttled != 15 || c.Throttled != 15 || c.Allowed != 5 {
+		t.Errorf("%d of 20 describes throttled; emulator counts %+v; want 15 refused, 5 accepted", throttled, c)
+	}
+}
