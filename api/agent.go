@@ -2,21 +2,22 @@ package api
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"strings"
 
 	"github.com/labstack/echo/v4"
-	"go.temporal.io/api/serviceerror"
 
 	"github.com/gpuflow/gpuflow"
-	"github.com/gpuflow/gpuflow/workflows"
 )
 
 // The agent endpoint: a cloud machine's boot script reports its job's
 // progress, output and exit code here, authenticated by a token valid for
-// that job alone (auth.AgentTokens). Reports become the workflow's progress
-// and finished signals; output is appended to the job's logs.
+// that job alone (auth.AgentTokens). Progress and exit codes are recorded in
+// the job store (gpuflow.ReportRecorder) and acknowledged once committed;
+// the relay (package relay) delivers them to the workflow as its progress
+// and finished signals, so an unreachable Temporal never refuses a report.
+// Output is appended to the job's logs. Nothing here talks to Temporal:
+// only the store being down answers 503, and the agent retries.
 
 // LogAppender is implemented by job stores that can append output at its
 // end (output that arrives without an offset).
@@ -69,7 +70,7 @@ func (s *Server) handleAgentProgress(c echo.Context) error {
 	if len(in.Message) > maxAgentMessage {
 		return agentFieldError("message", "message must be at most 1000 characters")
 	}
-	return s.signalAgent(c, workflows.SignalProgress, workflows.ProgressSignal{Percent: *in.Percent, Message: in.Message})
+	return s.recordAgent(c, gpuflow.AgentReport{Kind: gpuflow.ReportProgress, Percent: *in.Percent, Message: in.Message})
 }
 
 // handleAgentFinished handles "POST /agent/v1/jobs/:id/finished".
@@ -83,7 +84,7 @@ func (s *Server) handleAgentFinished(c echo.Context) error {
 	if in.ExitCode == nil || *in.ExitCode < -1 || *in.ExitCode > 255 {
 		return agentFieldError("exit_code", "exit_code must be between -1 and 255")
 	}
-	return s.signalAgent(c, workflows.SignalFinished, workflows.FinishedSignal{ExitCode: *in.ExitCode})
+	return s.recordAgent(c, gpuflow.AgentReport{Kind: gpuflow.ReportFinished, ExitCode: *in.ExitCode})
 }
 
 // handleAgentLogs handles "POST /agent/v1/jobs/:id/logs": the body is raw
@@ -115,15 +116,23 @@ func (s *Server) decodeAgentJSON(c echo.Context, v any) error {
 	return decodeStrict(body, v)
 }
 
-func (s *Server) signalAgent(c echo.Context, name string, payload any) error {
-	id := c.Param("id")
-	err := s.cfg.Temporal.SignalWorkflow(c.Request().Context(), workflows.JobWorkflowID(id), "", name, payload)
-	var nf *serviceerror.NotFound
-	if errors.As(err, &nf) {
-		return gpuflow.Errorf(gpuflow.ECONFLICT, "the job has finished")
+// recordAgent records a report for the job in the path and answers 202
+// once it is committed. A second exit code for a job is acknowledged and
+// ignored (the first one stands); a different one is logged.
+func (s *Server) recordAgent(c echo.Context, r gpuflow.AgentReport) error {
+	rec, ok := s.cfg.Jobs.(gpuflow.ReportRecorder)
+	if !ok {
+		return gpuflow.Errorf(gpuflow.EUNAVAILABLE, "this job store cannot record agent reports")
 	}
+	ctx := c.Request().Context()
+	r.JobID, r.ReceivedAt = c.Param("id"), s.now().UTC()
+	kept, created, err := rec.RecordReport(ctx, r)
 	if err != nil {
-		return &gpuflow.Error{Code: gpuflow.EUNAVAILABLE, Message: "temporal is unavailable", Err: err}
+		return err
+	}
+	if !created && kept.ExitCode != r.ExitCode {
+		s.log.WarnContext(ctx, "agent reported a second, different exit code; the first one stands",
+			"job_id", r.JobID, "kept_exit_code", kept.ExitCode, "ignored_exit_code", r.ExitCode)
 	}
 	return c.NoContent(http.StatusAccepted)
 }
