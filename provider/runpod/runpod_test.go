@@ -63,8 +63,9 @@ func TestLifecycle(t *testing.T) {
 		t.Errorf("states %v, want %v", seen, want)
 	}
 
-	// What was sent: REST v2 create with the pod name, the command as args,
-	// the job's env plus the agent endpoint and the tags.
+	// What was sent: REST v2 create with the pod name, the runner running
+	// the command as args, the job's env plus the agent endpoint, the
+	// runner and the tags.
 	creates := e.requests("POST", "/v2/pods")
 	if len(creates) != 1 {
 		t.Fatalf("%d creates", len(creates))
@@ -87,14 +88,15 @@ func TestLifecycle(t *testing.T) {
 	if body.Name != runpod.PodName("job-life-a1") || body.Name != "gpuflow-job-life-a1" {
 		t.Errorf("name %q", body.Name)
 	}
-	if body.Image != agentscript.DefaultImage || body.Args != `python train.py --name 'it'\''s'` || body.Cloud != "SECURE" || body.Disk != runpod.DefaultDiskGB {
+	if body.Image != agentscript.DefaultImage || body.Args != `sh -c 'eval "$GPUFLOW_RUNNER"' gpuflow python train.py --name 'it'\''s'` || body.Cloud != "SECURE" || body.Disk != runpod.DefaultDiskGB {
 		t.Errorf("body %+v", body)
 	}
 	if body.GPU.ID != "NVIDIA GeForce RTX 4090" || body.GPU.Count != 1 {
 		t.Errorf("gpu %+v", body.GPU)
 	}
 	if body.Env["FOO"] != "bar" || body.Env[agentscript.EnvAgentURL] != req.Agent.URL || body.Env[agentscript.EnvAgentToken] != agentToken ||
-		body.Env[agentscript.EnvJobID] != "job-life" || body.Env[runpod.EnvSpot] != "" {
+		body.Env[agentscript.EnvJobID] != "job-life" || body.Env[runpod.EnvSpot] != "" ||
+		body.Env[agentscript.EnvRunner] != agentscript.Runner() || !strings.HasPrefix(body.Env[agentscript.EnvStateDir], runpod.StateMount+"/") {
 		t.Errorf("env %v", body.Env)
 	}
 

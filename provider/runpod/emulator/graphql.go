@@ -147,6 +147,12 @@ func (e *Emulator) gqlDeploy(w http.ResponseWriter, field, typ string, allowed [
 	if d, ok := intOf(in["containerDiskInGb"]); ok {
 		p.disk = d
 	}
+	if v, ok := intOf(in["volumeInGb"]); ok && v > 0 {
+		p.volumeSize, p.volumePath = v, "/workspace"
+		if mp, ok := in["volumeMountPath"].(string); ok && mp != "" {
+			p.volumePath = mp
+		}
+	}
 	if env, ok := in["env"].([]any); ok {
 		for _, x := range env {
 			kv, _ := x.(map[string]any)

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gpuflow/gpuflow/provider/agentscript"
 	"github.com/gpuflow/gpuflow/provider/emulate"
 )
 
@@ -70,9 +69,18 @@ type pod struct {
 	boot                  time.Time // when the current boot began
 	stopped, preempted    bool
 	terminateAfter        time.Time // zero: none
+	// volumePath is where the pod's volume is mounted ("": none).
+	volumePath string
+	volumeSize int
 
-	jobStarted bool
-	cancelJob  context.CancelFunc
+	// The container (container.go): jobStarted says it is running;
+	// cancelJob ends it. volume outlives restarts, containerDisk does not.
+	jobStarted      bool
+	cancelJob       context.CancelFunc
+	containerStarts int
+	commandRuns     int
+	volume          storage
+	containerDisk   storage
 }
 
 // phase returns the pod's status and whether its container is up (its
@@ -95,7 +103,7 @@ func (p *pod) phase(now time.Time, t emulate.Timing) (status string, up bool) {
 func (p *pod) upSince(t emulate.Timing) time.Time { return p.boot.Add(t.Pending + t.Starting) }
 
 // advance applies the clock: safety timers delete pods, pods that came up
-// start their job. The caller holds e.mu.
+// start their container. The caller holds e.mu.
 func (e *Emulator) advance() {
 	now := e.now()
 	for id, p := range e.pods {
@@ -106,21 +114,9 @@ func (e *Emulator) advance() {
 			continue
 		}
 		if _, up := p.phase(now, e.timing); up && !p.jobStarted && !e.closed {
-			e.startJob(p)
+			e.startContainer(p)
 		}
 	}
-}
-
-// startJob runs the emulated job of p. The caller holds e.mu.
-func (e *Emulator) startJob(p *pod) {
-	p.jobStarted = true
-	ctx, cancel := context.WithCancel(e.ctx)
-	p.cancelJob = cancel
-	env := maps.Clone(p.env)
-	agent := emulate.Agent{URL: env[agentscript.EnvAgentURL], Token: env[agentscript.EnvAgentToken], Client: e.agent}
-	plan := emulate.PlanJob(env, e.timing)
-	jobID := env[agentscript.EnvJobID]
-	e.wg.Go(func() { emulate.RunJob(ctx, agent, plan, jobID) })
 }
 
 func (e *Emulator) stopJob(p *pod) {
@@ -130,14 +126,16 @@ func (e *Emulator) stopJob(p *pod) {
 	}
 }
 
-// stop moves p to EXITED. The caller holds e.mu.
+// stop moves p to EXITED, ending its container; its volume stays. The
+// caller holds e.mu.
 func (e *Emulator) stop(p *pod) {
 	e.stopJob(p)
 	p.stopped = true
+	p.containerDisk = nil
 }
 
-// start boots a stopped pod again; its job runs again. The caller holds
-// e.mu.
+// start boots a stopped pod again; its container's command runs again.
+// The caller holds e.mu.
 func (e *Emulator) start(p *pod) {
 	p.stopped, p.preempted, p.jobStarted = false, false, false
 	p.boot = e.now()
@@ -171,7 +169,7 @@ type podView struct {
 	Image            string            `json:"image"`
 	Args             string            `json:"args"`
 	Disk             int               `json:"disk"`
-	Mounts           struct{}          `json:"mounts"`
+	Mounts           map[string]any    `json:"mounts"`
 	Ports            []string          `json:"ports"`
 	Env              map[string]string `json:"env"`
 	Registry         *string           `json:"registry"`
@@ -244,6 +242,10 @@ func (e *Emulator) view(p *pod) podView {
 	if v.Env == nil {
 		v.Env = map[string]string{}
 	}
+	v.Mounts = map[string]any{}
+	if p.volumePath != "" {
+		v.Mounts["persistent"] = map[string]any{"size": p.volumeSize, "path": p.volumePath}
+	}
 	switch status {
 	case statusRunning:
 		v.Actions = []string{"stop", "restart", "terminate"}
@@ -297,6 +299,7 @@ func (e *Emulator) gqlView(p *pod) map[string]any {
 	return map[string]any{
 		"id": p.id, "name": p.name, "desiredStatus": desired, "costPerHr": cost, "imageName": p.image,
 		"gpuCount": p.gpuCount, "dockerArgs": p.args, "containerDiskInGb": p.disk, "env": env,
+		"volumeInGb": p.volumeSize, "volumeMountPath": p.volumePath,
 		"machineId": "m-" + p.id[:8], "machine": map[string]any{"podHostId": p.id + "-64411eb2", "gpuDisplayName": p.gpuID, "location": p.dataCenter},
 		"runtime": runtime,
 	}

@@ -185,9 +185,10 @@ func (e *Emulator) podAction(w http.ResponseWriter, id string, body []byte) {
 		return
 	case "stop":
 		e.stop(p)
-	case "start", "restart":
-		e.stopJob(p)
+	case "start":
 		e.start(p)
+	case "restart":
+		e.restartContainer(p)
 	}
 	v := e.view(p)
 	e.mu.Unlock()
@@ -250,6 +251,12 @@ func (e *Emulator) createPod(w http.ResponseWriter, body []byte) {
 	if ports, ok := in["ports"].([]any); ok {
 		for _, v := range ports {
 			p.ports = append(p.ports, v.(string))
+		}
+	}
+	if m, ok := in["mounts"].(map[string]any); ok {
+		if pm, ok := m["persistent"].(map[string]any); ok {
+			p.volumePath, _ = pm["path"].(string)
+			p.volumeSize, _ = intOf(pm["size"])
 		}
 	}
 	if hasGPU {
