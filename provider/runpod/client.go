@@ -14,8 +14,13 @@ import (
 	"time"
 )
 
-// maxBody bounds what the client reads of an answer.
-const maxBody = 16 << 20
+// maxBody bounds what the client reads of an answer; maxListBody that of
+// the account's pod listing (GET /v2/pods), which for 10,000 pods is
+// tens of megabytes.
+const (
+	maxBody     = 16 << 20
+	maxListBody = 512 << 20
+)
 
 // client is a small typed client of RunPod's REST v2 and GraphQL APIs. It
 // never retries: the caller decides (Provision looks a pod up by name
@@ -42,7 +47,6 @@ type createPodRequest struct {
 	Disk          int               `json:"disk,omitempty"`
 	Args          string            `json:"args,omitempty"`
 	Env           map[string]string `json:"env,omitempty"`
-	Mounts        *podMounts        `json:"mounts,omitempty"`
 }
 
 type gpuConfig struct {
@@ -167,11 +171,16 @@ func (e *transportError) Unwrap() error { return e.Err }
 // nil) decoded from a 2xx answer. It returns *apiError for a non-2xx answer
 // and *transportError when no answer came.
 func (c *client) do(ctx context.Context, method, path string, query url.Values, in, out any) error {
+	return c.doLimit(ctx, method, path, query, in, out, maxBody)
+}
+
+// doLimit is do reading at most limit bytes of the answer.
+func (c *client) doLimit(ctx context.Context, method, path string, query url.Values, in, out any, limit int64) error {
 	u := c.base + path
 	if len(query) > 0 {
 		u += "?" + query.Encode()
 	}
-	body, status, hdr, err := c.send(ctx, method, u, in)
+	body, status, hdr, err := c.send(ctx, method, u, in, limit)
 	if err != nil {
 		return err
 	}
@@ -189,7 +198,7 @@ func (c *client) do(ctx context.Context, method, path string, query url.Values, 
 
 // send performs the request under the client's timeout and reads the
 // answer.
-func (c *client) send(ctx context.Context, method, u string, in any) ([]byte, int, http.Header, error) {
+func (c *client) send(ctx context.Context, method, u string, in any, limit int64) ([]byte, int, http.Header, error) {
 	op := method + " " + trimQuery(u)
 	var rd io.Reader
 	if in != nil {
@@ -218,7 +227,7 @@ func (c *client) send(ctx context.Context, method, u string, in any) ([]byte, in
 		return nil, 0, nil, &transportError{Op: op, Timeout: isTimeout(ctx, err), Err: stripURL(err)}
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, limit))
 	if err != nil {
 		return nil, 0, nil, &transportError{Op: op, Timeout: isTimeout(ctx, err), Err: err}
 	}
@@ -307,7 +316,7 @@ func (c *client) getPod(ctx context.Context, id string) (*pod, error) {
 
 func (c *client) listPods(ctx context.Context) ([]pod, error) {
 	var r listPodsResponse
-	if err := c.do(ctx, http.MethodGet, "/v2/pods", nil, nil, &r); err != nil {
+	if err := c.doLimit(ctx, http.MethodGet, "/v2/pods", nil, nil, &r, maxListBody); err != nil {
 		return nil, err
 	}
 	return r.Pods, nil
@@ -342,7 +351,7 @@ type gqlError struct {
 // answer (GraphQL's convention) and non-200 answers both come back as
 // *apiError with GraphQL set.
 func (c *client) graphql(ctx context.Context, query string, vars map[string]any, out any) error {
-	body, status, hdr, err := c.send(ctx, http.MethodPost, c.gql, gqlRequest{Query: query, Variables: vars})
+	body, status, hdr, err := c.send(ctx, http.MethodPost, c.gql, gqlRequest{Query: query, Variables: vars}, maxBody)
 	if err != nil {
 		return err
 	}
@@ -392,7 +401,6 @@ type rentInput struct {
 	DockerArgs        string   `json:"dockerArgs"`
 	ContainerDiskInGb int      `json:"containerDiskInGb"`
 	VolumeInGb        int      `json:"volumeInGb"`
-	VolumeMountPath   string   `json:"volumeMountPath,omitempty"`
 	Env               []envVar `json:"env"`
 	DataCenterID      string   `json:"dataCenterId,omitempty"`
 	// TerminateAfter is a GraphQL DateTime (RFC 3339): RunPod removes the

@@ -66,12 +66,14 @@ func (p *Provider) Terminate(ctx context.Context, machineID string) error {
 	return classify("delete pod "+machineID, err, false)
 }
 
-// List returns gpuflow's pods: those named NamePrefix-something.
+// List returns gpuflow's pods: those named NamePrefix-something, from one
+// listing of the account's pods (shared with concurrent callers, repeated
+// with backoff when throttled).
 func (p *Provider) List(ctx context.Context) ([]gpuflow.Machine, error) {
 	if err := p.checkKey(); err != nil {
 		return nil, err
 	}
-	pods, err := p.c.listPods(ctx)
+	pods, err := p.sharedPods(ctx)
 	if err != nil {
 		return nil, classify("list pods", err, false)
 	}

@@ -110,7 +110,9 @@ func setup(t *testing.T, mods ...func(*runpod.Config)) *env {
 	t.Helper()
 	logs := &syncBuffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	em := emulator.New(emulator.Options{APIKey: testKey, Timing: testTiming, Logger: logger})
+	// Functional tests poll as fast as they like: no rate limit unless a
+	// test sets one (describe_many_test.go does).
+	em := emulator.New(emulator.Options{APIKey: testKey, Timing: testTiming, Logger: logger, RateLimits: map[string]emulate.Rate{}})
 	e := &env{t: t, em: em, agent: newFakeAgent(t), logs: logs}
 	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if hook := e.gqlHook.Swap(nil); hook != nil && r.URL.Path == "/graphql" {

@@ -15,8 +15,9 @@ import (
 	"github.com/gpuflow/gpuflow"
 )
 
-// Provider rents RunPod pods. It implements gpuflow.Provider and
-// gpuflow.PollHinter, and is safe for concurrent use.
+// Provider rents RunPod pods. It implements gpuflow.Provider,
+// gpuflow.BatchDescriber and gpuflow.PollHinter, and is safe for
+// concurrent use.
 type Provider struct {
 	cfg Config
 	c   *client
@@ -29,6 +30,11 @@ type Provider struct {
 	offers   []gpuflow.Offer
 	offersAt time.Time
 	known    map[string]knownGPU // GPU types last read live, by id
+
+	// Shared pod listings (listing.go).
+	listMu   sync.Mutex
+	listNext *listRound // the round new callers join
+	listing  bool       // a goroutine runs the rounds
 }
 
 var (

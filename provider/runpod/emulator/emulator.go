@@ -11,21 +11,21 @@
 // Pods move through RunPod's states on the emulator's clock: PROVISIONING
 // for Timing.Pending, then STARTING, then RUNNING with runtime null (as
 // RunPod reports just after boot), then RUNNING with a runtime block. At
-// that point the pod's container starts and runs its command (the pod's
-// args; see container.go): gpuflow's runner is played as the script does
-// it, reporting to the agent endpoint in the pod's env; any other command
-// runs for its planned time and reports nothing. When the command ends,
-// the container is restarted and the command runs again, as RunPod does;
-// the pod's volume survives that, its container disk does not. stop moves
-// the pod to EXITED and ends the container; start runs it again; restart
-// restarts it in place. Interruptible pods created with terminateAfter
-// are deleted when it passes, as RunPod does.
+// that point the emulated job starts (emulate.RunJob), reporting to the
+// agent endpoint found in the pod's env (GPUFLOW_AGENT_URL and
+// GPUFLOW_AGENT_TOKEN); it is cancelled when the pod is stopped, preempted
+// or deleted. When the job ends the pod stays RUNNING: RunPod restarts a
+// container whose command ends, which the emulator does not replay.
+// Interruptible pods created with terminateAfter are deleted when it
+// passes, as RunPod does.
 //
 // Fault switches (Faults) answer with RunPod's own conventions: no capacity
 // is REST 400 (or a GraphQL error) with RunPod's exact text, throttling is
 // 429 with Retry-After, server errors are 500, and CreateLost creates the
-// pod and then answers 500. Admin endpoints, without auth, for the dev
-// command: /_emulator/faults (GET, PUT) and POST /_emulator/preempt/<id>.
+// pod and then answers 500. Pod reads are limited per user
+// (Options.RateLimits) and answered 429 with Retry-After past the limit.
+// Admin endpoints, without auth, for the dev command: /_emulator/faults
+// and /_emulator/ratelimits (GET, PUT) and POST /_emulator/preempt/<id>.
 //
 // What it does not do: templates, network volumes, clusters, serverless,
 // billing, logs, SSH keys. GraphQL is routed on the operation's field name
@@ -37,12 +37,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -71,15 +73,29 @@ type Options struct {
 	// AgentClient sends the emulated jobs' reports; nil means a client with
 	// a 10s timeout.
 	AgentClient *http.Client
-	// AgentBackoff and AgentLogInterval are the emulated runner's retry
-	// schedule and log interval; zero means the real agent's.
-	AgentBackoff     emulate.Backoff
-	AgentLogInterval time.Duration
 	// RetryAfter is the Retry-After of throttled answers (default 1s).
 	RetryAfter time.Duration
-	// MaxRecorded bounds the requests kept for Requests (default 1000).
-	MaxRecorded int
+	// MaxRecorded bounds the requests kept for Requests (default 1000);
+	// MaxRecordedBytes bounds their bodies together (default 64 MiB: a
+	// listing of 10,000 pods is megabytes).
+	MaxRecorded      int
+	MaxRecordedBytes int
+	// RateLimits are the request rates enforced per user (API key); nil
+	// means DefaultRateLimits. RateLimiter changes them while running.
+	RateLimits map[string]emulate.Rate
 }
+
+// ClassRead is the rate-limit class of the calls that read pods: GET
+// /v2/pods, GET /v2/pods/{id}, and GraphQL's pod and myself queries.
+const ClassRead = "pods.read"
+
+// DefaultRateLimits is what the emulator enforces per user: 10 pod reads
+// a second. RunPod's docs (api-reference-v2/rate-limits) describe per-user
+// quotas over minute, hour and day windows, told in the RateLimit-Policy
+// header, and 429 with Retry-After past them, but publish no figure, so
+// the emulator uses gpuflow's default for an unpublished limit, on the
+// describe and list calls only. See docs/PROVIDERS.md.
+var DefaultRateLimits = map[string]emulate.Rate{ClassRead: {PerSecond: 10}}
 
 // DefaultDataCenters are where pods land by default.
 var DefaultDataCenters = []string{"US-TX-3", "EU-RO-1", "CA-MTL-1"}
@@ -107,11 +123,13 @@ type Emulator struct {
 	log    *slog.Logger
 	agent  *http.Client
 	faults emulate.Switches
+	limits *emulate.RateLimiter
 
-	mu       sync.Mutex
-	pods     map[string]*pod
-	recorded []Request
-	closed   bool
+	mu            sync.Mutex
+	pods          map[string]*pod
+	recorded      []Request
+	recordedBytes int
+	closed        bool
 
 	ctx    context.Context // ends on Close: emulated jobs and slow answers
 	cancel context.CancelFunc
@@ -146,6 +164,14 @@ func New(opts Options) *Emulator {
 	if e.opts.MaxRecorded <= 0 {
 		e.opts.MaxRecorded = 1000
 	}
+	if e.opts.MaxRecordedBytes <= 0 {
+		e.opts.MaxRecordedBytes = 64 << 20
+	}
+	rates := opts.RateLimits
+	if rates == nil {
+		rates = DefaultRateLimits
+	}
+	e.limits = emulate.NewRateLimiter(rates, nil)
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	e.wg.Go(e.clock)
 	return e
@@ -171,6 +197,11 @@ func (e *Emulator) clock() {
 
 // Faults returns the fault switches.
 func (e *Emulator) Faults() *emulate.Switches { return &e.faults }
+
+// RateLimiter returns the emulator's request rate limiter: its counts of
+// ClassRead are the pod reads it answered (Allowed) and refused with 429
+// (Throttled).
+func (e *Emulator) RateLimiter() *emulate.RateLimiter { return e.limits }
 
 // Live returns the ids of the pods not deleted, sorted.
 func (e *Emulator) Live() []string {
@@ -250,7 +281,15 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Method: r.Method, Path: r.URL.Path, Query: redactQuery(r), Body: body,
 		Status: rec.status, Response: rec.body.Bytes(), ContentType: rec.Header().Get("Content-Type"),
 	})
-	if n := len(e.recorded) - e.opts.MaxRecorded; n > 0 {
+	e.recordedBytes += len(body) + rec.body.Len()
+	n := max(len(e.recorded)-e.opts.MaxRecorded, 0)
+	for ; n < len(e.recorded)-1 && e.recordedBytes > e.opts.MaxRecordedBytes; n++ {
+		e.recordedBytes -= len(e.recorded[n].Body) + len(e.recorded[n].Response)
+	}
+	if n > 0 {
+		for _, old := range e.recorded[:n] {
+			e.recordedBytes -= len(old.Body) + len(old.Response)
+		}
 		e.recorded = slices.Delete(e.recorded, 0, n)
 	}
 	e.mu.Unlock()
@@ -286,6 +325,12 @@ func (e *Emulator) serve(w http.ResponseWriter, r *http.Request, body []byte) {
 		}
 		return
 	}
+	if isRead(r, gql, body) {
+		if ok, wait := e.limits.Allow(ClassRead, bearer(r)+r.URL.Query().Get("api_key")); !ok {
+			e.rateLimited(w, gql, wait)
+			return
+		}
+	}
 	if e.faults.Take(func(f *emulate.Faults) *int { return &f.ServerErrors }) {
 		e.internalError(w, gql)
 		return
@@ -303,6 +348,38 @@ func (e *Emulator) serve(w http.ResponseWriter, r *http.Request, body []byte) {
 		return
 	}
 	e.rest(w, r, body)
+}
+
+// isRead reports whether the request reads pods (ClassRead).
+func isRead(r *http.Request, gql bool, body []byte) bool {
+	if !gql {
+		path := strings.TrimSuffix(r.URL.Path, "/")
+		return r.Method == http.MethodGet && (path == "/v2/pods" || strings.HasPrefix(path, "/v2/pods/") && strings.Count(path, "/") == 3)
+	}
+	var req struct {
+		Query string `json:"query"`
+	}
+	if json.Unmarshal(body, &req) != nil || strings.Contains(req.Query, "mutation") {
+		return false
+	}
+	return strings.Contains(req.Query, "myself") || strings.Contains(req.Query, "pod")
+}
+
+// rateLimited answers a request over the user's limit as RunPod does:
+// 429 with Retry-After (whole seconds) and the RateLimit fields of the
+// IETF draft RunPod's v2 spec declares.
+func (e *Emulator) rateLimited(w http.ResponseWriter, gql bool, wait time.Duration) {
+	secs := max(int((wait+time.Second-1)/time.Second), 1)
+	w.Header().Set("Retry-After", strconv.Itoa(secs))
+	if r, ok := e.limits.Rates()[ClassRead]; ok {
+		w.Header().Set("RateLimit-Policy", fmt.Sprintf(`"second";q=%d;w=1`, max(int(r.PerSecond), 1)))
+	}
+	w.Header().Set("RateLimit", fmt.Sprintf(`"second";r=0;t=%d`, secs))
+	if gql {
+		gqlFail(w, http.StatusTooManyRequests, "Too Many Requests")
+		return
+	}
+	problem(w, http.StatusTooManyRequests, "rate limit exceeded for the second window", nil)
 }
 
 func (e *Emulator) internalError(w http.ResponseWriter, gql bool) {
@@ -347,6 +424,8 @@ func (e *Emulator) admin(w http.ResponseWriter, r *http.Request, rest string) {
 	switch {
 	case rest == "faults":
 		e.faults.Handler().ServeHTTP(w, r)
+	case rest == "ratelimits":
+		e.limits.Handler().ServeHTTP(w, r)
 	case strings.HasPrefix(rest, "preempt/"):
 		if r.Method != http.MethodPost {
 			w.Header().Set("Allow", http.MethodPost)
