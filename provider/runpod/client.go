@@ -47,6 +47,7 @@ type createPodRequest struct {
 	Disk          int               `json:"disk,omitempty"`
 	Args          string            `json:"args,omitempty"`
 	Env           map[string]string `json:"env,omitempty"`
+	Mounts        *podMounts        `json:"mounts,omitempty"`
 }
 
 type gpuConfig struct {
@@ -401,6 +402,7 @@ type rentInput struct {
 	DockerArgs        string   `json:"dockerArgs"`
 	ContainerDiskInGb int      `json:"containerDiskInGb"`
 	VolumeInGb        int      `json:"volumeInGb"`
+	VolumeMountPath   string   `json:"volumeMountPath,omitempty"`
 	Env               []envVar `json:"env"`
 	DataCenterID      string   `json:"dataCenterId,omitempty"`
 	// TerminateAfter is a GraphQL DateTime (RFC 3339): RunPod removes the

@@ -11,6 +11,7 @@ import (
 	"maps"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,12 +23,24 @@ import (
 const NamePrefix = "gpuflow-"
 
 // Env variables the provider sets on a pod, besides agentscript's
-// GPUFLOW_JOB_ID, GPUFLOW_AGENT_URL and GPUFLOW_AGENT_TOKEN.
+// GPUFLOW_JOB_ID, GPUFLOW_AGENT_URL, GPUFLOW_AGENT_TOKEN, GPUFLOW_DEADLINE,
+// GPUFLOW_RUNNER and GPUFLOW_STATE_DIR.
 const (
 	// EnvTags holds the request's tags as a JSON object.
 	EnvTags = "GPUFLOW_TAGS"
 	// EnvSpot is "true" on interruptible (spot) pods.
 	EnvSpot = "GPUFLOW_SPOT"
+)
+
+// The pod's volume, where the runner keeps its state: it survives restarts
+// of the container (the container disk does not). 10 GB is RunPod's floor
+// for a persistent mount. It is mounted at a path of its own so that it
+// hides nothing of the job's image (RunPod's default, /workspace, is where
+// many images keep their code).
+const (
+	StateMount    = "/gpuflow"
+	StateVolumeGB = 10
+	stateDir      = StateMount + "/state"
 )
 
 // maxNameLen bounds pod names; RunPod documents no limit, this is a
@@ -59,9 +72,12 @@ func PodName(key string) string {
 
 // Provision starts a pod for the job: on-demand through REST v2 (POST
 // /v2/pods), spot through GraphQL (podRentInterruptable, bidding the
-// offer's spot price, with terminateAfter set past MaxDuration). The pod
-// runs the job's image (agentscript.DefaultImage for command-only jobs)
-// with the command as its args and the job's env plus the agent endpoint.
+// offer's spot price, with terminateAfter set past the job's life). The
+// pod runs the job's image (agentscript.DefaultImage for command-only
+// jobs); its command is agentscript's runner, which runs the job's argv
+// once and reports it (see the package doc), with the runner's state on a
+// volume of StateVolumeGB at StateMount; its env is the job's plus the
+// agent endpoint and the runner.
 //
 // It first looks for a pod named PodName(IdempotencyKey) and returns it if
 // one exists; after a 5xx or no answer on create it looks again before
@@ -124,8 +140,11 @@ func checkRequest(req gpuflow.ProvisionRequest) error {
 		return invalid("an agent endpoint is required: RunPod reports no exit code")
 	case req.Spec.GPUCount < 1:
 		return invalid("CPU-only jobs are not offered on RunPod")
-	case req.Spec.Image == "" && len(req.Spec.Command) == 0:
-		return invalid("an image or a command is required")
+	case len(req.Spec.Command) == 0:
+		// The container's command is gpuflow's runner, which runs the
+		// job's argv: an image's own default command cannot be run once
+		// and reported (RunPod restarts a container whose command ends).
+		return invalid("a command is required on RunPod: gpuflow runs it through its runner as the container's command")
 	}
 	return nil
 }
@@ -139,8 +158,9 @@ func (p *Provider) create(ctx context.Context, req gpuflow.ProvisionRequest, nam
 		Cloud:         p.cfg.Cloud,
 		DataCenterIDs: dcs,
 		Disk:          cmp.Or(max(req.Spec.DiskGB, 0), p.cfg.DiskGB),
-		Args:          shellJoin(req.Spec.Command),
+		Args:          shellJoin(agentscript.RunnerArgs(req.Spec.Command)),
 		Env:           p.podEnv(req),
+		Mounts:        &podMounts{Persistent: &persistentMount{Size: StateVolumeGB, Path: StateMount}},
 	}
 	pd, err := p.c.createPod(ctx, body)
 	if err != nil {
@@ -158,7 +178,6 @@ func (p *Provider) rent(ctx context.Context, req gpuflow.ProvisionRequest, name 
 	if bid <= 0 {
 		return nil, invalid("no spot price known for %s", gpu.ID)
 	}
-	life := cmp.Or(max(req.MaxDuration, 0), DefaultMaxDuration) + p.cfg.SafetyMargin
 	env := p.podEnv(req)
 	in := &rentInput{
 		BidPerGPU:         bid,
@@ -167,10 +186,11 @@ func (p *Provider) rent(ctx context.Context, req gpuflow.ProvisionRequest, name 
 		CloudType:         p.cfg.Cloud,
 		Name:              name,
 		ImageName:         cmp.Or(req.Spec.Image, agentscript.DefaultImage),
-		DockerArgs:        shellJoin(req.Spec.Command),
+		DockerArgs:        shellJoin(agentscript.RunnerArgs(req.Spec.Command)),
 		ContainerDiskInGb: cmp.Or(max(req.Spec.DiskGB, 0), p.cfg.DiskGB),
-		VolumeInGb:        0,
-		TerminateAfter:    ceilSecond(p.now().Add(life)).UTC().Format(time.RFC3339),
+		VolumeInGb:        StateVolumeGB,
+		VolumeMountPath:   StateMount,
+		TerminateAfter:    p.deadline(req).UTC().Format(time.RFC3339),
 	}
 	if len(dcs) > 0 {
 		in.DataCenterID = dcs[0] // GraphQL places in one data center
@@ -193,6 +213,26 @@ func (p *Provider) rent(ctx context.Context, req gpuflow.ProvisionRequest, name 
 	return m, nil
 }
 
+// podMounts is the v2 create body's mounts: the runner's state volume.
+type podMounts struct {
+	Persistent *persistentMount `json:"persistent,omitempty"`
+}
+
+type persistentMount struct {
+	Size int    `json:"size"`
+	Path string `json:"path"`
+}
+
+// deadline is the end of the pod's allowed life: the job's (its
+// MaxDuration, else its spec's max_duration_minutes, else
+// DefaultMaxDuration) plus Config.SafetyMargin, from now. Spot pods get it
+// as terminateAfter; on every pod the runner stops the pod then (the v2
+// create body has no timer).
+func (p *Provider) deadline(req gpuflow.ProvisionRequest) time.Time {
+	life := cmp.Or(max(req.MaxDuration, 0), max(req.Spec.MaxDuration(), 0), DefaultMaxDuration)
+	return ceilSecond(p.now().Add(life + p.cfg.SafetyMargin))
+}
+
 // ceilSecond rounds t up to a whole second: DateTime has second
 // precision, and the timer must not fire early.
 func ceilSecond(t time.Time) time.Time {
@@ -203,7 +243,7 @@ func ceilSecond(t time.Time) time.Time {
 }
 
 // podEnv is the pod's environment: the job's, then the agent endpoint, the
-// job id and the tags.
+// job id, the runner, its state directory and deadline, and the tags.
 func (p *Provider) podEnv(req gpuflow.ProvisionRequest) map[string]string {
 	env := maps.Clone(req.Spec.Env)
 	if env == nil {
@@ -212,6 +252,9 @@ func (p *Provider) podEnv(req gpuflow.ProvisionRequest) map[string]string {
 	env[agentscript.EnvJobID] = req.JobID
 	env[agentscript.EnvAgentURL] = req.Agent.URL
 	env[agentscript.EnvAgentToken] = req.Agent.Token
+	env[agentscript.EnvRunner] = agentscript.Runner()
+	env[agentscript.EnvStateDir] = stateDir
+	env[agentscript.EnvDeadline] = strconv.FormatInt(p.deadline(req).Unix(), 10)
 	tags := maps.Clone(req.Tags)
 	if tags == nil {
 		tags = map[string]string{}

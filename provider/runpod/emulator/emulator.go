@@ -11,13 +11,15 @@
 // Pods move through RunPod's states on the emulator's clock: PROVISIONING
 // for Timing.Pending, then STARTING, then RUNNING with runtime null (as
 // RunPod reports just after boot), then RUNNING with a runtime block. At
-// that point the emulated job starts (emulate.RunJob), reporting to the
-// agent endpoint found in the pod's env (GPUFLOW_AGENT_URL and
-// GPUFLOW_AGENT_TOKEN); it is cancelled when the pod is stopped, preempted
-// or deleted. When the job ends the pod stays RUNNING: RunPod restarts a
-// container whose command ends, which the emulator does not replay.
-// Interruptible pods created with terminateAfter are deleted when it
-// passes, as RunPod does.
+// that point the pod's container starts and runs its command (the pod's
+// args; see container.go): gpuflow's runner is played as the script does
+// it, reporting to the agent endpoint in the pod's env; any other command
+// runs for its planned time and reports nothing. When the command ends,
+// the container is restarted and the command runs again, as RunPod does;
+// the pod's volume survives that, its container disk does not. stop moves
+// the pod to EXITED and ends the container; start runs it again; restart
+// restarts it in place. Interruptible pods created with terminateAfter
+// are deleted when it passes, as RunPod does.
 //
 // Fault switches (Faults) answer with RunPod's own conventions: no capacity
 // is REST 400 (or a GraphQL error) with RunPod's exact text, throttling is
@@ -73,6 +75,10 @@ type Options struct {
 	// AgentClient sends the emulated jobs' reports; nil means a client with
 	// a 10s timeout.
 	AgentClient *http.Client
+	// AgentBackoff and AgentLogInterval are the emulated runner's retry
+	// schedule and log interval; zero means the real agent's.
+	AgentBackoff     emulate.Backoff
+	AgentLogInterval time.Duration
 	// RetryAfter is the Retry-After of throttled answers (default 1s).
 	RetryAfter time.Duration
 	// MaxRecorded bounds the requests kept for Requests (default 1000);

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gpuflow/gpuflow/provider/agentscript"
 	"github.com/gpuflow/gpuflow/provider/emulate"
 	"github.com/gpuflow/gpuflow/provider/runpod/emulator"
 )
@@ -225,42 +226,108 @@ func TestPodLifecycle(t *testing.T) {
 	}
 }
 
-// TestJob: the emulated job reports to the agent endpoint from the pod's
+// agentLog is an agent endpoint that keeps every report it acknowledged.
+type agentLog struct {
+	srv   *httptest.Server
+	mu    sync.Mutex
+	calls []string
+}
+
+func newAgentLog(t *testing.T) *agentLog {
+	a := &agentLog{}
+	a.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		a.mu.Lock()
+		a.calls = append(a.calls, r.URL.Path+" "+r.Header.Get("Authorization")+" "+string(b))
+		a.mu.Unlock()
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	t.Cleanup(a.srv.Close)
+	return a
+}
+
+// count returns how many reports contain s.
+func (a *agentLog) count(s string) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := 0
+	for _, c := range a.calls {
+		if strings.Contains(c, s) {
+			n++
+		}
+	}
+	return n
+}
+
+// podBody is a create body for a pod running job's argv as gpuflow's
+// provider does (the runner as the command, its state on the volume)
+// when runner is set, or as the bare command otherwise.
+func podBody(t *testing.T, agentURL, job, run string, runner bool) string {
+	env := map[string]string{"GPUFLOW_AGENT_URL": agentURL + "/jobs/" + job, "GPUFLOW_AGENT_TOKEN": "tok", "GPUFLOW_JOB_ID": job,
+		emulate.EnvExitCode: "7", emulate.EnvRunSeconds: run}
+	body := map[string]any{"name": "gpuflow-" + job, "image": "i", "gpu": map[string]any{"id": "NVIDIA GeForce RTX 4090"}, "env": env,
+		"args": "python train.py"}
+	if runner {
+		env[agentscript.EnvRunner] = agentscript.Runner()
+		env[agentscript.EnvStateDir] = "/gpuflow/job"
+		body["args"] = `sh -c 'eval "$GPUFLOW_RUNNER"' gpuflow python train.py`
+		body["mounts"] = map[string]any{"persistent": map[string]any{"size": 10, "path": "/gpuflow"}}
+	}
+	b, err := json.Marshal(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestJob: gpuflow's runner reports to the agent endpoint from the pod's
 // env, and stops when the pod goes.
 func TestJob(t *testing.T) {
 	f := start(t)
-	var mu sync.Mutex
-	var calls []string
-	agent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		mu.Lock()
-		calls = append(calls, r.URL.Path+" "+r.Header.Get("Authorization")+" "+string(b))
-		mu.Unlock()
-	}))
-	defer agent.Close()
-	seen := func(s string) bool {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range calls {
-			if strings.Contains(c, s) {
-				return true
-			}
-		}
-		return false
+	agent := newAgentLog(t)
+	quick := f.create(podBody(t, agent.srv.URL, "quick", "0.1", true))
+	slow := f.create(podBody(t, agent.srv.URL, "slow", "60", true))
+	eventually(t, "the quick job's exit code", func() bool { return agent.count(`/jobs/quick/finished Bearer tok {"exit_code":7}`) == 1 })
+	eventually(t, "the slow job's start", func() bool { return agent.count(`/jobs/slow/progress Bearer tok`) > 0 })
+	if m := f.do("GET", "/v2/pods/"+quick["id"].(string), "").json(t)["mounts"]; fmt.Sprint(m) != "map[persistent:map[path:/gpuflow size:10]]" {
+		t.Errorf("mounts %v", m)
 	}
-	body := func(job, run string) string {
-		return fmt.Sprintf(`{"name":"gpuflow-%s","image":"i","gpu":{"id":"NVIDIA GeForce RTX 4090"},"env":{"GPUFLOW_AGENT_URL":%q,"GPUFLOW_AGENT_TOKEN":"tok","GPUFLOW_JOB_ID":%q,"GPUFLOW_EMULATOR_EXIT_CODE":"7","GPUFLOW_EMULATOR_RUN_SECONDS":%q}}`,
-			job, agent.URL+"/jobs/"+job, job, run)
-	}
-	quick := f.create(body("quick", "0.1"))
-	slow := f.create(body("slow", "60"))
-	eventually(t, "the quick job's exit code", func() bool { return seen(`/jobs/quick/finished Bearer tok {"exit_code":7}`) })
-	eventually(t, "the slow job's start", func() bool { return seen(`/jobs/slow/progress Bearer tok`) })
 	f.do("DELETE", "/v2/pods/"+quick["id"].(string), "")
 	f.do("DELETE", "/v2/pods/"+slow["id"].(string), "")
-	if seen("/jobs/slow/finished") {
+	if agent.count("/jobs/slow/finished") > 0 {
 		t.Error("a deleted pod's job finished")
 	}
+}
+
+// TestContainerRestarts: RunPod restarts a container whose command ends.
+// A bare command (what gpuflow gave pods before its runner) therefore runs
+// again and again and never reports; the runner runs the job once however
+// often its container restarts, and reports once.
+func TestContainerRestarts(t *testing.T) {
+	f := start(t)
+	agent := newAgentLog(t)
+	bare := f.create(podBody(t, agent.srv.URL, "bare", "0.02", false))["id"].(string)
+	eventually(t, "three runs of the bare command", func() bool { return f.em.CommandRuns(bare) >= 3 })
+	if st, _ := f.status(bare); st != "RUNNING" || agent.count("/jobs/bare/") != 0 || f.em.ContainerStarts(bare) < 3 {
+		t.Errorf("bare command: status %s, %d reports, %d starts", st, agent.count("/jobs/bare/"), f.em.ContainerStarts(bare))
+	}
+	f.do("DELETE", "/v2/pods/"+bare, "")
+
+	run := f.create(podBody(t, agent.srv.URL, "run", "0.02", true))["id"].(string)
+	eventually(t, "the runner's report", func() bool { return agent.count("/jobs/run/finished") == 1 })
+	for range 3 {
+		if a := f.do("POST", "/v2/pods/"+run+"/action", `{"action":"restart"}`); a.status != http.StatusOK {
+			t.Fatalf("restart: %d %s", a.status, a.body)
+		}
+	}
+	// A stop and a start wipe the container disk too; the volume stays.
+	f.do("POST", "/v2/pods/"+run+"/action", `{"action":"stop"}`)
+	f.do("POST", "/v2/pods/"+run+"/action", `{"action":"start"}`)
+	eventually(t, "the container's fifth start", func() bool { return f.em.ContainerStarts(run) == 5 })
+	if n := f.em.CommandRuns(run); n != 1 || agent.count(`/jobs/run/finished Bearer tok {"exit_code":7}`) != 1 {
+		t.Errorf("runner: the command ran %d times, %d finished reports; want once and once", n, agent.count("/jobs/run/finished"))
+	}
+	f.do("DELETE", "/v2/pods/"+run, "")
 }
 
 func TestFaults(t *testing.T) {
