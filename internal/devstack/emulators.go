@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/gpuflow/gpuflow/internal/app"
@@ -30,6 +32,50 @@ type runningEmulator struct {
 	Emulator
 	URL string
 	srv *http.Server
+
+	// calls counts the cloud API requests served, by operation (benchmarks
+	// read it through Calls; the admin endpoints are not counted).
+	mu    sync.Mutex
+	calls map[string]int64
+}
+
+// Calls returns how many cloud API requests the emulator has answered, by
+// operation: the Tencent action (X-TC-Action), the Alibaba action (Action
+// or x-acs-action), or, for RunPod, the method and route ("GET /v2/pods/{id}",
+// "POST /graphql").
+func (r *runningEmulator) Calls() map[string]int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string]int64, len(r.calls))
+	for k, v := range r.calls {
+		out[k] = v
+	}
+	return out
+}
+
+// ServeHTTP counts the request, then lets the emulator answer it.
+func (r *runningEmulator) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	if !strings.HasPrefix(req.URL.Path, "/_emulator/") {
+		op := req.Header.Get("X-TC-Action")
+		if op == "" {
+			op = req.Header.Get("x-acs-action")
+		}
+		if op == "" {
+			op = req.URL.Query().Get("Action")
+		}
+		if op == "" {
+			path := req.URL.Path
+			if rest, ok := strings.CutPrefix(path, "/v2/pods/"); ok {
+				_, action, _ := strings.Cut(rest, "/")
+				path = strings.TrimSuffix("/v2/pods/{id}/"+action, "/")
+			}
+			op = req.Method + " " + path
+		}
+		r.mu.Lock()
+		r.calls[op]++
+		r.mu.Unlock()
+	}
+	r.Emulator.ServeHTTP(w, req)
 }
 
 // startEmulators starts an emulator for every cloud without credentials
@@ -59,8 +105,8 @@ func startEmulators(cfg *app.Config, logger *slog.Logger) (map[string]*runningEm
 			stopEmulators(out)
 			return nil, fmt.Errorf("%s emulator: %w", name, err)
 		}
-		r := &runningEmulator{Emulator: e, URL: "http://" + ln.Addr().String(),
-			srv: &http.Server{Handler: e, ReadHeaderTimeout: 10 * time.Second}}
+		r := &runningEmulator{Emulator: e, URL: "http://" + ln.Addr().String(), calls: map[string]int64{}}
+		r.srv = &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second}
 		go func() {
 			if err := r.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("emulator stopped", "err", err)
