@@ -110,6 +110,7 @@ type schedulingInfo struct {
 	PricePerHour  float64              `json:"price_per_hour"`
 	EstimatedCost float64              `json:"estimated_cost"`
 	StartEstimate float64              `json:"start_estimate_s"`
+	StartMeasured bool                 `json:"start_measured"`
 	Alternatives  []alternative        `json:"alternatives,omitempty"`
 }
 
@@ -256,6 +257,7 @@ func submitAnswer(id, wfID, runID, provider string, status gpuflow.JobStatus, sp
 		info.ProviderScore, info.Breakdown, info.Weights = best.Score, &best.Criteria, &d.Weights
 		info.GPUType, info.Region = best.Offer.GPUType, best.Offer.Region
 		info.PricePerHour, info.EstimatedCost, info.StartEstimate = best.PricePerHour, best.EstimatedCost, best.StartSeconds
+		info.StartMeasured = best.StartMeasured
 		for _, alt := range d.Candidates[1:min(len(d.Candidates), 1+maxAlternatives)] {
 			info.Alternatives = append(info.Alternatives, alternativeOf(alt))
 		}

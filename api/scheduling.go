@@ -33,6 +33,7 @@ type recommendation struct {
 	PricePerHour  float64             `json:"price_per_hour"`
 	EstimatedCost float64             `json:"estimated_cost"`
 	StartEstimate float64             `json:"start_estimate_s"`
+	StartMeasured bool                `json:"start_measured"`
 	Breakdown     scheduler.Breakdown `json:"breakdown"`
 	Alternatives  []alternative       `json:"alternatives"`
 }
@@ -80,8 +81,11 @@ func (s *Server) handleRecommendations(c echo.Context) error {
 	if count == 0 {
 		gpuType = ""
 	}
+	// A job of this shape: what it runs is checked at submission, so it
+	// gets a placeholder command here (without one the local provider
+	// would refuse it, and a CPU-only job would have no recommendation).
 	spec := gpuflow.JobSpec{GPUType: gpuType, GPUCount: count, Priority: defaultPriority,
-		EstimatedDuration: defaultEstimatedDuration}
+		EstimatedDuration: defaultEstimatedDuration, Command: []string{"true"}}
 
 	offers, reasons := s.collectOffers(c.Request().Context(), spec)
 	recs := make(map[string]*recommendation, len(gpuflow.Strategies))
@@ -101,7 +105,8 @@ func (s *Server) handleRecommendations(c echo.Context) error {
 		r := &recommendation{
 			Provider: best.Offer.Provider, Score: best.Score, GPUType: offerGPUType(best.Offer),
 			GPUCount: best.Offer.GPUCount, Region: best.Offer.Region, PricePerHour: best.PricePerHour,
-			EstimatedCost: best.EstimatedCost, StartEstimate: best.StartSeconds, Breakdown: best.Criteria,
+			EstimatedCost: best.EstimatedCost, StartEstimate: best.StartSeconds, StartMeasured: best.StartMeasured,
+			Breakdown:    best.Criteria,
 			Alternatives: []alternative{},
 		}
 		for _, alt := range d.Candidates[1:min(len(d.Candidates), 1+maxAlternatives)] {

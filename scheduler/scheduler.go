@@ -148,8 +148,15 @@ type Candidate struct {
 	EstimatedCost float64 `json:"estimated_cost"`
 	// Throughput is the job's GPUs' speed in H100 SXMs; 0 when unknown.
 	Throughput float64 `json:"throughput"`
-	// StartSeconds is the expected time to a running machine.
+	// StartSeconds is the expected time to a running machine: the mean
+	// of what gpuflow measured on this offer and provider (times to start,
+	// the share of attempts that found capacity and launched), the priors
+	// only where nothing was measured yet. The availability criterion
+	// weighs a pessimistic figure instead (startSeconds).
 	StartSeconds float64 `json:"start_estimate_s"`
+	// StartMeasured is false while no machine of the offer's provider has
+	// started yet: StartSeconds is then the priors' guess.
+	StartMeasured bool `json:"start_measured"`
 	// Index is the offer's position in the ranked offers.
 	Index int `json:"-"`
 }
@@ -371,7 +378,9 @@ type cand struct {
 	price float64 // per hour, for the job
 	cost  float64 // expected, for the estimated run time
 	thr   float64
-	start float64 // expected seconds to start
+	start float64 // seconds to start, pessimistic (the availability criterion)
+	eta   float64 // expected seconds to start, from the measurements
+	seen  bool    // eta rests on a measured start
 	crit  Breakdown
 	score float64
 	tie   float64 // DefaultBalanced score
@@ -388,6 +397,8 @@ type rej struct {
 type provState struct {
 	allowed, configured, unhealthy bool
 	odds                           odds
+	seen                           odds    // the measurements alone, the priors where there are none
+	measured                       bool    // a machine has started: seen has a measured time to start
 	preemptRate                    float64 // per spot hour, with the prior
 }
 
@@ -402,17 +413,30 @@ type odds struct {
 // blend returns o refined by the observations in s, o weighing
 // priorWeight attempts (launches for the chance that a launch fails and
 // the times).
-func (o odds) blend(s *Snapshot) odds {
+func (o odds) blend(s *Snapshot) odds { return o.blendWeighing(s, priorWeight) }
+
+// blendWeighing is blend with o weighing pw attempts; with pw 0 the
+// observations replace o wherever there are any.
+func (o odds) blendWeighing(s *Snapshot, pw float64) odds {
 	mean := func(obs, weight, prior float64) float64 {
-		return (obs*weight + prior*priorWeight) / (weight + priorWeight)
+		if weight+pw <= 0 {
+			return prior
+		}
+		return (obs*weight + prior*pw) / (weight + pw)
+	}
+	ratio := func(n, d, prior float64) float64 { // n of d, the prior worth pw
+		if d+pw <= 0 {
+			return prior
+		}
+		return (n + pw*prior) / (d + pw)
 	}
 	started := max(s.Launches-s.LaunchFailures, 0)
 	m, sd := s.MeanStart.Seconds(), s.StartStdDev.Seconds()
 	startS := mean(m, started, o.startS)
 	sq := mean(sd*sd+m*m, started, o.startSD*o.startSD+o.startS*o.startS)
 	return odds{
-		capacity: (s.Started + s.Failed + priorWeight*o.capacity) / (s.Attempts() + priorWeight),
-		fail:     (s.LaunchFailures + priorWeight*o.fail) / (s.Launches + priorWeight),
+		capacity: ratio(s.Started+s.Failed, s.Attempts(), o.capacity),
+		fail:     ratio(s.LaunchFailures, s.Launches, o.fail),
 		startS:   startS,
 		startSD:  math.Sqrt(max(sq-startS*startS, 0)),
 		noCapS:   mean(s.MeanNoCapacity.Seconds(), s.NoCapacity, o.noCapS),
@@ -449,6 +473,16 @@ func (o odds) startSeconds(penalty float64) float64 {
 	wait := m1 / started
 	v := o.startSD*o.startSD + m2/started + wait*wait
 	return o.startS + wait + pessimism*math.Sqrt(v)
+}
+
+// expectedStart is the mean time to a running machine when trying the
+// offer until it starts one: the failed attempts' expected time and the
+// successful launch's.
+func (o odds) expectedStart(penalty float64) float64 {
+	started := max(o.capacity*(1-o.fail), 1e-9)
+	failed := o.capacity * o.fail
+	noCap := max(1-started-failed, 0)
+	return o.startS + (noCap*(o.noCapS+penalty)+failed*(o.failS+penalty))/started
 }
 
 // Rank is one decision with the default Config and no provider statistics
@@ -530,12 +564,18 @@ func (r *Ranker) Rank(in Input, d *Decision) {
 		// rest (how its launches go), refined by the offer's.
 		od := p.odds
 		od.capacity = stockChance(o.Available)
+		seen := p.seen
+		seen.capacity = od.capacity
+		c.seen = p.measured
 		if len(in.OfferStats) > 0 {
 			if s, ok := in.OfferStats[string(r.key)]; ok {
 				od = od.blend(&s)
+				seen = seen.blendWeighing(&s, 0)
+				c.seen = c.seen || s.Launches-s.LaunchFailures > 0
 			}
 		}
 		c.start = od.startSeconds(penalty)
+		c.eta = seen.expectedStart(penalty)
 		c.crit.Availability = clamp01(tau / (tau + c.start))
 		minCost, maxThr = min(minCost, c.cost), max(maxThr, c.thr)
 		r.cands = append(r.cands, c)
@@ -563,7 +603,7 @@ func (r *Ranker) Rank(in Input, d *Decision) {
 	for _, c := range r.cands {
 		d.Candidates = append(d.Candidates, Candidate{
 			Offer: offers[c.i], Score: c.score, Criteria: c.crit, PricePerHour: c.price,
-			EstimatedCost: c.cost, Throughput: c.thr, StartSeconds: c.start, Index: c.i,
+			EstimatedCost: c.cost, Throughput: c.thr, StartSeconds: c.eta, StartMeasured: c.seen, Index: c.i,
 		})
 	}
 	d.Rejected = slices.Grow(d.Rejected, len(r.rejs))
@@ -586,6 +626,8 @@ func (r *Ranker) providers(in Input) {
 			configured:  !slices.Contains(in.Unconfigured, name),
 			unhealthy:   s.Unhealthy,
 			odds:        priorOdds.blend(&s),
+			seen:        priorOdds.blendWeighing(&s, 0),
+			measured:    s.Launches-s.LaunchFailures > 0,
 			preemptRate: (s.Preemptions + priorPreemptRate*priorSpotHours) / (s.SpotHours + priorSpotHours),
 		}
 	}
