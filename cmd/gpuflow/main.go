@@ -1,4 +1,7 @@
-// Command gpuflow runs the GPU job orchestrator.
+// Command gpuflow runs the GPU job orchestrator, and is its command-line
+// client.
+//
+// Server commands (configured from the environment; see internal/app.Config):
 //
 //	gpuflow api       serve the HTTP API
 //	gpuflow worker    run the Temporal workers (workflows and provider activities)
@@ -8,8 +11,11 @@
 //	gpuflow version   print the version
 //
 // Built with -tags dev it also has `gpuflow dev`, the whole system in one
-// process (make run). Configuration comes from the environment; see
-// internal/app.Config.
+// process (make run).
+//
+// Client commands (internal/cli): login, logout, submit, ls, status, logs,
+// cancel, watch, providers, gpus, recommend; `gpuflow help` lists them and
+// the exit codes are documented in internal/cli.
 package main
 
 import (
@@ -17,68 +23,121 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"sort"
 	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
 
 	"github.com/gpuflow/gpuflow/internal/app"
+	"github.com/gpuflow/gpuflow/internal/cli"
 	"github.com/gpuflow/gpuflow/internal/telemetry"
 )
 
-// command is a subcommand: it runs until ctx is done or it fails.
-type command struct {
-	help string
-	run  func(ctx context.Context, cfg app.Config, args []string) error
+// groupServer is the help group of the server commands.
+const groupServer = "server"
+
+// extraCommands are added by build-tagged files (dev.go).
+var extraCommands []*cobra.Command
+
+// serverCmd is a server command: it reads the configuration from the
+// environment and runs until ctx is done or it fails.
+func serverCmd(name, short string, run func(ctx context.Context, cfg app.Config, args []string) error) *cobra.Command {
+	return &cobra.Command{
+		Use: name, Short: short, GroupID: groupServer, Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := app.ConfigFromEnv(os.Getenv)
+			if err != nil {
+				return err
+			}
+			return run(cmd.Context(), cfg, args)
+		},
+	}
 }
 
-var commands = map[string]command{
-	"api":     {"serve the HTTP API", runAPI},
-	"worker":  {"run the Temporal workers", runWorker},
-	"migrate": {"apply the database migrations", runMigrate},
-	"version": {"print the version", func(context.Context, app.Config, []string) error {
-		fmt.Println(app.Version)
-		return nil
-	}},
+// newRoot is the program's command tree.
+func newRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "gpuflow",
+		Short: "gpuflow runs GPU jobs on RunPod, Tencent Cloud, Alibaba Cloud or this host, as Temporal workflows",
+		Long: `gpuflow runs GPU jobs on RunPod, Tencent Cloud, Alibaba Cloud or this host,
+as durable Temporal workflows. The server commands run the system; the
+client commands talk to its API.
+
+Exit codes of the client: 0 success, 1 error, 2 usage, 3 the job failed,
+4 not logged in or refused, 5 timed out, 6 the job was cancelled.`,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				msg := fmt.Sprintf("unknown command %q", args[0])
+				if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+					msg += fmt.Sprintf(" (did you mean %s?)", s[0])
+				}
+				return cli.Usage(fmt.Errorf("%s; run `gpuflow help` for the list", msg))
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return cli.Usage(fmt.Errorf("%w (see `%s --help`)", err, c.CommandPath()))
+	})
+	root.AddGroup(&cobra.Group{ID: cli.GroupClient, Title: "Client commands:"},
+		&cobra.Group{ID: groupServer, Title: "Server commands:"})
+	root.AddCommand(cli.Commands(cli.Options{Version: app.Version})...)
+	root.AddCommand(
+		serverCmd("api", "serve the HTTP API", runAPI),
+		serverCmd("worker", "run the Temporal workers", runWorker),
+		serverCmd("migrate", "apply the database migrations", runMigrate),
+		userCmd(),
+		versionCmd(),
+	)
+	root.AddCommand(extraCommands...)
+	return root
+}
+
+func versionCmd() *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use: "version", Short: "print the version", GroupID: groupServer, Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			switch output {
+			case "text":
+				fmt.Fprintln(cmd.OutOrStdout(), app.Version)
+			case "json", "jsonl":
+				fmt.Fprintf(cmd.OutOrStdout(), "{\"version\":%q}\n", app.Version)
+			default:
+				return cli.Usage(fmt.Errorf("-o must be text, json or jsonl, not %q", output))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text, json or jsonl")
+	return cmd
 }
 
 func main() {
-	if err := mainErr(os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "gpuflow:", err)
-		os.Exit(1)
-	}
+	os.Exit(run(os.Args[1:]))
 }
 
-func mainErr(args []string) error {
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
-		usage()
-		return nil
-	}
-	cmd, ok := commands[args[0]]
-	if !ok {
-		usage()
-		return fmt.Errorf("unknown command %q", args[0])
-	}
-	cfg, err := app.ConfigFromEnv(os.Getenv)
-	if err != nil {
-		return err
-	}
+// run runs the command line args and returns the exit status.
+func run(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return cmd.run(ctx, cfg, args[1:])
-}
-
-func usage() {
-	names := make([]string, 0, len(commands))
-	for n := range commands {
-		names = append(names, n)
+	root := newRoot()
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return cli.ExitOK
 	}
-	sort.Strings(names)
-	fmt.Fprintln(os.Stderr, "usage: gpuflow <command>")
-	for _, n := range names {
-		fmt.Fprintf(os.Stderr, "  %-8s %s\n", n, commands[n].help)
+	if !cli.Silent(err) {
+		fmt.Fprintln(os.Stderr, "gpuflow:", err)
+		if h := cli.Hint(err); h != "" {
+			fmt.Fprintln(os.Stderr, h)
+		}
 	}
+	return cli.ExitCode(err)
 }
 
 func runMigrate(ctx context.Context, cfg app.Config, _ []string) error {
@@ -126,6 +185,7 @@ func runAPI(ctx context.Context, cfg app.Config, _ []string) error {
 		return err
 	}
 	defer closeDeps()
+	defer app.StartRelay(ctx, cfg, deps)() // delivers agent reports; stopped before deps close
 	deps.Logger.Info("api listening", "url", "http://"+cfg.HTTPAddr)
 	return app.ServeAPI(ctx, cfg, app.NewAPI(cfg, deps), deps.Logger)
 }

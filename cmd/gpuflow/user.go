@@ -10,15 +10,32 @@ import (
 	"os"
 	"strings"
 
+	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
 	"github.com/gpuflow/gpuflow"
 	"github.com/gpuflow/gpuflow/auth"
 	"github.com/gpuflow/gpuflow/internal/app"
+	"github.com/gpuflow/gpuflow/internal/cli"
 )
 
-func init() {
-	commands["user"] = command{"manage accounts: user create --email E [--superuser] [--password-stdin]", runUser}
+// userCmd is "gpuflow user": it parses its own flags (Go's flag package,
+// as before the command tree moved to cobra, so -email and --email both
+// work).
+func userCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:                "user create --email E [--superuser] [--password-stdin]",
+		Short:              "manage accounts: user create --email E [--superuser] [--password-stdin]",
+		GroupID:            groupServer,
+		DisableFlagParsing: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := app.ConfigFromEnv(os.Getenv)
+			if err != nil {
+				return err
+			}
+			return runUser(cmd.Context(), cfg, args)
+		},
+	}
 }
 
 const userUsage = `usage: gpuflow user create --email EMAIL [--superuser] [--password-stdin]
@@ -32,13 +49,13 @@ func runUser(ctx context.Context, cfg app.Config, args []string) error {
 	if len(args) == 0 || args[0] != "create" {
 		fmt.Fprintln(os.Stderr, userUsage)
 		if len(args) == 0 {
-			return errors.New("user: missing subcommand")
+			return cli.Usage(errors.New("user: missing subcommand"))
 		}
-		return fmt.Errorf("user: unknown subcommand %q", args[0])
+		return cli.Usage(fmt.Errorf("user: unknown subcommand %q", args[0]))
 	}
 	opts, err := parseUserCreate(args[1:], os.Stderr)
 	if err != nil {
-		return err
+		return cli.Usage(err)
 	}
 	password, err := readPassword(os.Stdin, os.Stderr, !opts.passwordStdin && term.IsTerminal(int(os.Stdin.Fd())),
 		func() ([]byte, error) { return term.ReadPassword(int(os.Stdin.Fd())) })

@@ -257,10 +257,23 @@ providers.`,
 		if err := p.table([]string{"STRATEGY", "PROVIDER", "GPU", "REGION", "PRICE/H", "START", "SCORE", "ALTERNATIVES"}, rows); err != nil {
 			return err
 		}
+		// Why offers were left out: all of it when a strategy found
+		// nothing, else a count (-o json has every reason).
+		missing := false
+		for _, r := range out.Recommendations {
+			missing = missing || r == nil
+		}
+		rejected := 0
 		for _, name := range sortedKeys(out.Reasons) {
 			for _, r := range out.Reasons[name] {
-				p.notef("%s: %s", orDash(name), r)
+				rejected++
+				if missing {
+					p.notef("%s: %s", orDash(name), r)
+				}
 			}
+		}
+		if !missing && rejected > 0 {
+			p.notef("%d offers do not fit; -o json shows why", rejected)
 		}
 		return nil
 	}

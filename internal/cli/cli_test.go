@@ -82,6 +82,16 @@ limits:
 		if err == nil || ExitCode(err) != ExitUsage {
 			t.Errorf("%s: err = %v (exit %d), want a usage error", name, err, ExitCode(err))
 		}
+		if err != nil && strings.Contains(err.Error(), "cli.") {
+			t.Errorf("%s: the message names Go types: %v", name, err)
+		}
+	}
+}
+
+func TestJobFileTypo(t *testing.T) {
+	_, err := parseJobFile(strings.NewReader("name: x\ncomand: [echo]\n"), "job.yaml")
+	if err == nil || err.Error() != "job.yaml: line 2: key comand is not a job file key" {
+		t.Errorf("typo: %v", err)
 	}
 }
 

@@ -172,6 +172,12 @@ func (t *tracker) finals() []*Job {
 	return out
 }
 
+// shownAsLine reports whether an event gets a line of text: a change of
+// status, or progress.
+func shownAsLine(ev *Event) bool {
+	return ev.Type == "job.status" && ev.Status != "" || ev.Type == "job.progress"
+}
+
 // eventLine is an event as one line of text.
 func eventLine(p *printer, ev *Event) string {
 	var b strings.Builder

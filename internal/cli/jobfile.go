@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -101,7 +102,7 @@ func parseJobFile(r io.Reader, name string) (submitBody, error) {
 		if errors.Is(err, io.EOF) {
 			return b, usagef("%s is empty", name)
 		}
-		return b, usagef("%s: %v", name, err)
+		return b, usagef("%s: %s", name, yamlMessage(err))
 	}
 	bad := func(format string, args ...any) error {
 		return usagef("%s: "+format, append([]any{name}, args...)...)
@@ -152,6 +153,19 @@ func parseJobFile(r io.Reader, name string) (submitBody, error) {
 		b.MaxDurationMinutes = &m
 	}
 	return b, nil
+}
+
+// yamlTypeName matches the Go types yaml.v3 names in its errors.
+var yamlTypeName = regexp.MustCompile(` in type [A-Za-z0-9_.\[\]*]+`)
+
+// yamlMessage is a YAML error in the job file's terms, not Go's.
+func yamlMessage(err error) string {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	msg = strings.TrimPrefix(msg, "unmarshal errors:\n  ")
+	msg = yamlTypeName.ReplaceAllString(msg, "")
+	msg = strings.ReplaceAll(msg, "field ", "key ")
+	msg = strings.ReplaceAll(msg, " not found", " is not a job file key")
+	return msg
 }
 
 // parseGPU reads TYPE[:COUNT] (A100:2, T4), or 0/none/cpu for a CPU-only

@@ -64,7 +64,7 @@ override the file; --server and --token override both.`,
 		if err != nil {
 			return Usage(err)
 		}
-		password, err := readLoginPassword(o, passwordStdin)
+		password, err := readLoginPassword(withContext(cmd), o, passwordStdin)
 		if err != nil {
 			return err
 		}
@@ -107,15 +107,38 @@ override the file; --server and --token override both.`,
 
 // readLoginPassword reads the password: from stdin's first line with
 // --password-stdin, else asked on the terminal.
-func readLoginPassword(o *Options, fromStdin bool) (string, error) {
+func readLoginPassword(ctx context.Context, o *Options, fromStdin bool) (string, error) {
 	if !fromStdin {
 		f, ok := o.In.(*os.File)
 		if !ok || !term.IsTerminal(int(f.Fd())) {
 			return "", usagef("no terminal to ask for the password on: pipe it in with --password-stdin")
 		}
+		fd := int(f.Fd())
+		state, err := term.GetState(fd)
+		if err != nil {
+			return "", fmt.Errorf("read password: %w", err)
+		}
 		fmt.Fprint(o.Err, "Password: ")
-		b, err := term.ReadPassword(int(f.Fd()))
+		type answer struct {
+			b   []byte
+			err error
+		}
+		got := make(chan answer, 1)
+		go func() {
+			b, err := term.ReadPassword(fd)
+			got <- answer{b, err}
+		}()
+		var a answer
+		select {
+		case a = <-got:
+		case <-ctx.Done():
+			// Ctrl-C while asking: give the terminal its echo back.
+			_ = term.Restore(fd, state)
+			fmt.Fprintln(o.Err)
+			return "", ctx.Err()
+		}
 		fmt.Fprintln(o.Err)
+		b, err := a.b, a.err
 		if err != nil {
 			return "", fmt.Errorf("read password: %w", err)
 		}

@@ -167,7 +167,13 @@ func shortID(id string) string {
 	return id
 }
 
-func money(v float64) string { return fmt.Sprintf("$%.3f", v) }
+// money is dollars: to the tenth of a cent, or finer below a cent.
+func money(v float64) string {
+	if v > 0 && v < 0.01 {
+		return fmt.Sprintf("$%.5f", v)
+	}
+	return fmt.Sprintf("$%.3f", v)
+}
 
 func ago(t time.Time, now time.Time) string {
 	if t.IsZero() {

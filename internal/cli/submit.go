@@ -357,7 +357,7 @@ func followAndReport(ctx context.Context, cl *Client, p *printer, ids []string, 
 	case formatText:
 		t.events = true
 		t.onEvent = func(_ []byte, ev *Event) error {
-			if ev.Type == "job.status" || ev.Type == "job.progress" {
+			if shownAsLine(ev) {
 				fmt.Fprintln(errw, eventLine(p, ev))
 			}
 			return nil

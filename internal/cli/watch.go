@@ -83,7 +83,7 @@ func watchJobs(ctx context.Context, cl *Client, p *printer, ids []string, timeou
 	case p.format == formatText:
 		t.events = true
 		t.onEvent = func(_ []byte, ev *Event) error {
-			if ev.Type == "job.status" || ev.Type == "job.progress" {
+			if shownAsLine(ev) {
 				_, err := fmt.Fprintln(p.out, eventLine(p, ev))
 				return err
 			}
@@ -167,7 +167,7 @@ func watchAll(ctx context.Context, cl *Client, p *printer, since int64, seed int
 			board.event(ev)
 			board.render()
 		default:
-			if ev.Type == "job.status" || ev.Type == "job.progress" {
+			if shownAsLine(ev) {
 				_, err := fmt.Fprintln(p.out, eventLine(p, ev))
 				return err
 			}
@@ -262,11 +262,11 @@ func (b *board) lines(width int) []string {
 		plain := fmt.Sprintf("%-8s  %-16s  ", shortID(r.id), clip(orDash(r.name), 16))
 		rest := fmt.Sprintf("  %-8s  %-10s  %s", clip(orDash(r.provider), 8), clip(orDash(r.gpu), 10), r.info)
 		status := fmt.Sprintf("%-12s", orDash(r.status))
-		line := fit(plain+status+rest, width)
+		line := strings.TrimRight(fit(plain+status+rest, width), " ")
 		if b.p.color && strings.HasPrefix(line, plain+status) {
 			// Colour the status word, keeping the columns.
 			word := orDash(r.status)
-			line = plain + b.p.status(word) + status[len(word):] + line[len(plain)+len(status):]
+			line = strings.TrimRight(plain+b.p.status(word)+status[len(word):]+line[len(plain)+len(status):], " ")
 		}
 		out = append(out, line)
 	}
