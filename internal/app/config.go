@@ -54,6 +54,7 @@ import (
 //	GPUFLOW_MAX_SPEND_PER_HOUR 0                  per user: dollars per hour of those jobs together (0: no limit); more wait in queued
 //	GPUFLOW_QUEUE_RECHECK   15s                   how often the dispatcher looks again at waiting jobs when nothing woke it
 //	METRICS_ADDR            127.0.0.1:9464        where `gpuflow worker` serves /metrics (the API serves its own; "off" disables)
+//	GPUFLOW_PROGRESS_INTERVAL 5s                  the least time between two progress signals of one job (agent reports in between are coalesced)
 type Config struct {
 	DataDir           string
 	HTTPAddr          string
@@ -81,6 +82,9 @@ type Config struct {
 	QueueRecheck time.Duration
 	// MetricsAddr is where the worker serves /metrics ("" disables).
 	MetricsAddr string
+	// ProgressInterval is the least time between two progress signals
+	// the API's relay sends one job.
+	ProgressInterval time.Duration
 }
 
 // EnvVars lists every environment variable Config reads.
@@ -90,6 +94,7 @@ var EnvVars = append([]string{
 	"GPUFLOW_LOCAL_ENABLED", "GPUFLOW_LOCAL_DIR", "GPUFLOW_LOCAL_CPU_SLOTS",
 	"GPUFLOW_RECONCILE_INTERVAL", "GPUFLOW_RECONCILE_GRACE", "GPUFLOW_AGENT_URL",
 	"GPUFLOW_MAX_RUNNING_JOBS", "GPUFLOW_MAX_SPEND_PER_HOUR", "GPUFLOW_QUEUE_RECHECK", "METRICS_ADDR",
+	"GPUFLOW_PROGRESS_INTERVAL",
 }, cloudEnvVars...)
 
 // ConfigFromEnv reads Config from getenv (os.Getenv in production) and
@@ -162,6 +167,9 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	}
 	if c.QueueRecheck, err = parseDuration(getenv("GPUFLOW_QUEUE_RECHECK"), 15*time.Second); err != nil {
 		return c, fmt.Errorf("GPUFLOW_QUEUE_RECHECK: %w", err)
+	}
+	if c.ProgressInterval, err = parseDuration(getenv("GPUFLOW_PROGRESS_INTERVAL"), 5*time.Second); err != nil {
+		return c, fmt.Errorf("GPUFLOW_PROGRESS_INTERVAL: %w", err)
 	}
 	c.MetricsAddr = cmp.Or(getenv("METRICS_ADDR"), "127.0.0.1:9464")
 	if c.MetricsAddr == "off" {

@@ -43,6 +43,10 @@ type Options struct {
 	// NoEmulators leaves clouds without credentials out instead of
 	// emulating them.
 	NoEmulators bool
+	// TemporalClientAddr, when set, is where the stack's Temporal client
+	// (the worker's, the API's and its relay's) dials instead of the
+	// server's own address: tests put a proxy there to cut Temporal off.
+	TemporalClientAddr string
 }
 
 // Stack is a running system.
@@ -60,6 +64,7 @@ type Stack struct {
 	// Emulators are the in-process cloud emulators, by cloud name.
 	Emulators map[string]*runningEmulator
 	apiErr    chan error
+	stopRelay func()
 }
 
 // Start brings the stack up. Ports are checked before anything starts.
@@ -129,7 +134,11 @@ func Start(ctx context.Context, cfg app.Config, opts Options, logger *slog.Logge
 		return nil, err
 	}
 	reg := prometheus.NewRegistry()
-	if s.Client, err = app.DialTemporal(ctx, cfg, logger, reg); err != nil {
+	ccfg := cfg
+	if opts.TemporalClientAddr != "" {
+		ccfg.TemporalAddress = opts.TemporalClientAddr
+	}
+	if s.Client, err = app.DialTemporal(ctx, ccfg, logger, reg); err != nil {
 		return nil, err
 	}
 	if !opts.NoEmulators {
@@ -153,6 +162,7 @@ func Start(ctx context.Context, cfg app.Config, opts Options, logger *slog.Logge
 		}
 	}
 	s.API = app.NewAPI(cfg, deps)
+	s.stopRelay = app.StartRelay(context.WithoutCancel(ctx), cfg, deps)
 	s.apiErr = make(chan error, 1)
 	go func() { s.apiErr <- s.API.Start(cfg.HTTPAddr) }()
 	if err := waitHTTP(ctx, "http://"+cfg.HTTPAddr+"/health", s.apiErr); err != nil {
@@ -164,13 +174,16 @@ func Start(ctx context.Context, cfg app.Config, opts Options, logger *slog.Logge
 // APIURL is the API's base URL.
 func (s *Stack) APIURL() string { return "http://" + s.Config.HTTPAddr }
 
-// Stop stops everything in order: the API, the worker, the Temporal client
-// and server, the database pool, PostgreSQL.
+// Stop stops everything in order: the API and its relay, the worker, the
+// Temporal client and server, the database pool, PostgreSQL.
 func (s *Stack) Stop() {
 	if s.API != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_ = s.API.Shutdown(ctx)
 		cancel()
+	}
+	if s.stopRelay != nil {
+		s.stopRelay()
 	}
 	if s.Worker != nil {
 		s.Worker.Stop()
