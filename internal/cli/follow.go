@@ -143,7 +143,10 @@ func (t *tracker) follow(ctx context.Context, notice io.Writer) error {
 		if ev.Type == "job.status" && ev.Status != "" {
 			if terminal(ev.Status) {
 				if err := t.refresh(ctx, ev.TaskID); err != nil {
-					return err
+					if refused(err) || ctx.Err() != nil {
+						return err
+					}
+					return &lostError{err} // reconnect; the next connection reads the state again
 				}
 			} else if j := t.jobs[ev.TaskID]; j != nil {
 				j.Status = ev.Status
@@ -223,24 +226,21 @@ func eventLine(p *printer, ev *Event) string {
 // (a server restart).
 func followLogs(ctx context.Context, c *Client, id string, w io.Writer) error {
 	var offset int64
-	failures := 0
+	var r retrier
 	ended := false // the job had finished before the last stream began
 	for {
 		resp, err := c.stream(ctx, "/api/gpu/tasks/"+url.PathEscape(id)+"/logs?follow=1&offset="+strconv.FormatInt(offset, 10))
 		if err == nil {
+			r.reset()
 			n, cerr := io.Copy(w, resp.Body)
 			resp.Body.Close()
 			offset += n
-			if n > 0 {
-				failures = 0
-			}
 			err = cerr
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		var ae *APIError
-		if errors.As(err, &ae) {
+		if refused(err) {
 			return err
 		}
 		if err == nil {
@@ -255,16 +255,17 @@ func followLogs(ctx context.Context, c *Client, id string, w io.Writer) error {
 				ended = true
 				continue
 			}
+			if jerr != nil {
+				err = jerr
+			} else {
+				err = errors.New("the output stream ended early")
+			}
 		}
-		failures++
-		if failures > wsRetries {
-			if err == nil {
-				err = errors.New("the stream keeps ending")
+		if !r.fail(ctx) {
+			if ctx.Err() != nil {
+				return ctx.Err()
 			}
 			return fmt.Errorf("logs of %s: %w", id, err)
-		}
-		if !sleep(ctx, backoff(failures)) {
-			return ctx.Err()
 		}
 	}
 }

@@ -70,6 +70,11 @@ live feed, its status changes on stderr and its output on stdout, and exits
 with a code that tells how the job ended: 0 succeeded, 3 failed, 5 timed
 out (max_duration or --timeout), 6 cancelled. --detach returns at once.
 
+-o json prints the submit answer with --detach, else {"submission","job"}
+at the end (the answer and the finished job); -o jsonl prints the answer
+as {"type":"submitted",...}, then every event of the job as the live feed
+sends it, then {"type":"result","job":{...}}.
+
 A job file:
 
   name: train

@@ -19,7 +19,7 @@ import (
 const (
 	wsHandshakeTimeout = 30 * time.Second
 	wsReadTimeout      = 2*time.Minute + 10*time.Second // the server pings every 30 s
-	wsRetries          = 8                              // consecutive failed connections before giving up
+	wsGiveUp           = 2 * time.Minute                // how long to keep reconnecting (a server restart)
 	wsBackoffMin       = 200 * time.Millisecond
 	wsBackoffMax       = 5 * time.Second
 )
@@ -47,7 +47,7 @@ var errStop = errors.New("stop")
 // (events with a seq already seen are dropped), until onEvent returns
 // errStop (run returns nil), another error (returned), or ctx is done.
 func (f *feed) run(ctx context.Context, onConnect func(first bool) error, onEvent func(raw []byte, ev *Event) error) error {
-	failures := 0
+	var r retrier
 	first := true
 	for {
 		conn, err := f.dial(ctx)
@@ -55,21 +55,23 @@ func (f *feed) run(ctx context.Context, onConnect func(first bool) error, onEven
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			var ae *APIError
-			if errors.As(err, &ae) && ae.Status/100 == 4 {
-				return err // refused: retrying will not help
+			if refused(err) {
+				return err // retrying will not help
 			}
-			failures++
-			if failures > wsRetries {
+			if !r.fail(ctx) {
 				return fmt.Errorf("live feed: %w", err)
-			}
-			if !sleep(ctx, backoff(failures)) {
-				return ctx.Err()
 			}
 			continue
 		}
-		failures = 0
-		err = f.serve(ctx, conn, func() error { return onConnect(first) }, onEvent)
+		err = f.serve(ctx, conn, func() error {
+			err := onConnect(first)
+			if err == nil || errors.Is(err, errStop) {
+				r.reset()
+			} else if !refused(err) {
+				err = &lostError{err}
+			}
+			return err
+		}, onEvent)
 		first = false
 		if errors.Is(err, errStop) {
 			return nil
@@ -82,12 +84,40 @@ func (f *feed) run(ctx context.Context, onConnect func(first bool) error, onEven
 			return err
 		}
 		fmt.Fprintf(f.notice, "live feed lost (%v); reconnecting\n", lost.err)
-		failures++
-		if !sleep(ctx, backoff(failures)) {
-			return ctx.Err()
+		if !r.fail(ctx) {
+			return fmt.Errorf("live feed: %w", lost.err)
 		}
 	}
 }
+
+// refused reports whether err is an answer that a retry would get again
+// (4xx: not allowed, not found, bad input).
+func refused(err error) bool {
+	var ae *APIError
+	return errors.As(err, &ae) && ae.Status/100 == 4
+}
+
+// retrier paces reconnections: growing pauses, giving up after wsGiveUp
+// of failures in a row.
+type retrier struct {
+	failures int
+	first    time.Time
+}
+
+// fail records a failure and sleeps; false when it is time to give up (or
+// ctx is done).
+func (r *retrier) fail(ctx context.Context) bool {
+	if r.failures == 0 {
+		r.first = time.Now()
+	}
+	r.failures++
+	if time.Since(r.first) > wsGiveUp {
+		return false
+	}
+	return sleep(ctx, backoff(r.failures))
+}
+
+func (r *retrier) reset() { r.failures = 0 }
 
 // lostError is a connection lost after it was made: run reconnects.
 type lostError struct{ err error }

@@ -15,8 +15,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/gpuflow/gpuflow/internal/devstack"
 )
 
 // cliRunTimeout bounds one run of the command-line client: a deadline for
@@ -146,13 +144,15 @@ func checkEvents(t *testing.T, lines []map[string]any, id, final string) {
 }
 
 // TestCLI drives the built gpuflow binary against a real stack: login,
-// submit and follow (success, failure), cancel, ls/status/logs, watch,
-// the catalogue, and the exit codes of a missing login and of bad usage.
+// submit and follow (success, failure), cancel, ls/status/logs, watch
+// (through a restart of the stack), the catalogue, and the exit codes of a
+// missing login and of bad usage.
 func TestCLI(t *testing.T) {
 	bin := buildCLI(t)
 	cfg := testConfig(t)
-	s := startStack(t, cfg, devstack.Options{InMemoryTemporal: true, NoUI: true})
-	server := s.APIURL()
+	server := "http://" + cfg.HTTPAddr
+	stack := startChild(t, "dev", cfg) // a process of its own, restarted below
+	waitUp(t, server+"/health", stack)
 	c := &cliEnv{t: t, bin: bin, home: t.TempDir()}
 
 	// An account, made through the API.
@@ -241,8 +241,8 @@ func TestCLI(t *testing.T) {
 	// A finished job's watch ends at once, with its outcome.
 	c.expect(3, "watch", failID)
 
-	// Cancel: a long job from a job file, watched live; cancel --wait and
-	// the watch both exit 6.
+	// Cancel: a long job from a job file, watched live through a restart
+	// of the whole stack; cancel --wait and the watch both exit 6.
 	jobFile := filepath.Join(t.TempDir(), "job.yaml")
 	if err := os.WriteFile(jobFile, []byte("name: long\ncommand: [sleep, \"300\"]\nresources:\n  gpu: none\npriority: 8\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -255,13 +255,16 @@ func TestCLI(t *testing.T) {
 	longID := sub["task_id"].(string)
 	watch := c.start("watch", longID, "-o", "jsonl")
 	watch.waitLine(t, func(l map[string]any) bool { return l["type"] == "job.status" && l["status"] == "running" })
+	stack.kill() // SIGKILL: the watch loses its connection, the job runs on
+	stack = startChild(t, "dev", cfg)
+	waitUp(t, server+"/health", stack)
 	r = c.expect(6, "cancel", "--wait", longID)
 	if !strings.Contains(r.stderr, "cancelled") {
 		t.Fatalf("cancel --wait: %s", r)
 	}
 	wr := watch.wait(t)
-	if wr.code != 6 {
-		t.Fatalf("watch of a cancelled job: %s", wr)
+	if wr.code != 6 || !strings.Contains(wr.stderr, "reconnecting") {
+		t.Fatalf("watch of a cancelled job, through a restart: %s", wr)
 	}
 	checkEvents(t, jsonLines(t, wr.stdout), longID, "cancelled")
 	if r = c.expect(1, "cancel", longID); !strings.Contains(r.stderr, "already finished") {
