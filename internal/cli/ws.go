@@ -91,10 +91,10 @@ func (f *feed) run(ctx context.Context, onConnect func(first bool) error, onEven
 }
 
 // refused reports whether err is an answer that a retry would get again
-// (4xx: not allowed, not found, bad input).
+// (4xx: not allowed, not found, bad input; not 429, which passes).
 func refused(err error) bool {
 	var ae *APIError
-	return errors.As(err, &ae) && ae.Status/100 == 4
+	return errors.As(err, &ae) && ae.Status/100 == 4 && ae.Status != http.StatusTooManyRequests
 }
 
 // retrier paces reconnections: growing pauses, giving up after wsGiveUp
