@@ -4,6 +4,10 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gpuflow/gpuflow/relay"
 )
 
 func TestConfigProgressInterval(t *testing.T) {
@@ -22,5 +26,26 @@ func TestConfigProgressInterval(t *testing.T) {
 	}
 	if !slices.Contains(EnvVars, "GPUFLOW_PROGRESS_INTERVAL") {
 		t.Error("EnvVars lacks GPUFLOW_PROGRESS_INTERVAL")
+	}
+}
+
+func TestRelayMetrics(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	if err := registerRelayMetrics(reg, relay.New(nil, nil, relay.Options{})); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, mf := range mfs {
+		names = append(names, mf.GetName())
+	}
+	for _, want := range []string{"gpuflow_agent_reports_delivered_total", "gpuflow_agent_reports_dropped_total", "gpuflow_agent_report_retries_total"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("metrics %v lack %s", names, want)
+		}
 	}
 }
