@@ -195,6 +195,10 @@ func (s *JobSpec) AllowsProvider(p string) bool {
 	return len(s.Providers) == 0 || slices.Contains(s.Providers, p)
 }
 
+// MaxJobLife is the longest a job may run: agent tokens and the clouds'
+// own safety timers cover it when the job sets no max_duration_minutes.
+const MaxJobLife = MaxDurationMinMax * time.Minute
+
 // MaxDuration is the job's wall-clock limit, or 0 for none.
 func (s *JobSpec) MaxDuration() time.Duration {
 	if s.MaxDurationMinutes == nil {

@@ -25,9 +25,18 @@ type Activities struct {
 	Agents AgentIssuer
 	// Queue is the admission queue (Admit, LeaveQueue, RecordOutcome):
 	// a *dispatch.Dispatcher; nil admits nothing.
-	Queue  Queue
-	Logger *slog.Logger
-	Now    func() time.Time
+	Queue Queue
+	// Watches records the machines the providers' watchers follow (nil:
+	// none are watched; the job's safety check describes them itself).
+	Watches gpuflow.WatchStore
+	// Hosts names, per provider, the host its machines run on when they
+	// run on the worker's own host (the local provider); "" otherwise.
+	Hosts map[string]string
+	// WatcherFresh is how recent a watcher's sweep must be for the safety
+	// check to trust it (DefaultWatcherFresh when smaller).
+	WatcherFresh time.Duration
+	Logger       *slog.Logger
+	Now          func() time.Time
 }
 
 func (a *Activities) now() time.Time {

@@ -139,26 +139,85 @@ func env(t *testing.T, acts *Activities) *testsuite.TestActivityEnvironment {
 	return e
 }
 
-func TestWatchMachineShipsLogsUntilExit(t *testing.T) {
+// memWatches is an in-memory WatchStore.
+type memWatches struct {
+	mu    sync.Mutex
+	rows  map[string]gpuflow.Watch
+	swept time.Time
+}
+
+func (m *memWatches) AddWatch(_ context.Context, w gpuflow.Watch) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if old, ok := m.rows[w.JobID]; ok && old.MachineID == w.MachineID {
+		return nil
+	}
+	m.rows[w.JobID] = w
+	return nil
+}
+func (m *memWatches) RemoveWatch(_ context.Context, job, machine string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.rows[job].MachineID == machine {
+		delete(m.rows, job)
+	}
+	return nil
+}
+func (m *memWatches) Watches(context.Context, string, string) ([]gpuflow.Watch, error) { return nil, nil }
+func (m *memWatches) GetWatch(_ context.Context, job string) (*gpuflow.Watch, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if w, ok := m.rows[job]; ok {
+		return &w, nil
+	}
+	return nil, nil
+}
+func (m *memWatches) MarkWatch(_ context.Context, job, machine string, st gpuflow.MachineState, off int64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	w := m.rows[job]
+	w.State, w.LogOffset = st, off
+	m.rows[job] = w
+	return nil
+}
+func (m *memWatches) RecordSweep(_ context.Context, _, _ string, at time.Time) error {
+	m.swept = at
+	return nil
+}
+func (m *memWatches) LastSweep(context.Context, string, string) (time.Time, error) { return m.swept, nil }
+
+func TestCheckMachineTrustsALiveWatcher(t *testing.T) {
 	t.Parallel()
-	p := &fakeProvider{
-		machines: map[string]*gpuflow.Machine{"m1": {ID: "m1", State: gpuflow.MachineStarting}},
-		states:   map[string][]gpuflow.MachineState{"m1": {gpuflow.MachineStarting, gpuflow.MachineRunning, gpuflow.MachineRunning, gpuflow.MachineExited}},
-		out:      []byte("hello\nworld\n"),
-	}
-	store := &memStore{}
-	acts := &Activities{Jobs: store, Providers: gpuflow.Providers{p}}
+	p := &fakeProvider{machines: map[string]*gpuflow.Machine{"m1": {ID: "m1", State: gpuflow.MachineRunning}},
+		states: map[string][]gpuflow.MachineState{"m1": {gpuflow.MachineExited}}}
+	w := &memWatches{rows: map[string]gpuflow.Watch{}, swept: time.Now()}
+	acts := &Activities{Jobs: &memStore{}, Providers: gpuflow.Providers{p}, Watches: w}
 	e := env(t, acts)
-	v, err := e.ExecuteActivity(acts.WatchMachine, &WatchInput{Provider: "fake", JobID: "j", MachineID: "m1", Until: UntilExit})
-	if err != nil {
-		t.Fatal(err)
+	in := &CheckMachineInput{Provider: "fake", JobID: "j", WorkflowID: "job-j", MachineID: "m1"}
+	check := func() *CheckMachineResult {
+		t.Helper()
+		v, err := e.ExecuteActivity(acts.CheckMachine, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var res CheckMachineResult
+		if err := v.Get(&res); err != nil {
+			t.Fatal(err)
+		}
+		return &res
 	}
-	var res WatchResult
-	if err := v.Get(&res); err != nil {
-		t.Fatal(err)
+	// The watcher swept just now: no provider call; the missing watch
+	// row is put back so the watcher follows the machine.
+	if res := check(); res.Machine != nil || len(p.states["m1"]) != 1 {
+		t.Fatalf("result %+v with a live watcher; describe queue %v", res, p.states["m1"])
 	}
-	if res.Machine.State != gpuflow.MachineExited || res.LogOffset != 12 || string(store.logs[0]) != "hello\nworld\n" {
-		t.Fatalf("result %+v, logs %v", res, store.logs)
+	if wt, _ := w.GetWatch(context.Background(), "j"); wt == nil || wt.MachineID != "m1" || wt.WorkflowID != "job-j" {
+		t.Fatalf("watch row %+v", wt)
+	}
+	// The watcher is dead: the check looks itself.
+	w.swept = time.Now().Add(-time.Hour)
+	if res := check(); res.Machine == nil || res.Machine.State != gpuflow.MachineExited {
+		t.Fatalf("result %+v with a dead watcher", res)
 	}
 }
 
@@ -176,6 +235,27 @@ func TestTerminateMachineConfirmsGone(t *testing.T) {
 	// Terminating what is gone is fine.
 	if _, err := e.ExecuteActivity(acts.TerminateMachine, &TerminateInput{Provider: "fake", JobID: "j", MachineID: "m1"}); err != nil {
 		t.Fatalf("terminate of a gone machine: %v", err)
+	}
+}
+
+func TestTerminateMachineShipsTheRestAndUnwatches(t *testing.T) {
+	t.Parallel()
+	p := &fakeProvider{machines: map[string]*gpuflow.Machine{"m1": {ID: "m1", State: gpuflow.MachineExited}}, out: []byte("hello\nworld\n")}
+	store := &memStore{}
+	w := &memWatches{rows: map[string]gpuflow.Watch{"j": {JobID: "j", MachineID: "m1", LogOffset: 6}}}
+	acts := &Activities{Jobs: store, Providers: gpuflow.Providers{p}, Watches: w}
+	v, err := env(t, acts).ExecuteActivity(acts.TerminateMachine, &TerminateInput{Provider: "fake", JobID: "j", MachineID: "m1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res TerminateResult
+	_ = v.Get(&res)
+	// The watcher had shipped "hello\n"; teardown ships the rest.
+	if res.LogOffset != 12 || string(store.logs[6]) != "world\n" || len(store.logs) != 1 {
+		t.Fatalf("offset %d, logs %v", res.LogOffset, store.logs)
+	}
+	if wt, _ := w.GetWatch(context.Background(), "j"); wt != nil {
+		t.Fatalf("still watched: %+v", wt)
 	}
 }
 

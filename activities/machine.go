@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/gpuflow/gpuflow"
@@ -15,11 +14,21 @@ import (
 type ProvisionInput struct {
 	Provider string                   `json:"provider"`
 	Request  gpuflow.ProvisionRequest `json:"request"`
+	// WorkflowID is the job's workflow, which the provider's watcher
+	// signals when the machine changes.
+	WorkflowID string `json:"workflow_id"`
 }
 
-// Provision creates the job's machine. The request's idempotency key makes a
-// retry (after a crash or a lost answer) return the machine created before.
-func (a *Activities) Provision(ctx context.Context, in *ProvisionInput) (*gpuflow.Machine, error) {
+// ProvisionResult is the machine created (or found) for the request.
+type ProvisionResult struct {
+	Machine gpuflow.Machine `json:"machine"`
+}
+
+// Provision creates the job's machine and hands it to its provider's
+// watcher. The request's idempotency key makes a retry (after a crash or a
+// lost answer) return the machine created before; the watch is recorded
+// after the machine exists, so a retry records it too.
+func (a *Activities) Provision(ctx context.Context, in *ProvisionInput) (*ProvisionResult, error) {
 	p, err := a.provider(in.Provider)
 	if err != nil {
 		return nil, err
@@ -27,8 +36,9 @@ func (a *Activities) Provision(ctx context.Context, in *ProvisionInput) (*gpuflo
 	req := in.Request
 	if a.Agents != nil {
 		// Issued here, not in the workflow: the token must never enter
-		// the workflow's history.
-		ttl := req.MaxDuration + 24*time.Hour
+		// the workflow's history. It lives as long as the job may, and a
+		// day more for its last reports.
+		ttl := max(req.MaxDuration, 0) + 24*time.Hour
 		if req.Agent, err = a.Agents.Endpoint(req.JobID, ttl); err != nil {
 			return nil, fmt.Errorf("agent endpoint for job %s: %w", req.JobID, err)
 		}
@@ -37,120 +47,71 @@ func (a *Activities) Provision(ctx context.Context, in *ProvisionInput) (*gpuflo
 	if err != nil {
 		return nil, classify(fmt.Errorf("provision job %s on %s: %w", in.Request.JobID, in.Provider, err))
 	}
+	if a.Watches != nil {
+		w := gpuflow.Watch{JobID: req.JobID, WorkflowID: in.WorkflowID, Provider: in.Provider, Host: a.Hosts[in.Provider], MachineID: m.ID}
+		if err := a.Watches.AddWatch(ctx, w); err != nil {
+			// Retried: the next attempt finds the same machine.
+			return nil, fmt.Errorf("watch machine %s of job %s: %w", m.ID, req.JobID, err)
+		}
+	}
 	a.logger().InfoContext(ctx, "machine provisioned", "job_id", in.Request.JobID, "provider", in.Provider, "machine_id", m.ID)
-	return m, nil
+	return &ProvisionResult{Machine: *m}, nil
 }
 
-// Wait conditions for WatchMachine.
-const (
-	UntilRunning = "running" // the machine runs the job (or already ended)
-	UntilExit    = "exit"    // the job ended or the machine is gone
-)
-
-// WatchInput watches a machine until a condition holds, shipping the job's
-// output to the store on the way.
-type WatchInput struct {
-	Provider  string `json:"provider"`
-	JobID     string `json:"job_id"`
-	MachineID string `json:"machine_id"`
-	Until     string `json:"until"`
-	LogOffset int64  `json:"log_offset"`
+// CheckMachineInput is a job's safety check of its machine.
+type CheckMachineInput struct {
+	Provider   string `json:"provider"`
+	JobID      string `json:"job_id"`
+	WorkflowID string `json:"workflow_id"`
+	MachineID  string `json:"machine_id"`
 }
 
-// WatchResult is the machine's state when the condition held.
-type WatchResult struct {
-	Machine   gpuflow.Machine `json:"machine"`
-	LogOffset int64           `json:"log_offset"`
+// CheckMachineResult is the machine's state when the check had to look
+// itself; nil when the provider's watcher is alive (it signals changes).
+type CheckMachineResult struct {
+	Machine *gpuflow.Machine `json:"machine,omitempty"`
 }
 
-// watchProgress is the heartbeat detail a retried WatchMachine resumes from.
-type watchProgress struct {
-	LogOffset int64                `json:"log_offset"`
-	State     gpuflow.MachineState `json:"state"`
-}
+// DefaultWatcherFresh is how recent a watcher's last sweep must be for the
+// safety check to trust it.
+const DefaultWatcherFresh = 2 * time.Minute
 
-// MaxPollInterval caps how long WatchMachine sleeps between looks.
-const MaxPollInterval = 5 * time.Second
-
-// WatchMachine polls the machine with backoff (never a hot loop), heartbeats
-// its progress, and returns when the condition holds. Cancellation reaches
-// it through heartbeats.
-func (a *Activities) WatchMachine(ctx context.Context, in *WatchInput) (*WatchResult, error) {
+// CheckMachine is the job workflow's safety check, run on its long timer:
+// while the provider's watcher sweeps, it only makes sure the machine is
+// still watched (no provider call); when the watcher looks dead, it
+// describes the machine itself, so a job is never stranded.
+func (a *Activities) CheckMachine(ctx context.Context, in *CheckMachineInput) (*CheckMachineResult, error) {
 	p, err := a.provider(in.Provider)
 	if err != nil {
 		return nil, err
 	}
-	offset := in.LogOffset
-	if activity.HasHeartbeatDetails(ctx) {
-		var prog watchProgress
-		if err := activity.GetHeartbeatDetails(ctx, &prog); err == nil && prog.LogOffset > offset {
-			offset = prog.LogOffset
-		}
-	}
-	maxWait := MaxPollInterval
-	if h, ok := p.(gpuflow.PollHinter); ok && h.PollInterval() > 0 {
-		maxWait = min(h.PollInterval(), MaxPollInterval)
-	}
-	wait := min(20*time.Millisecond, maxWait)
-	for {
-		m, err := p.Describe(ctx, in.MachineID)
+	host := a.Hosts[in.Provider]
+	if a.Watches != nil {
+		wt, err := a.Watches.GetWatch(ctx, in.JobID)
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
+			return nil, err
+		}
+		if wt == nil || wt.MachineID != in.MachineID {
+			w := gpuflow.Watch{JobID: in.JobID, WorkflowID: in.WorkflowID, Provider: in.Provider, Host: host, MachineID: in.MachineID}
+			if err := a.Watches.AddWatch(ctx, w); err != nil {
+				return nil, err
 			}
-			return nil, classify(fmt.Errorf("describe %s on %s: %w", in.MachineID, in.Provider, err))
 		}
-		offset = a.shipLogs(ctx, p, in.JobID, in.MachineID, offset)
-		activity.RecordHeartbeat(ctx, watchProgress{LogOffset: offset, State: m.State})
-		if done(in.Until, m.State) {
-			if m.State != gpuflow.MachineRunning {
-				// The job ended: take the rest of its output.
-				offset = a.shipLogs(ctx, p, in.JobID, in.MachineID, offset)
-			}
-			return &WatchResult{Machine: *m, LogOffset: offset}, nil
+		last, err := a.Watches.LastSweep(ctx, in.Provider, host)
+		if err != nil {
+			return nil, err
 		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(wait):
+		if fresh := a.WatcherFresh; a.now().Sub(last) < max(fresh, DefaultWatcherFresh) {
+			return &CheckMachineResult{}, nil
 		}
-		wait = min(wait*2, maxWait)
+		a.logger().WarnContext(ctx, "the provider's watcher has not swept lately; looking at the machine directly",
+			"job_id", in.JobID, "provider", in.Provider, "last_sweep", last)
 	}
-}
-
-func done(until string, s gpuflow.MachineState) bool {
-	ended := s == gpuflow.MachineExited || s == gpuflow.MachineFailed || s == gpuflow.MachineGone
-	if until == UntilRunning {
-		return ended || s == gpuflow.MachineRunning
+	m, err := p.Describe(ctx, in.MachineID)
+	if err != nil {
+		return nil, classify(fmt.Errorf("describe %s on %s: %w", in.MachineID, in.Provider, err))
 	}
-	return ended
-}
-
-// logChunk is the most output shipped to the store in one piece.
-const logChunk = 256 << 10
-
-// shipLogs copies new output of the machine to the store and returns the new
-// offset. Failures are logged and retried on the next look: output is never
-// worth failing a job over.
-func (a *Activities) shipLogs(ctx context.Context, p gpuflow.Provider, jobID, machineID string, offset int64) int64 {
-	src, ok := p.(gpuflow.LogSource)
-	if !ok {
-		return offset
-	}
-	for {
-		data, err := src.ReadLogs(ctx, machineID, offset, logChunk)
-		if err != nil || len(data) == 0 {
-			return offset
-		}
-		if err := a.Jobs.AppendLog(ctx, jobID, offset, data); err != nil {
-			a.logger().WarnContext(ctx, "store job output", "job_id", jobID, "err", err)
-			return offset
-		}
-		offset += int64(len(data))
-		if len(data) < logChunk {
-			return offset
-		}
-	}
+	return &CheckMachineResult{Machine: m}, nil
 }
 
 // TerminateInput tears a machine down.
@@ -158,7 +119,6 @@ type TerminateInput struct {
 	Provider  string `json:"provider"`
 	JobID     string `json:"job_id"`
 	MachineID string `json:"machine_id"`
-	LogOffset int64  `json:"log_offset"`
 }
 
 // TerminateResult reports the teardown.
@@ -167,14 +127,28 @@ type TerminateResult struct {
 }
 
 // TerminateMachine ships the job's last output, terminates the machine and
-// succeeds only once the provider confirms it is gone; otherwise it fails
-// and the workflow's retry policy tries again.
+// succeeds only once the provider confirms it is gone; then the machine is
+// no longer watched. Otherwise it fails and the workflow's retry policy
+// tries again.
 func (a *Activities) TerminateMachine(ctx context.Context, in *TerminateInput) (*TerminateResult, error) {
 	p, err := a.provider(in.Provider)
 	if err != nil {
 		return nil, err
 	}
-	offset := a.shipLogs(ctx, p, in.JobID, in.MachineID, in.LogOffset)
+	var offset int64
+	if a.Watches != nil {
+		if wt, err := a.Watches.GetWatch(ctx, in.JobID); err == nil && wt != nil && wt.MachineID == in.MachineID {
+			offset = wt.LogOffset
+		}
+	}
+	if src, ok := p.(gpuflow.LogSource); ok {
+		// Output is never worth failing a teardown over: a failure is logged.
+		if n, err := gpuflow.CopyLogs(ctx, src, a.Jobs, in.JobID, in.MachineID, offset); err != nil {
+			a.logger().WarnContext(ctx, "store job output", "job_id", in.JobID, "err", err)
+		} else {
+			offset = n
+		}
+	}
 	if err := p.Terminate(ctx, in.MachineID); err != nil {
 		return nil, fmt.Errorf("terminate %s on %s: %w", in.MachineID, in.Provider, err)
 	}
@@ -184,6 +158,11 @@ func (a *Activities) TerminateMachine(ctx context.Context, in *TerminateInput) (
 	}
 	if err == nil && m.State != gpuflow.MachineGone {
 		return nil, temporal.NewApplicationError(fmt.Sprintf("machine %s on %s still %s", in.MachineID, in.Provider, m.State), ErrTypeMachineExists)
+	}
+	if a.Watches != nil {
+		if err := a.Watches.RemoveWatch(ctx, in.JobID, in.MachineID); err != nil {
+			return nil, fmt.Errorf("unwatch %s of job %s: %w", in.MachineID, in.JobID, err)
+		}
 	}
 	a.logger().InfoContext(ctx, "machine gone", "job_id", in.JobID, "provider", in.Provider, "machine_id", in.MachineID)
 	return &TerminateResult{LogOffset: offset}, nil

@@ -15,18 +15,30 @@ type CreateJobInput struct {
 // CreateJob inserts the job's row unless it exists. The workflow runs it
 // first, so a job whose API insert failed after the workflow started is
 // never lost.
-func (a *Activities) CreateJob(ctx context.Context, in *CreateJobInput) error {
+func (a *Activities) CreateJob(ctx context.Context, in *CreateJobInput) (*CreateJobResult, error) {
 	if err := a.Jobs.CreateJob(ctx, &in.Job); err != nil {
-		return fmt.Errorf("create job %s: %w", in.Job.ID, err)
+		return nil, fmt.Errorf("create job %s: %w", in.Job.ID, err)
 	}
-	return nil
+	return &CreateJobResult{}, nil
 }
+
+// CreateJobResult is empty; activities keep one result type each.
+type CreateJobResult struct{}
+
+// RecordUpdateInput is one state change of a job.
+type RecordUpdateInput struct {
+	Update gpuflow.JobUpdate `json:"update"`
+}
+
+// RecordUpdateResult is empty.
+type RecordUpdateResult struct{}
 
 // RecordUpdate applies one state change of a job and publishes its event.
 // Replays of the same (job, seq) are no-ops.
-func (a *Activities) RecordUpdate(ctx context.Context, u *gpuflow.JobUpdate) error {
-	if _, err := a.Jobs.ApplyUpdate(ctx, *u); err != nil {
-		return fmt.Errorf("record %s of job %s: %w", u.Type, u.JobID, err)
+func (a *Activities) RecordUpdate(ctx context.Context, in *RecordUpdateInput) (*RecordUpdateResult, error) {
+	u := in.Update
+	if _, err := a.Jobs.ApplyUpdate(ctx, u); err != nil {
+		return nil, fmt.Errorf("record %s of job %s: %w", u.Type, u.JobID, err)
 	}
-	return nil
+	return &RecordUpdateResult{}, nil
 }

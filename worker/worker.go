@@ -50,7 +50,7 @@ func New(c client.Client, acts *activities.Activities, opts Options) *Worker {
 	for _, p := range acts.Providers {
 		pw := sdkworker.New(c, workflows.ProviderTaskQueue(p.Info().Name), wo)
 		pw.RegisterActivityWithOptions(acts.Provision, activity.RegisterOptions{Name: "Provision"})
-		pw.RegisterActivityWithOptions(acts.WatchMachine, activity.RegisterOptions{Name: "WatchMachine"})
+		pw.RegisterActivityWithOptions(acts.CheckMachine, activity.RegisterOptions{Name: "CheckMachine"})
 		pw.RegisterActivityWithOptions(acts.TerminateMachine, activity.RegisterOptions{Name: "TerminateMachine"})
 		pw.RegisterActivityWithOptions(acts.ReconcileProvider, activity.RegisterOptions{Name: "ReconcileProvider"})
 		w.workers = append(w.workers, pw)

@@ -1,6 +1,7 @@
 package workflows
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -68,7 +69,6 @@ type jobWorkflow struct {
 	writing bool
 
 	cancelWork  workflow.CancelFunc
-	cancelWatch workflow.CancelFunc
 	cancelReq   *CancelSignal
 	finished    *FinishedSignal
 	timedOut    bool
@@ -77,7 +77,6 @@ type jobWorkflow struct {
 	machine   *gpuflow.Machine
 	preempted bool // the last watch ended with the spot machine taken back
 	provider  string
-	logOffset int64
 	blocked   map[string]gpuflow.Block
 	offer     gpuflow.Offer // the current attempt's
 	runningAt time.Time     // when the current machine was seen running
@@ -86,6 +85,16 @@ type jobWorkflow struct {
 	// the job; launchRetries counts the launches tried again elsewhere.
 	launchFailed  bool
 	launchRetries int
+
+	// seen are the machine states the watcher (or a safety check)
+	// reported and the watch has not handled yet, in order.
+	seen []gpuflow.Machine
+	// lastReport is the id of the last agent report applied (progress).
+	lastReport int64
+	// deadline is when max_duration_minutes is reached (zero: none).
+	deadline time.Time
+	// continueAsNew: the watch stopped to carry on in a new run.
+	continueAsNew bool
 }
 
 func newJobWorkflow(ctx workflow.Context, in *RunJobInput) *jobWorkflow {
@@ -106,8 +115,19 @@ func (w *jobWorkflow) setup(ctx workflow.Context) error {
 		return temporal.NewNonRetryableApplicationError("job id is required", "InvalidInput", nil)
 	}
 	w.snap.UpdatedAt = workflow.Now(ctx)
+	if d := w.in.Spec.MaxDuration(); d > 0 {
+		w.deadline = w.in.CreatedAt.Add(d)
+		if w.in.CreatedAt.IsZero() {
+			w.deadline = workflow.GetInfo(ctx).WorkflowStartTime.Add(d)
+		}
+	}
 	if err := workflow.SetQueryHandler(ctx, QueryStatus, func() (JobSnapshot, error) { return w.snap, nil }); err != nil {
 		return err
+	}
+	if r := w.in.Resume; r != nil {
+		w.resume(ctx, r)
+		w.startHandlers()
+		return nil
 	}
 	info := workflow.GetInfo(ctx)
 	job := gpuflow.Job{
@@ -118,11 +138,16 @@ func (w *jobWorkflow) setup(ctx workflow.Context) error {
 	if err := workflow.ExecuteLocalActivity(withRecordOptions(w.dctx), a.CreateJob, &activities.CreateJobInput{Job: job}).Get(w.dctx, nil); err != nil {
 		return err
 	}
+	w.startHandlers()
+	return nil
+}
+
+func (w *jobWorkflow) startHandlers() {
 	workflow.Go(w.dctx, w.recorder)
 	workflow.Go(w.dctx, w.onCancelSignal)
 	workflow.Go(w.dctx, w.onProgressSignal)
 	workflow.Go(w.dctx, w.onFinishedSignal)
-	return nil
+	workflow.Go(w.dctx, w.onMachineSignal)
 }
 
 // run is the runbook.
@@ -133,6 +158,9 @@ func (w *jobWorkflow) run(ctx workflow.Context) (*RunJobResult, error) {
 
 	exitCode, failure := w.work(workCtx)
 	stopTimer()
+	if w.continueAsNew {
+		return nil, w.carryOn(ctx)
+	}
 
 	temporalCancel := ctx.Err() != nil
 	if temporalCancel && w.cancelReq == nil {
@@ -169,25 +197,32 @@ func (w *jobWorkflow) run(ctx workflow.Context) (*RunJobResult, error) {
 // work context is cancelled, or it fails. It returns the exit code, or a
 // failure message.
 func (w *jobWorkflow) work(ctx workflow.Context) (exitCode *int, failure string) {
+	watching := w.machine != nil // a run continued from an earlier one, during its watch
 	for ctx.Err() == nil {
-		sel, failure := w.admit(ctx)
-		if sel == nil {
-			return nil, failure
-		}
-		m, err := w.provision(ctx, sel)
-		w.leaveQueue() // the machine exists (or the attempt failed): release the room held for it
-		if err != nil {
-			if isType(err, activities.ErrTypeNoCapacity) {
-				w.blocked[sel.Offer.Key()] = gpuflow.Block{Reason: "no capacity", At: workflow.Now(ctx)}
-				continue
+		if !watching {
+			sel, failure := w.admit(ctx)
+			if sel == nil {
+				return nil, failure
 			}
-			return nil, "provisioning: " + errMessage(err)
+			m, err := w.provision(ctx, sel)
+			w.leaveQueue() // the machine exists (or the attempt failed): release the room held for it
+			if err != nil {
+				if isType(err, activities.ErrTypeNoCapacity) {
+					w.blocked[sel.Offer.Key()] = gpuflow.Block{Reason: "no capacity", At: workflow.Now(ctx)}
+					continue
+				}
+				return nil, "provisioning: " + errMessage(err)
+			}
+			w.machine = m
+			if ctx.Err() != nil { // cancelled while provisioning: teardown follows
+				return nil, ""
+			}
 		}
-		w.machine = m
-		if ctx.Err() != nil { // cancelled while provisioning: teardown follows
+		watching = false
+		exitCode, failure = w.watch(ctx)
+		if w.continueAsNew {
 			return nil, ""
 		}
-		exitCode, failure = w.watch(ctx)
 		if w.preempted && w.snap.Restarts < w.in.Spec.MaxRestarts && ctx.Err() == nil {
 			w.restartAfterPreemption()
 			continue
@@ -303,7 +338,7 @@ func (w *jobWorkflow) waitReason(reason string) {
 // and the owner's share. (Passes also drop the entries of ended jobs.)
 func (w *jobWorkflow) leaveQueue() {
 	for {
-		err := workflow.ExecuteLocalActivity(withRecordOptions(w.dctx), a.LeaveQueue, w.in.JobID).Get(w.dctx, nil)
+		err := workflow.ExecuteLocalActivity(withRecordOptions(w.dctx), a.LeaveQueue, &activities.LeaveQueueInput{JobID: w.in.JobID}).Get(w.dctx, nil)
 		if err == nil {
 			return
 		}
@@ -320,7 +355,7 @@ func (w *jobWorkflow) outcome(o gpuflow.Offer, oc scheduler.Outcome, d time.Dura
 	if oc != scheduler.Preempted && oc != scheduler.SpotFinished {
 		mh.Timer("gpuflow_provisioning_duration_seconds").Record(d)
 	}
-	rec := &gpuflow.ProvisionOutcome{Provider: o.Provider, OfferKey: o.Key(), Outcome: oc.String(), Duration: d, At: workflow.Now(w.dctx)}
+	rec := &activities.RecordOutcomeInput{Outcome: gpuflow.ProvisionOutcome{Provider: o.Provider, OfferKey: o.Key(), Outcome: oc.String(), Duration: d, At: workflow.Now(w.dctx)}}
 	if err := workflow.ExecuteLocalActivity(withRecordOptions(w.dctx), a.RecordOutcome, rec).Get(w.dctx, nil); err != nil {
 		w.logger.Warn("recording a provisioning outcome failed", "err", err)
 	}
@@ -387,11 +422,15 @@ func (w *jobWorkflow) provision(ctx workflow.Context, sel *activities.SelectResu
 		Offer:          o,
 		Spec:           w.in.Spec,
 		Tags:           map[string]string{gpuflow.TagManaged: "true", gpuflow.TagJob: w.in.JobID},
+		// Agent tokens and the cloud's own safety timer cover the job's
+		// whole allowed life.
+		MaxDuration: cmp.Or(w.in.Spec.MaxDuration(), gpuflow.MaxJobLife),
 	}
-	var m gpuflow.Machine
+	var res activities.ProvisionResult
 	err := workflow.ExecuteActivity(withProvisionOptions(w.dctx, o.Provider), a.Provision,
-		&activities.ProvisionInput{Provider: o.Provider, Request: req}).Get(w.dctx, &m)
-	w.offer, w.ran, w.launchFailed, w.runningAt = o, false, false, time.Time{}
+		&activities.ProvisionInput{Provider: o.Provider, Request: req, WorkflowID: workflow.GetInfo(ctx).WorkflowExecution.ID}).Get(w.dctx, &res)
+	m := res.Machine
+	w.offer, w.ran, w.launchFailed, w.runningAt, w.seen = o, false, false, time.Time{}, nil
 	if err != nil {
 		outcome, oc := "provision failed: "+errMessage(err), scheduler.Failed
 		if isType(err, activities.ErrTypeNoCapacity) {
@@ -408,62 +447,113 @@ func (w *jobWorkflow) provision(ctx workflow.Context, sel *activities.SelectResu
 	return &m, nil
 }
 
-// watch waits until the machine runs the job, then until the job ends or
-// the machine's agent reports the exit code through the finished signal
-// (which may come before the machine was even seen running).
+// watch waits until the job on the machine ends, without polling: the
+// provider's watcher signals when the machine runs, exits, fails or
+// vanishes, and the machine's agent reports progress and the exit code
+// (which may come before the machine was even seen running). A long
+// safety timer runs CheckMachine, so a dead watcher never strands the
+// job. A long watch stops to continue as new (continueAsNew) before the
+// history grows large.
 func (w *jobWorkflow) watch(ctx workflow.Context) (exitCode *int, failure string) {
-	in := activities.WatchInput{Provider: w.provider, JobID: w.in.JobID, MachineID: w.machine.ID, Until: activities.UntilRunning}
-	var res activities.WatchResult
-	for _, until := range []string{activities.UntilRunning, activities.UntilExit} {
+	tctx, cancelTimers := workflow.WithCancel(ctx)
+	defer cancelTimers()
+	check := workflow.NewTimer(tctx, safetyCheck)
+	var grace workflow.Future // waiting for the exit code of a machine that stopped
+	var exited *gpuflow.Machine
+	for {
 		if w.finished != nil {
-			break
-		}
-		if until == activities.UntilExit && res.Machine.State != gpuflow.MachineRunning {
-			break
-		}
-		watchCtx, cancelWatch := workflow.WithCancel(ctx)
-		w.cancelWatch = cancelWatch
-		in.Until, in.LogOffset = until, w.logOffset
-		err := workflow.ExecuteActivity(withWatchOptions(watchCtx, w.provider), a.WatchMachine, &in).Get(watchCtx, &res)
-		w.cancelWatch = nil
-		switch {
-		case w.finished != nil: // the machine's agent reported first
-		case err != nil && ctx.Err() != nil:
-			return nil, ""
-		case err != nil:
-			return nil, "watching the job: " + errMessage(err)
-		default:
-			w.logOffset = res.LogOffset
-		}
-		if until == activities.UntilRunning && (w.finished != nil || res.Machine.State == gpuflow.MachineRunning || res.Machine.State == gpuflow.MachineExited) {
 			w.running()
-		} else if until == activities.UntilRunning && err == nil {
-			w.outcome(w.offer, scheduler.Failed, workflow.Now(ctx).Sub(w.attemptStart()))
+			w.spotFinished(ctx)
+			return &w.finished.ExitCode, ""
 		}
+		for len(w.seen) > 0 {
+			m := w.seen[0]
+			w.seen = w.seen[1:]
+			switch m.State {
+			case gpuflow.MachineRunning:
+				w.running()
+			case gpuflow.MachineExited:
+				w.running()
+				if m.ExitCode != nil {
+					w.spotFinished(ctx)
+					return m.ExitCode, ""
+				}
+				// Stopped without saying how: the agent's report may
+				// still be on its way.
+				if exited == nil {
+					exited = &m
+					grace = workflow.NewTimer(tctx, exitReportGrace)
+				}
+			case gpuflow.MachineFailed, gpuflow.MachineGone:
+				return nil, w.machineEnded(ctx, m)
+			}
+		}
+		if exited != nil && grace.IsReady() {
+			return nil, "the job ended without reporting an exit code"
+		}
+		if ctx.Err() != nil {
+			return nil, ""
+		}
+		if w.historyLong(ctx) {
+			w.continueAsNew = true
+			return nil, ""
+		}
+		if check.IsReady() {
+			w.check(ctx)
+			check = workflow.NewTimer(tctx, safetyCheck)
+			continue
+		}
+		_ = workflow.Await(ctx, func() bool {
+			return w.finished != nil || len(w.seen) > 0 || check.IsReady() || (grace != nil && grace.IsReady()) || w.historyLong(ctx)
+		})
 	}
-	if w.finished != nil {
-		return &w.finished.ExitCode, ""
-	}
-	w.preempted = res.Machine.Preempted()
+}
+
+// machineEnded handles a machine that failed or vanished under the job:
+// a spot machine taken back (restart), one that died before it ran the
+// job (launch again elsewhere), or one that died with it (the job fails).
+func (w *jobWorkflow) machineEnded(ctx workflow.Context, m gpuflow.Machine) string {
+	w.preempted = m.Preempted()
 	switch {
 	case w.preempted && w.ran:
 		w.outcome(w.offer, scheduler.Preempted, workflow.Now(ctx).Sub(w.runningAt))
-	case w.in.Spec.Spot && w.ran:
-		w.outcome(w.offer, scheduler.SpotFinished, workflow.Now(ctx).Sub(w.runningAt))
+	case !w.ran:
+		w.outcome(w.offer, scheduler.Failed, workflow.Now(ctx).Sub(w.attemptStart()))
 	}
 	// A preemption is governed by max_restarts alone, before the job ran or after.
-	w.launchFailed = !w.ran && !w.preempted && (res.Machine.State == gpuflow.MachineFailed || res.Machine.State == gpuflow.MachineGone)
-	switch res.Machine.State {
-	case gpuflow.MachineExited:
-		if res.Machine.ExitCode == nil {
-			return nil, "the job ended without an exit code"
-		}
-		return res.Machine.ExitCode, ""
-	case gpuflow.MachineGone:
-		return nil, "the machine disappeared"
-	default:
-		return nil, "the machine failed: " + res.Machine.Reason
+	w.launchFailed = !w.ran && !w.preempted
+	if m.State == gpuflow.MachineGone {
+		return "the machine disappeared"
 	}
+	return "the machine failed: " + m.Reason
+}
+
+// spotFinished records that a spot machine lasted until its job ended.
+func (w *jobWorkflow) spotFinished(ctx workflow.Context) {
+	if w.in.Spec.Spot && w.ran {
+		w.outcome(w.offer, scheduler.SpotFinished, workflow.Now(ctx).Sub(w.runningAt))
+	}
+}
+
+// check is the safety check on the watch's long timer.
+func (w *jobWorkflow) check(ctx workflow.Context) {
+	in := &activities.CheckMachineInput{Provider: w.provider, JobID: w.in.JobID,
+		WorkflowID: workflow.GetInfo(ctx).WorkflowExecution.ID, MachineID: w.machine.ID}
+	var res activities.CheckMachineResult
+	if err := workflow.ExecuteActivity(withCheckOptions(ctx, w.provider), a.CheckMachine, in).Get(ctx, &res); err != nil {
+		w.logger.Warn("safety check of the machine failed; trying again on the next timer", "err", err)
+		return
+	}
+	if res.Machine != nil && res.Machine.ID == w.machine.ID {
+		w.seen = append(w.seen, *res.Machine)
+	}
+}
+
+// historyLong reports whether the run's history is long enough to carry
+// on in a new run: Temporal suggests it, or it passed continueAsNewAt.
+func (w *jobWorkflow) historyLong(ctx workflow.Context) bool {
+	info := workflow.GetInfo(ctx)
+	return info.GetContinueAsNewSuggested() || info.GetCurrentHistoryLength() >= continueAsNewAt
 }
 
 // jobPrice is what the job costs per hour on the chosen offer: its GPUs
@@ -503,7 +593,7 @@ func (w *jobWorkflow) teardown() {
 		return
 	}
 	w.tearingDown = true
-	in := activities.TerminateInput{Provider: w.provider, JobID: w.in.JobID, MachineID: w.machine.ID, LogOffset: w.logOffset}
+	in := activities.TerminateInput{Provider: w.provider, JobID: w.in.JobID, MachineID: w.machine.ID}
 	var res activities.TerminateResult
 	for {
 		err := workflow.ExecuteActivity(withTerminateOptions(w.dctx, w.provider), a.TerminateMachine, &in).Get(w.dctx, &res)
@@ -515,7 +605,6 @@ func (w *jobWorkflow) teardown() {
 		w.logger.Error("teardown failed; trying again", "machine_id", w.machine.ID, "err", err)
 		_ = workflow.Sleep(w.dctx, teardownRetryWait)
 	}
-	w.logOffset = res.LogOffset
 }
 
 // finish records the outcome and waits until every state change is written.
@@ -540,13 +629,13 @@ func (w *jobWorkflow) finish(res *RunJobResult) {
 
 // startDeadline cancels the work when max_duration_minutes is reached.
 func (w *jobWorkflow) startDeadline(ctx workflow.Context) (stop func()) {
-	d := w.in.Spec.MaxDuration()
-	if d <= 0 {
+	if w.deadline.IsZero() {
 		return func() {}
 	}
+	d := w.deadline.Sub(workflow.Now(ctx))
 	tctx, cancel := workflow.WithCancel(ctx)
 	workflow.Go(tctx, func(c workflow.Context) {
-		if err := workflow.Sleep(c, d); err == nil {
+		if err := workflow.Sleep(c, max(d, time.Millisecond)); err == nil {
 			w.timedOut = true
 			w.cancelWork()
 		}
@@ -581,9 +670,42 @@ func (w *jobWorkflow) onProgressSignal(ctx workflow.Context) {
 			w.logger.Warn("progress signal out of range ignored", "percent", s.Percent)
 			continue
 		}
-		w.snap.Progress = &s
-		w.emit(gpuflow.JobUpdate{Type: gpuflow.EventProgress, Data: jsonData(s)})
+		if s.ReportID != 0 {
+			if s.ReportID <= w.lastReport {
+				continue // delivered again, or overtaken by a newer report
+			}
+			w.lastReport = s.ReportID
+		}
+		w.snap.Progress = &ProgressSignal{Percent: s.Percent, Message: s.Message}
+		w.emitProgress(gpuflow.JobUpdate{Type: gpuflow.EventProgress, Data: jsonData(w.snap.Progress)})
+		if w.machine != nil && !w.tearingDown {
+			w.running() // the agent runs: so does the job
+		}
 	}
+}
+
+// onMachineSignal takes the watcher's reports on the current machine.
+func (w *jobWorkflow) onMachineSignal(ctx workflow.Context) {
+	ch := workflow.GetSignalChannel(ctx, SignalMachine)
+	for {
+		var s MachineSignal
+		ch.Receive(ctx, &s)
+		if w.machine == nil || s.Machine.ID != w.machine.ID || w.tearingDown {
+			continue // an earlier attempt's machine, or one being torn down
+		}
+		w.seen = append(w.seen, s.Machine)
+	}
+}
+
+// emitProgress queues a progress update, replacing one still waiting to be
+// written: progress is coalesced, the latest wins.
+func (w *jobWorkflow) emitProgress(u gpuflow.JobUpdate) {
+	if n := len(w.queue); n > 0 && w.queue[n-1].Type == gpuflow.EventProgress && !(n == 1 && w.writing) {
+		w.queue[n-1].Data = u.Data
+		w.queue[n-1].At = workflow.Now(w.dctx)
+		return
+	}
+	w.emit(u)
 }
 
 func (w *jobWorkflow) onFinishedSignal(ctx workflow.Context) {
@@ -595,9 +717,6 @@ func (w *jobWorkflow) onFinishedSignal(ctx workflow.Context) {
 			continue
 		}
 		w.finished = &s
-		if w.cancelWatch != nil {
-			w.cancelWatch()
-		}
 	}
 }
 
@@ -609,12 +728,49 @@ func (w *jobWorkflow) recorder(ctx workflow.Context) {
 		_ = workflow.Await(ctx, func() bool { return len(w.queue) > 0 })
 		w.writing = true
 		u := w.queue[0]
-		if err := workflow.ExecuteLocalActivity(lctx, a.RecordUpdate, &u).Get(lctx, nil); err != nil {
+		if err := workflow.ExecuteLocalActivity(lctx, a.RecordUpdate, &activities.RecordUpdateInput{Update: u}).Get(lctx, nil); err != nil {
 			w.logger.Error("recording a state change failed", "seq", u.Seq, "err", err)
 		}
 		w.queue = w.queue[1:]
 		w.writing = false
 	}
+}
+
+// resume takes over the state of the run this one continues, in the watch
+// of its machine.
+func (w *jobWorkflow) resume(ctx workflow.Context, r *JobResume) {
+	w.seq, w.snap, w.machine, w.provider, w.offer = r.Seq, r.Snapshot, r.Machine, r.Provider, r.Offer
+	w.ran, w.runningAt, w.launchRetries, w.lastReport, w.seen = r.Ran, r.RunningAt, r.LaunchRetries, r.LastReport, r.Seen
+	if r.Blocked != nil {
+		w.blocked = r.Blocked
+	}
+	if w.snap.Attempts == nil {
+		w.snap.Attempts = []gpuflow.Attempt{}
+	}
+	// The new run's search attributes start as the API set them: bring
+	// them up to date.
+	gpu := w.in.Spec.GPUType
+	if w.in.Spec.GPUCount == 0 {
+		gpu = gpuflow.CPUOnly
+	}
+	_ = workflow.UpsertTypedSearchAttributes(ctx, saOwner.ValueSet(w.in.OwnerID), saGPUType.ValueSet(gpu),
+		saProvider.ValueSet(w.provider), saStatus.ValueSet(string(w.snap.Status)))
+}
+
+// carryOn continues the job in a new run once every state change is
+// written, carrying the watch's state; signals that arrived meanwhile were
+// taken by their handlers (and Temporal refuses to continue while new ones
+// wait, so none is lost).
+func (w *jobWorkflow) carryOn(ctx workflow.Context) error {
+	_ = workflow.Await(w.dctx, func() bool { return len(w.queue) == 0 && !w.writing })
+	in := *w.in
+	in.Resume = &JobResume{
+		Seq: w.seq, Snapshot: w.snap, Machine: w.machine, Provider: w.provider, Offer: w.offer,
+		Blocked: w.blocked, Ran: w.ran, RunningAt: w.runningAt, LaunchRetries: w.launchRetries,
+		LastReport: w.lastReport, Seen: w.seen,
+	}
+	w.logger.Info("continuing as new", "history_length", workflow.GetInfo(ctx).GetCurrentHistoryLength())
+	return workflow.NewContinueAsNewError(ctx, JobWorkflowName, &in)
 }
 
 // emit queues a state change for the recorder.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/mock"
+	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
 	"go.temporal.io/sdk/workflow"
@@ -31,6 +32,9 @@ type bundle struct {
 	terminates int
 	provisions int
 	leaves     int
+	checks     int
+	// check answers the safety check (nil: the watcher is alive).
+	check func() *activities.CheckMachineResult
 	outcomes   []gpuflow.ProvisionOutcome
 }
 
@@ -40,27 +44,46 @@ func setup(t *testing.T) *bundle {
 	b := &bundle{env: s.NewTestWorkflowEnvironment()}
 	b.env.RegisterWorkflowWithOptions(RunJob, workflow.RegisterOptions{Name: JobWorkflowName})
 	b.env.RegisterActivity(&activities.Activities{})
-	b.env.OnActivity(a.CreateJob, mock.Anything, mock.Anything).Return(nil)
-	b.env.OnActivity(a.LeaveQueue, mock.Anything, mock.Anything).Return(func(context.Context, string) error {
+	b.env.OnActivity(a.CreateJob, mock.Anything, mock.Anything).Return(&activities.CreateJobResult{}, nil)
+	b.env.OnActivity(a.LeaveQueue, mock.Anything, mock.Anything).Return(func(context.Context, *activities.LeaveQueueInput) (*activities.LeaveQueueResult, error) {
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		b.leaves++
-		return nil
+		return &activities.LeaveQueueResult{}, nil
 	})
-	b.env.OnActivity(a.RecordOutcome, mock.Anything, mock.Anything).Return(func(_ context.Context, o *gpuflow.ProvisionOutcome) error {
+	b.env.OnActivity(a.RecordOutcome, mock.Anything, mock.Anything).Return(func(_ context.Context, in *activities.RecordOutcomeInput) (*activities.RecordOutcomeResult, error) {
 		b.mu.Lock()
 		defer b.mu.Unlock()
-		b.outcomes = append(b.outcomes, *o)
-		return nil
+		b.outcomes = append(b.outcomes, in.Outcome)
+		return &activities.RecordOutcomeResult{}, nil
 	})
 	b.env.OnActivity(a.RecordUpdate, mock.Anything, mock.Anything).Return(
-		func(_ context.Context, u *gpuflow.JobUpdate) error {
+		func(_ context.Context, in *activities.RecordUpdateInput) (*activities.RecordUpdateResult, error) {
 			b.mu.Lock()
 			defer b.mu.Unlock()
-			b.updates = append(b.updates, *u)
-			return nil
+			b.updates = append(b.updates, in.Update)
+			return &activities.RecordUpdateResult{}, nil
 		})
+	// The provider's watcher is alive unless a test says otherwise: the
+	// safety check has nothing to add.
+	b.env.OnActivity(a.CheckMachine, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, in *activities.CheckMachineInput) (*activities.CheckMachineResult, error) {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			b.checks++
+			if b.check != nil {
+				return b.check(), nil
+			}
+			return &activities.CheckMachineResult{}, nil
+		}).Maybe()
 	return b
+}
+
+// at sends the watcher's signal that machine m is as given, at d into the test.
+func (b *bundle) at(d time.Duration, m gpuflow.Machine) {
+	b.env.RegisterDelayedCallback(func() {
+		b.env.SignalWorkflow(SignalMachine, MachineSignal{Machine: m})
+	}, d)
 }
 
 var testOffer = gpuflow.Offer{Provider: "local", GPUType: gpuflow.CPUOnly, Region: "local", Available: 1}
@@ -78,20 +101,24 @@ func (b *bundle) happyPath() {
 	b.env.OnActivity(a.Admit, mock.Anything, mock.Anything).Return(admitted(&activities.SelectResult{Offer: testOffer, Mode: gpuflow.ModeLocal, Score: 1,
 		Breakdown: map[string]float64{"cost": 1}, Alternatives: []scheduler.Candidate{{Offer: gpuflow.Offer{Provider: "runpod", GPUType: "T4"}, Score: 0.5}}}), nil)
 	b.env.OnActivity(a.Provision, mock.Anything, mock.Anything).Return(
-		func(_ context.Context, in *activities.ProvisionInput) (*gpuflow.Machine, error) {
+		func(_ context.Context, in *activities.ProvisionInput) (*activities.ProvisionResult, error) {
 			b.mu.Lock()
 			b.provisions++
+			n := b.provisions
 			b.mu.Unlock()
-			return &gpuflow.Machine{ID: "m1", Provider: "local", State: gpuflow.MachinePending}, nil
+			return machine(fmt.Sprintf("m%d", n), gpuflow.MachinePending), nil
 		})
 }
 
-// watch mocks WatchMachine: running at once, then exitCode after runFor.
+func machine(id string, st gpuflow.MachineState) *activities.ProvisionResult {
+	return &activities.ProvisionResult{Machine: gpuflow.Machine{ID: id, Provider: "local", State: st}}
+}
+
+// watch plays the watcher for machine m1: running after a second, then
+// exited with exitCode after runFor.
 func (b *bundle) watch(exitCode int, runFor time.Duration) {
-	b.env.OnActivity(a.WatchMachine, mock.Anything, mock.MatchedBy(func(in *activities.WatchInput) bool { return in.Until == activities.UntilRunning })).
-		Return(&activities.WatchResult{Machine: gpuflow.Machine{ID: "m1", State: gpuflow.MachineRunning}, LogOffset: 5}, nil)
-	b.env.OnActivity(a.WatchMachine, mock.Anything, mock.MatchedBy(func(in *activities.WatchInput) bool { return in.Until == activities.UntilExit })).
-		After(runFor).Return(&activities.WatchResult{Machine: gpuflow.Machine{ID: "m1", State: gpuflow.MachineExited, ExitCode: &exitCode}, LogOffset: 11}, nil)
+	b.at(time.Second, gpuflow.Machine{ID: "m1", State: gpuflow.MachineRunning})
+	b.at(time.Second+runFor, gpuflow.Machine{ID: "m1", State: gpuflow.MachineExited, ExitCode: &exitCode})
 }
 
 func (b *bundle) terminateOK() {
@@ -100,7 +127,7 @@ func (b *bundle) terminateOK() {
 			b.mu.Lock()
 			b.terminates++
 			b.mu.Unlock()
-			return &activities.TerminateResult{LogOffset: in.LogOffset}, nil
+			return &activities.TerminateResult{}, nil
 		})
 }
 
@@ -217,7 +244,7 @@ func TestRunJob(t *testing.T) {
 		b := setup(t)
 		b.env.OnActivity(a.Admit, mock.Anything, mock.Anything).Return(admitted(&activities.SelectResult{Offer: testOffer}), nil)
 		b.env.OnActivity(a.Provision, mock.Anything, mock.Anything).After(time.Minute).
-			Return(&gpuflow.Machine{ID: "m1", State: gpuflow.MachinePending}, nil)
+			Return(machine("m1", gpuflow.MachinePending), nil)
 		b.terminateOK()
 		b.env.RegisterDelayedCallback(func() {
 			b.env.SignalWorkflow(SignalCancel, CancelSignal{Reason: "user", RequestedBy: "u1"})
@@ -306,12 +333,12 @@ func TestRunJob(t *testing.T) {
 		b.env.OnActivity(a.Admit, mock.Anything, mock.Anything).Return(admitted(&activities.SelectResult{Offer: testOffer}), nil)
 		calls := 0
 		b.env.OnActivity(a.Provision, mock.Anything, mock.Anything).Return(
-			func(_ context.Context, _ *activities.ProvisionInput) (*gpuflow.Machine, error) {
+			func(_ context.Context, _ *activities.ProvisionInput) (*activities.ProvisionResult, error) {
 				calls++
 				if calls < 3 {
 					return nil, errors.New("HTTP 503 from provider")
 				}
-				return &gpuflow.Machine{ID: "m1", State: gpuflow.MachinePending}, nil
+				return machine("m1", gpuflow.MachinePending), nil
 			})
 		b.watch(0, time.Minute)
 		b.terminateOK()
@@ -395,7 +422,7 @@ func TestRunJob(t *testing.T) {
 			})
 		calls := 0
 		b.env.OnActivity(a.Provision, mock.Anything, mock.Anything).Return(
-			func(_ context.Context, in *activities.ProvisionInput) (*gpuflow.Machine, error) {
+			func(_ context.Context, in *activities.ProvisionInput) (*activities.ProvisionResult, error) {
 				calls++
 				if calls == 1 {
 					return nil, temporal.NewNonRetryableApplicationError("full", activities.ErrTypeNoCapacity, nil)
@@ -403,9 +430,11 @@ func TestRunJob(t *testing.T) {
 				if !strings.HasSuffix(in.Request.IdempotencyKey, "-a2") || in.Request.Offer.Provider != "runpod" {
 					t.Errorf("second attempt %+v", in.Request)
 				}
-				return &gpuflow.Machine{ID: "m1", State: gpuflow.MachinePending}, nil
+				return machine("m1", gpuflow.MachinePending), nil
 			})
-		b.watch(0, time.Minute)
+		zero := 0
+		b.at(3*time.Minute, gpuflow.Machine{ID: "m1", State: gpuflow.MachineRunning})
+		b.at(4*time.Minute, gpuflow.Machine{ID: "m1", State: gpuflow.MachineExited, ExitCode: &zero})
 		b.terminateOK()
 		b.env.RegisterDelayedCallback(func() {
 			b.env.SignalWorkflow(SignalQueue, QueueSignal{Reason: "owner limit: 2 of 2 jobs running"})
@@ -462,7 +491,7 @@ func TestRunJob(t *testing.T) {
 			})
 		calls := 0
 		b.env.OnActivity(a.Provision, mock.Anything, mock.Anything).Return(
-			func(_ context.Context, in *activities.ProvisionInput) (*gpuflow.Machine, error) {
+			func(_ context.Context, in *activities.ProvisionInput) (*activities.ProvisionResult, error) {
 				calls++
 				if calls == 1 {
 					return nil, temporal.NewNonRetryableApplicationError("full", activities.ErrTypeNoCapacity, nil)
@@ -470,9 +499,11 @@ func TestRunJob(t *testing.T) {
 				if in.Request.Offer.Provider != "runpod" {
 					t.Errorf("provisioned %+v", in.Request.Offer)
 				}
-				return &gpuflow.Machine{ID: "m1", State: gpuflow.MachinePending}, nil
+				return machine("m1", gpuflow.MachinePending), nil
 			})
-		b.watch(0, time.Minute)
+		zero := 0 // admitted again after the 10-minute recheck
+		b.at(11*time.Minute, gpuflow.Machine{ID: "m1", State: gpuflow.MachineRunning})
+		b.at(12*time.Minute, gpuflow.Machine{ID: "m1", State: gpuflow.MachineExited, ExitCode: &zero})
 		b.terminateOK()
 		// A late admission from the first stay names the offer that just failed.
 		b.env.RegisterDelayedCallback(func() {
@@ -529,8 +560,8 @@ func TestRunJob(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
 		b.happyPath()
-		b.env.OnActivity(a.WatchMachine, mock.Anything, mock.Anything).
-			Return(&activities.WatchResult{Machine: gpuflow.Machine{ID: "m1", State: gpuflow.MachineFailed, Reason: "preempted"}}, nil)
+		b.at(time.Second, gpuflow.Machine{ID: "m1", State: gpuflow.MachineRunning})
+		b.at(time.Minute, gpuflow.Machine{ID: "m1", State: gpuflow.MachineFailed, Reason: "preempted"})
 		b.terminateOK()
 		b.env.ExecuteWorkflow(RunJob, input())
 		res := b.result(t)
@@ -552,22 +583,17 @@ func TestRunJob(t *testing.T) {
 				return admitted(&activities.SelectResult{Offer: gpuflow.Offer{Provider: "runpod", GPUType: "A40", Region: "EU"}}), nil
 			})
 		b.env.OnActivity(a.Provision, mock.Anything, mock.Anything).Return(
-			func(_ context.Context, in *activities.ProvisionInput) (*gpuflow.Machine, error) {
+			func(_ context.Context, in *activities.ProvisionInput) (*activities.ProvisionResult, error) {
 				b.mu.Lock()
 				defer b.mu.Unlock()
 				b.provisions++
-				return &gpuflow.Machine{ID: fmt.Sprintf("m%d", b.provisions), Provider: in.Provider, State: gpuflow.MachinePending}, nil
+				return machine(fmt.Sprintf("m%d", b.provisions), gpuflow.MachinePending), nil
 			})
 		// m1 dies while booting; m2 runs the job.
-		b.env.OnActivity(a.WatchMachine, mock.Anything, mock.MatchedBy(func(in *activities.WatchInput) bool { return in.MachineID == "m1" })).
-			Return(&activities.WatchResult{Machine: gpuflow.Machine{ID: "m1", State: gpuflow.MachineFailed, Reason: "boot timed out"}}, nil)
 		zero := 0
-		b.env.OnActivity(a.WatchMachine, mock.Anything, mock.MatchedBy(func(in *activities.WatchInput) bool {
-			return in.MachineID == "m2" && in.Until == activities.UntilRunning
-		})).
-			Return(&activities.WatchResult{Machine: gpuflow.Machine{ID: "m2", State: gpuflow.MachineRunning}}, nil)
-		b.env.OnActivity(a.WatchMachine, mock.Anything, mock.MatchedBy(func(in *activities.WatchInput) bool { return in.MachineID == "m2" && in.Until == activities.UntilExit })).
-			Return(&activities.WatchResult{Machine: gpuflow.Machine{ID: "m2", State: gpuflow.MachineExited, ExitCode: &zero}}, nil)
+		b.at(time.Minute, gpuflow.Machine{ID: "m1", State: gpuflow.MachineFailed, Reason: "boot timed out"})
+		b.at(2*time.Minute, gpuflow.Machine{ID: "m2", State: gpuflow.MachineRunning})
+		b.at(3*time.Minute, gpuflow.Machine{ID: "m2", State: gpuflow.MachineExited, ExitCode: &zero})
 		b.terminateOK()
 		b.env.ExecuteWorkflow(RunJob, input())
 		res := b.result(t)
@@ -590,8 +616,9 @@ func TestRunJob(t *testing.T) {
 		b := setup(t)
 		b.happyPath()
 		b.terminateOK()
-		b.env.OnActivity(a.WatchMachine, mock.Anything, mock.Anything).
-			Return(&activities.WatchResult{Machine: gpuflow.Machine{ID: "m1", State: gpuflow.MachineGone}}, nil)
+		for i := range 1 + maxLaunchRetries {
+			b.at(time.Duration(i+1)*time.Minute, gpuflow.Machine{ID: fmt.Sprintf("m%d", i+1), State: gpuflow.MachineGone})
+		}
 		b.env.ExecuteWorkflow(RunJob, input())
 		res := b.result(t)
 		if res.Status != gpuflow.StatusFailed || res.Error != "the machine disappeared" || b.provisions != 1+maxLaunchRetries || b.terminates != 1+maxLaunchRetries {
@@ -634,18 +661,16 @@ func TestRunJob(t *testing.T) {
 		b := setup(t)
 		b.happyPath()
 		b.terminateOK()
-		exits := 0
-		b.env.OnActivity(a.WatchMachine, mock.Anything, mock.MatchedBy(func(in *activities.WatchInput) bool { return in.Until == activities.UntilRunning })).
-			Return(&activities.WatchResult{Machine: gpuflow.Machine{ID: "m1", State: gpuflow.MachineRunning}}, nil)
-		b.env.OnActivity(a.WatchMachine, mock.Anything, mock.MatchedBy(func(in *activities.WatchInput) bool { return in.Until == activities.UntilExit })).Return(
-			func(context.Context, *activities.WatchInput) (*activities.WatchResult, error) {
-				exits++
-				if exits <= 2 {
-					return &activities.WatchResult{Machine: gpuflow.Machine{ID: "m1", State: gpuflow.MachineFailed, Reason: "preempted by the provider"}}, nil
-				}
-				code := 0
-				return &activities.WatchResult{Machine: gpuflow.Machine{ID: "m1", State: gpuflow.MachineExited, ExitCode: &code}}, nil
-			})
+		code := 0
+		for i, id := range []string{"m1", "m2", "m3"} {
+			start := time.Duration(i) * 10 * time.Minute
+			b.at(start+time.Minute, gpuflow.Machine{ID: id, State: gpuflow.MachineRunning})
+			if i < 2 {
+				b.at(start+5*time.Minute, gpuflow.Machine{ID: id, State: gpuflow.MachineFailed, Reason: "preempted by the provider"})
+			} else {
+				b.at(start+5*time.Minute, gpuflow.Machine{ID: id, State: gpuflow.MachineExited, ExitCode: &code})
+			}
+		}
 		in := input()
 		in.Spec.Spot, in.Spec.MaxRestarts = true, 2
 		b.env.ExecuteWorkflow(RunJob, in)
@@ -666,8 +691,8 @@ func TestRunJob(t *testing.T) {
 		b := setup(t)
 		b.happyPath()
 		b.terminateOK()
-		b.env.OnActivity(a.WatchMachine, mock.Anything, mock.Anything).
-			Return(&activities.WatchResult{Machine: gpuflow.Machine{ID: "m1", State: gpuflow.MachineFailed, Reason: "preempted"}}, nil)
+		b.at(time.Minute, gpuflow.Machine{ID: "m1", State: gpuflow.MachineFailed, Reason: "preempted"})
+		b.at(5*time.Minute, gpuflow.Machine{ID: "m2", State: gpuflow.MachineFailed, Reason: "preempted"})
 		in := input()
 		in.Spec.Spot, in.Spec.MaxRestarts = true, 1
 		b.env.ExecuteWorkflow(RunJob, in)
@@ -685,8 +710,7 @@ func TestRunJob(t *testing.T) {
 		// The machine is slow to show running; its agent reports the exit
 		// code first. The workflow must not wait for a state the machine
 		// (a VM that stays up) will never leave.
-		b.env.OnActivity(a.WatchMachine, mock.Anything, mock.Anything).After(10*time.Hour).
-			Return(&activities.WatchResult{Machine: gpuflow.Machine{ID: "m1", State: gpuflow.MachineRunning}}, nil)
+		b.at(10*time.Hour, gpuflow.Machine{ID: "m1", State: gpuflow.MachineRunning})
 		b.env.RegisterDelayedCallback(func() {
 			b.env.SignalWorkflow(SignalFinished, FinishedSignal{ExitCode: 0})
 		}, time.Minute)
@@ -696,4 +720,225 @@ func TestRunJob(t *testing.T) {
 			t.Fatalf("result %+v, terminates %d", res, b.terminates)
 		}
 	})
+}
+
+// The watch's signals and timers: what a job does when the watcher is
+// dead, when a machine stops without an exit code, when reports arrive
+// twice or out of order, and when its history grows long.
+func TestRunJobWatch(t *testing.T) {
+	t.Parallel()
+
+	t.Run("DeadWatcherSafetyCheckFindsTheEnd", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.happyPath()
+		b.terminateOK()
+		code := 0
+		// No signal ever comes: the safety check looks at the machine itself.
+		b.check = func() *activities.CheckMachineResult {
+			return &activities.CheckMachineResult{Machine: &gpuflow.Machine{ID: "m1", State: gpuflow.MachineExited, ExitCode: &code}}
+		}
+		b.env.ExecuteWorkflow(RunJob, input())
+		res := b.result(t)
+		if res.Status != gpuflow.StatusSucceeded || b.terminates != 1 {
+			t.Fatalf("result %+v, terminates %d", res, b.terminates)
+		}
+		wantStatuses(t, b.statuses(t), gpuflow.StatusScheduling, gpuflow.StatusProvisioning, gpuflow.StatusRunning, gpuflow.StatusSucceeded)
+	})
+
+	t.Run("AliveWatcherCostsOneCheckPerTimer", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.happyPath()
+		b.watch(0, 10*time.Hour)
+		b.terminateOK()
+		b.env.ExecuteWorkflow(RunJob, input())
+		if res := b.result(t); res.Status != gpuflow.StatusSucceeded {
+			t.Fatalf("result %+v", res)
+		}
+		// Ten hours of running: one safety check per 30 minutes, nothing else.
+		if want := int(10 * time.Hour / safetyCheck); b.checks != want {
+			t.Fatalf("%d safety checks in 10 h, want %d", b.checks, want)
+		}
+	})
+
+	t.Run("StaleMachineSignalsIgnored", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.happyPath()
+		b.terminateOK()
+		code := 0
+		b.at(time.Second, gpuflow.Machine{ID: "m0", State: gpuflow.MachineGone}) // another attempt's machine
+		b.at(2*time.Second, gpuflow.Machine{ID: "m1", State: gpuflow.MachineStarting})
+		b.at(3*time.Second, gpuflow.Machine{ID: "m1", State: gpuflow.MachineRunning})
+		b.at(4*time.Second, gpuflow.Machine{ID: "m1", State: gpuflow.MachineRunning}) // told twice
+		b.at(time.Minute, gpuflow.Machine{ID: "m1", State: gpuflow.MachineExited, ExitCode: &code})
+		b.at(2*time.Minute, gpuflow.Machine{ID: "m1", State: gpuflow.MachineGone}) // after teardown began
+		b.env.ExecuteWorkflow(RunJob, input())
+		if res := b.result(t); res.Status != gpuflow.StatusSucceeded || b.terminates != 1 {
+			t.Fatalf("result %+v, terminates %d", res, b.terminates)
+		}
+		wantStatuses(t, b.statuses(t), gpuflow.StatusScheduling, gpuflow.StatusProvisioning, gpuflow.StatusRunning, gpuflow.StatusSucceeded)
+	})
+
+	t.Run("StoppedWithoutExitCodeWaitsForTheReport", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.happyPath()
+		b.terminateOK()
+		b.at(time.Second, gpuflow.Machine{ID: "m1", State: gpuflow.MachineRunning})
+		b.at(time.Minute, gpuflow.Machine{ID: "m1", State: gpuflow.MachineExited})
+		b.env.RegisterDelayedCallback(func() {
+			b.env.SignalWorkflow(SignalFinished, FinishedSignal{ExitCode: 4, ReportID: 9})
+		}, 2*time.Minute)
+		b.env.ExecuteWorkflow(RunJob, input())
+		if res := b.result(t); res.Status != gpuflow.StatusFailed || res.ExitCode == nil || *res.ExitCode != 4 {
+			t.Fatalf("result %+v", res)
+		}
+	})
+
+	t.Run("StoppedWithoutExitCodeAndNoReportFails", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.happyPath()
+		b.terminateOK()
+		b.at(time.Second, gpuflow.Machine{ID: "m1", State: gpuflow.MachineRunning})
+		b.at(time.Minute, gpuflow.Machine{ID: "m1", State: gpuflow.MachineExited})
+		b.env.ExecuteWorkflow(RunJob, input())
+		if res := b.result(t); res.Status != gpuflow.StatusFailed || !strings.Contains(res.Error, "without reporting an exit code") || b.terminates != 1 {
+			t.Fatalf("result %+v", res)
+		}
+	})
+
+	t.Run("ReportsDeliveredTwiceApplyOnce", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.happyPath()
+		b.terminateOK()
+		b.at(time.Second, gpuflow.Machine{ID: "m1", State: gpuflow.MachineRunning})
+		send := func(d time.Duration, name string, v any) {
+			b.env.RegisterDelayedCallback(func() { b.env.SignalWorkflow(name, v) }, d)
+		}
+		send(time.Minute, SignalProgress, ProgressSignal{Percent: 10, ReportID: 5})
+		send(2*time.Minute, SignalProgress, ProgressSignal{Percent: 10, ReportID: 5}) // redelivered
+		send(3*time.Minute, SignalProgress, ProgressSignal{Percent: 5, ReportID: 3})  // older
+		send(4*time.Minute, SignalProgress, ProgressSignal{Percent: 60, ReportID: 8})
+		send(5*time.Minute, SignalFinished, FinishedSignal{ExitCode: 0, ReportID: 9})
+		send(6*time.Minute, SignalFinished, FinishedSignal{ExitCode: 0, ReportID: 9})
+		b.env.ExecuteWorkflow(RunJob, input())
+		if res := b.result(t); res.Status != gpuflow.StatusSucceeded || b.terminates != 1 {
+			t.Fatalf("result %+v", res)
+		}
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		var got []float64
+		for _, u := range b.updates {
+			if u.Type == gpuflow.EventProgress {
+				var p ProgressSignal
+				_ = json.Unmarshal(u.Data, &p)
+				got = append(got, p.Percent)
+			}
+		}
+		if fmt.Sprint(got) != "[10 60]" {
+			t.Fatalf("progress recorded %v, want [10 60]", got)
+		}
+	})
+
+	t.Run("ProgressFloodIsCoalescedAndCancelWorks", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.happyPath()
+		b.terminateOK()
+		b.at(time.Second, gpuflow.Machine{ID: "m1", State: gpuflow.MachineRunning})
+		// 20,000 reports in bursts of 500 (the test environment buffers
+		// fewer signals than that per callback).
+		const n, burst = 20000, 500
+		for k := range n / burst {
+			b.env.RegisterDelayedCallback(func() {
+				for i := k * burst; i < (k+1)*burst; i++ {
+					b.env.SignalWorkflow(SignalProgress, ProgressSignal{Percent: float64(i%100) + 0.5, ReportID: int64(i + 1)})
+				}
+			}, time.Minute+time.Duration(k)*time.Second)
+		}
+		b.env.RegisterDelayedCallback(func() {
+			b.env.SignalWorkflow(SignalCancel, CancelSignal{Reason: "enough"})
+		}, 3*time.Minute)
+		b.env.ExecuteWorkflow(RunJob, input())
+		if res := b.result(t); res.Status != gpuflow.StatusCancelled || b.terminates != 1 {
+			t.Fatalf("result %+v", res)
+		}
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		progress := 0
+		for _, u := range b.updates {
+			if u.Type == gpuflow.EventProgress {
+				progress++
+			}
+		}
+		if progress == 0 || progress > n/burst*2 {
+			t.Fatalf("%d progress updates recorded for %d reports: want them coalesced", progress, n)
+		}
+	})
+
+	t.Run("LongHistoryContinuesAsNew", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.happyPath()
+		b.terminateOK()
+		b.at(time.Second, gpuflow.Machine{ID: "m1", State: gpuflow.MachineRunning})
+		b.env.RegisterDelayedCallback(func() {
+			b.env.SignalWorkflow(SignalProgress, ProgressSignal{Percent: 42, ReportID: 7})
+		}, time.Minute)
+		b.env.RegisterDelayedCallback(func() { b.env.SetContinueAsNewSuggested(true) }, 2*time.Minute)
+		b.env.RegisterDelayedCallback(func() {
+			b.env.SignalWorkflow(SignalProgress, ProgressSignal{Percent: 43, ReportID: 8})
+		}, 3*time.Minute)
+		in := input()
+		in.Spec.MaxDurationMinutes = ptr(600)
+		b.env.ExecuteWorkflow(RunJob, in)
+		if !b.env.IsWorkflowCompleted() {
+			t.Fatal("not completed")
+		}
+		var can *workflow.ContinueAsNewError
+		if err := b.env.GetWorkflowError(); !errors.As(err, &can) {
+			t.Fatalf("workflow error %v, want ContinueAsNewError", err)
+		}
+		if b.terminates != 0 {
+			t.Fatal("the machine was torn down on continue-as-new")
+		}
+		next := decodeInput(t, can)
+		if r := next.Resume; r == nil || r.Machine == nil || r.Machine.ID != "m1" || !r.Ran || r.LastReport != 7 || r.Seq != len(b.updates) {
+			t.Fatalf("resume %+v (updates %d)", next.Resume, len(b.updates))
+		}
+
+		// The next run carries on watching the same machine.
+		b2 := setup(t)
+		b2.terminateOK()
+		code := 0
+		b2.env.RegisterDelayedCallback(func() {
+			b2.env.SignalWorkflow(SignalProgress, ProgressSignal{Percent: 7, ReportID: 7}) // already applied
+			b2.env.SignalWorkflow(SignalProgress, ProgressSignal{Percent: 50, ReportID: 10})
+		}, time.Minute)
+		b2.at(2*time.Minute, gpuflow.Machine{ID: "m1", State: gpuflow.MachineExited, ExitCode: &code})
+		b2.env.ExecuteWorkflow(RunJob, next)
+		res := b2.result(t)
+		if res.Status != gpuflow.StatusSucceeded || b2.terminates != 1 || b2.provisions != 0 {
+			t.Fatalf("result %+v, terminates %d, provisions %d", res, b2.terminates, b2.provisions)
+		}
+		b2.mu.Lock()
+		defer b2.mu.Unlock()
+		if len(b2.updates) != 2 || b2.updates[0].Seq != next.Resume.Seq+1 || b2.updates[0].Type != gpuflow.EventProgress {
+			t.Fatalf("next run's updates %+v (resume seq %d)", b2.updates, next.Resume.Seq)
+		}
+	})
+}
+
+// decodeInput reads the input a ContinueAsNewError carries.
+func decodeInput(t *testing.T, can *workflow.ContinueAsNewError) *RunJobInput {
+	t.Helper()
+	var in RunJobInput
+	if err := converter.GetDefaultDataConverter().FromPayloads(can.Input, &in); err != nil {
+		t.Fatal(err)
+	}
+	return &in
 }

@@ -55,6 +55,25 @@ type RunJobInput struct {
 	OwnerID   string          `json:"owner_id,omitempty"`
 	Spec      gpuflow.JobSpec `json:"spec"`
 	CreatedAt time.Time       `json:"created_at"`
+	// Resume is set when a run continues an earlier one as new during the
+	// watch of its machine: the state it carries on with.
+	Resume *JobResume `json:"resume,omitempty"`
+}
+
+// JobResume is the state a job's workflow carries into its next run.
+type JobResume struct {
+	Seq           int                      `json:"seq"`
+	Snapshot      JobSnapshot              `json:"snapshot"`
+	Machine       *gpuflow.Machine         `json:"machine"`
+	Provider      string                   `json:"provider"`
+	Offer         gpuflow.Offer            `json:"offer"`
+	Blocked       map[string]gpuflow.Block `json:"blocked,omitempty"`
+	Ran           bool                     `json:"ran"`
+	RunningAt     time.Time                `json:"running_at"`
+	LaunchRetries int                      `json:"launch_retries"`
+	LastReport    int64                    `json:"last_report,omitempty"`
+	// Seen are machine reports not handled yet.
+	Seen []gpuflow.Machine `json:"seen,omitempty"`
 }
 
 // RunJobResult is the job's outcome.

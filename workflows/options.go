@@ -20,11 +20,19 @@ const (
 	provisionTimeout = time.Minute
 	// provisionAttempts caps create calls for one offer: they may bill.
 	provisionAttempts = 8
-	// watchHeartbeat is how soon a dead worker's watch is noticed and moved
-	// to another worker, which resumes from the last heartbeat.
-	watchHeartbeat = 10 * time.Second
-	// watchTimeout bounds one watch attempt; the retry policy starts another.
-	watchTimeout = 24 * time.Hour
+	// safetyCheck is the watch's long timer: how often a running job
+	// makes sure its machine is watched (and looks itself when the
+	// provider's watcher is dead). The watcher's signals make it rare
+	// work, not the way a job learns of its end.
+	safetyCheck = 30 * time.Minute
+	// checkTimeout bounds one safety check.
+	checkTimeout = time.Minute
+	// exitReportGrace is how long a job whose machine stopped without an
+	// exit code waits for its agent's report.
+	exitReportGrace = 2 * time.Minute
+	// continueAsNewAt is the history length at which a watch carries on in
+	// a new run (Temporal suggests it earlier; its hard limit is 51,200).
+	continueAsNewAt = 10000
 	// terminateTimeout bounds one teardown call; teardown retries forever.
 	terminateTimeout = 2 * time.Minute
 	// teardownRetryWait is the wait before trying again a teardown whose
@@ -69,14 +77,13 @@ func withProvisionOptions(ctx workflow.Context, provider string) workflow.Contex
 	})
 }
 
-func withWatchOptions(ctx workflow.Context, provider string) workflow.Context {
+func withCheckOptions(ctx workflow.Context, provider string) workflow.Context {
 	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 		TaskQueue:           ProviderTaskQueue(provider),
-		StartToCloseTimeout: watchTimeout,
-		HeartbeatTimeout:    watchHeartbeat,
+		StartToCloseTimeout: checkTimeout,
 		RetryPolicy: &temporal.RetryPolicy{
-			InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: 10 * time.Second,
-			NonRetryableErrorTypes: activities.NonRetryable,
+			InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: 30 * time.Second,
+			MaximumAttempts: 5, NonRetryableErrorTypes: activities.NonRetryable,
 		},
 	})
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -114,7 +115,9 @@ func NewWorker(cfg Config, deps Deps) (*worker.Worker, error) {
 		Queue: deps.DB, Outcomes: deps.DB, Providers: deps.Providers, Signals: deps.Temporal,
 		Config: admission.Config{Limits: cfg.Limits}, Stats: deps.Stats, Logger: deps.Logger,
 	}
-	acts := &activities.Activities{Jobs: deps.DB, Providers: deps.Providers, Workflows: deps.Temporal, Logger: deps.Logger, Queue: disp}
+	hosts := hostBound(deps.Providers)
+	acts := &activities.Activities{Jobs: deps.DB, Providers: deps.Providers, Workflows: deps.Temporal, Logger: deps.Logger, Queue: disp,
+		Watches: deps.DB, Hosts: hosts, WatcherFresh: 4 * cmp.Or(cfg.WatchInterval, watcher.DefaultInterval)}
 	if cfg.JWTSecret != "" {
 		tokens, err := auth.NewAgentTokens([]byte(cfg.JWTSecret), nil)
 		if err != nil {
@@ -133,7 +136,51 @@ func NewWorker(cfg Config, deps Deps) (*worker.Worker, error) {
 	services := []func(context.Context){
 		func(ctx context.Context) { disp.Run(ctx, deps.DB.ListenQueue, recheck, deps.Logger) },
 	}
+	for _, w := range watchers(cfg, deps, hosts) {
+		services = append(services, w.Run)
+	}
 	return worker.New(deps.Temporal, acts, worker.Options{Services: services}), nil
+}
+
+// hostBound names the host of each provider whose machines run on the
+// worker's own host (the local provider): its watcher watches only the
+// machines of that host.
+func hostBound(ps gpuflow.Providers) map[string]string {
+	hosts := map[string]string{}
+	if ps.Get(local.Name) != nil {
+		h, err := os.Hostname()
+		hosts[local.Name] = cmp.Or(h, "localhost")
+		if err != nil {
+			hosts[local.Name] = "localhost"
+		}
+	}
+	return hosts
+}
+
+// watchers builds one machine watcher per provider of this worker; across
+// processes one of each runs at a time (the store's session lock).
+func watchers(cfg Config, deps Deps, hosts map[string]string) []*watcher.Watcher {
+	var out []*watcher.Watcher
+	for _, p := range deps.Providers {
+		name := p.Info().Name
+		host := hosts[name]
+		interval := cmp.Or(cfg.WatchInterval, watcher.DefaultInterval)
+		if name == local.Name {
+			interval = min(interval, watcher.LocalInterval)
+		}
+		out = append(out, &watcher.Watcher{
+			Provider: p, Host: host, Store: deps.DB, Logs: deps.DB, Signals: deps.Temporal,
+			Interval: interval, Logger: deps.Logger,
+			Lock: func(ctx context.Context) (watcher.Lock, error) {
+				l, err := deps.DB.WatchLock(ctx, name, host)
+				if l == nil || err != nil {
+					return nil, err
+				}
+				return l, nil
+			},
+		})
+	}
+	return out
 }
 
 // queueMetrics registers the dispatcher's metrics in reg and returns what

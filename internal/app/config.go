@@ -20,6 +20,7 @@ import (
 
 	"github.com/gpuflow/gpuflow"
 	"github.com/gpuflow/gpuflow/auth"
+	"github.com/gpuflow/gpuflow/watcher"
 )
 
 // Config is everything gpuflow reads from its environment. Every variable,
@@ -80,6 +81,9 @@ type Config struct {
 	// Limits bound each user's running jobs and spend per hour.
 	Limits       gpuflow.Limits
 	QueueRecheck time.Duration
+	// WatchInterval is how often each cloud's watcher looks at all its
+	// machines (the local provider's looks every watcher.LocalInterval).
+	WatchInterval time.Duration
 	// MetricsAddr is where the worker serves /metrics ("" disables).
 	MetricsAddr string
 	// ProgressInterval is the least time between two progress signals
@@ -93,7 +97,7 @@ var EnvVars = append([]string{
 	"TEMPORAL_UI_ADDR", "TEMPORAL_UI_URL", "JWT_SECRET", "JWT_SECRET_FILE", "JWT_LIFETIME", "TRUSTED_PROXIES", "CORS_ALLOWED_ORIGINS", "LOG_LEVEL", "LOG_FORMAT",
 	"GPUFLOW_LOCAL_ENABLED", "GPUFLOW_LOCAL_DIR", "GPUFLOW_LOCAL_CPU_SLOTS",
 	"GPUFLOW_RECONCILE_INTERVAL", "GPUFLOW_RECONCILE_GRACE", "GPUFLOW_AGENT_URL",
-	"GPUFLOW_MAX_RUNNING_JOBS", "GPUFLOW_MAX_SPEND_PER_HOUR", "GPUFLOW_QUEUE_RECHECK", "METRICS_ADDR",
+	"GPUFLOW_MAX_RUNNING_JOBS", "GPUFLOW_MAX_SPEND_PER_HOUR", "GPUFLOW_QUEUE_RECHECK", "GPUFLOW_WATCH_INTERVAL", "METRICS_ADDR",
 	"GPUFLOW_PROGRESS_INTERVAL",
 }, cloudEnvVars...)
 
@@ -167,6 +171,9 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	}
 	if c.QueueRecheck, err = parseDuration(getenv("GPUFLOW_QUEUE_RECHECK"), 15*time.Second); err != nil {
 		return c, fmt.Errorf("GPUFLOW_QUEUE_RECHECK: %w", err)
+	}
+	if c.WatchInterval, err = parseDuration(getenv("GPUFLOW_WATCH_INTERVAL"), watcher.DefaultInterval); err != nil {
+		return c, fmt.Errorf("GPUFLOW_WATCH_INTERVAL: %w", err)
 	}
 	if c.ProgressInterval, err = parseDuration(getenv("GPUFLOW_PROGRESS_INTERVAL"), 5*time.Second); err != nil {
 		return c, fmt.Errorf("GPUFLOW_PROGRESS_INTERVAL: %w", err)

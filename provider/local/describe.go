@@ -39,6 +39,28 @@ func (p *Provider) Describe(ctx context.Context, machineID string) (*gpuflow.Mac
 	return p.describe(machineID), nil
 }
 
+// DescribeMany describes the jobs in ids in one look at the job
+// directories, under one shared lock.
+func (p *Provider) DescribeMany(ctx context.Context, ids []string) (map[string]gpuflow.Machine, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	unlock, err := p.lock(false)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	out := make(map[string]gpuflow.Machine, len(ids))
+	for _, id := range ids {
+		if !validID(id) {
+			out[id] = *p.gone(id)
+			continue
+		}
+		out[id] = *p.describe(id)
+	}
+	return out, nil
+}
+
 func (p *Provider) gone(id string) *gpuflow.Machine {
 	return &gpuflow.Machine{ID: id, Provider: Name, State: gpuflow.MachineGone, Region: Region}
 }

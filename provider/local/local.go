@@ -83,6 +83,28 @@ type Provider struct {
 	offerMu     sync.Mutex
 	offerUsed   usage
 	offerUsedAt time.Time
+
+	// changeMu guards onChange, told when a job this process started ends.
+	changeMu sync.Mutex
+	onChange []func(machineID string)
+}
+
+// OnChange registers fn to be told, with the job's id, when a job this
+// process started ends (its wrapper has recorded the exit code by then).
+// Jobs re-attached after a restart are found by the watcher's sweep.
+func (p *Provider) OnChange(fn func(machineID string)) {
+	p.changeMu.Lock()
+	p.onChange = append(p.onChange, fn)
+	p.changeMu.Unlock()
+}
+
+func (p *Provider) changed(id string) {
+	p.changeMu.Lock()
+	fns := slices.Clone(p.onChange)
+	p.changeMu.Unlock()
+	for _, fn := range fns {
+		fn(id)
+	}
 }
 
 // offerUsageTTL is how long Offers trusts a usage snapshot.

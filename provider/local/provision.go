@@ -212,9 +212,13 @@ func (p *Provider) start(ctx context.Context, dir string, m *meta, pl *jobPlan, 
 	if err := cmd.Start(); err != nil {
 		return p.transient("start job", err)
 	}
-	// Reap our own child so that it never lingers as a zombie; a restarted
-	// worker learns the outcome from exit_code.
-	go func() { _ = cmd.Wait() }()
+	// Reap our own child so that it never lingers as a zombie, and tell
+	// the watcher at once; a restarted worker learns the outcome from
+	// exit_code on its watcher's sweep.
+	go func() {
+		_ = cmd.Wait()
+		p.changed(m.JobID)
+	}()
 
 	rec := pidRecord{PID: cmd.Process.Pid, Start: startTime(cmd.Process.Pid)}
 	if err := writeAtomic(filepath.Join(dir, pidFile), []byte(rec.String())); err != nil {

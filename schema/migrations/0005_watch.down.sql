@@ -1,0 +1,2 @@
+DROP TABLE watch_sweeps;
+DROP TABLE machine_watch;
