@@ -19,12 +19,13 @@ var _ gpuflow.BatchDescriber = (*Provider)(nil)
 const describeBatch = 100
 
 // Throttling: a sweep's request ECS refused with Throttling(.User, .Api)
-// is repeated up to throttleRetries times, after the error's RetryAfter
-// (what ECS's x-ratelimit headers say, at least a second) growing by half
-// each time (at most maxThrottleWait), with jitter.
+// is repeated up to throttleRetries times, after the time ECS's
+// x-ratelimit header says is left (a second when it says nothing) growing
+// by half each time (at most maxThrottleWait), with jitter.
 const (
 	throttleRetries = 6
 	maxThrottleWait = 10 * time.Second
+	minHeaderWait   = 50 * time.Millisecond
 )
 
 // DescribeMany returns the state of every machine in ids, keyed by the ids
@@ -63,6 +64,7 @@ func (p *Provider) DescribeMany(ctx context.Context, ids []string) (map[string]g
 		}
 	}
 	found := map[string]bool{}
+	pace := &sweepPacer{}
 	for _, region := range p.regions {
 		c, err := p.client(region)
 		if err != nil {
@@ -76,7 +78,7 @@ func (p *Provider) DescribeMany(ctx context.Context, ids []string) (map[string]g
 			chunk := insts[start:min(start+describeBatch, len(insts))]
 			idsJSON, _ := json.Marshal(chunk)
 			var resp *ecs.DescribeInstancesResponse
-			err := p.retryThrottled(ctx, "describe instances", func(ctx context.Context) (err error) {
+			err := p.retryThrottled(ctx, "describe instances", pace, func(ctx context.Context) (err error) {
 				resp, err = c.DescribeInstances(ctx, &ecs.DescribeInstancesRequest{
 					RegionId:    tea.String(region),
 					InstanceIds: tea.String(string(idsJSON)),
@@ -124,10 +126,17 @@ func (p *Provider) DescribeMany(ctx context.Context, ids []string) (map[string]g
 }
 
 // retryThrottled runs call, repeating it after a throttling answer with
-// backoff while ctx allows.
-func (p *Provider) retryThrottled(ctx context.Context, op string, call func(context.Context) error) error {
+// backoff while ctx allows. pace, when not nil, spaces the calls of one
+// sweep once ECS has throttled one of them: the time ECS says is left is
+// then about what each further call needs, and waiting it beforehand
+// saves a refused call each time.
+func (p *Provider) retryThrottled(ctx context.Context, op string, pace *sweepPacer, call func(context.Context) error) error {
 	for attempt := 0; ; attempt++ {
+		if err := pace.before(ctx); err != nil {
+			return err
+		}
 		err := call(ctx)
+		pace.after()
 		if err == nil || attempt >= throttleRetries {
 			return err
 		}
@@ -135,15 +144,61 @@ func (p *Provider) retryThrottled(ctx context.Context, op string, call func(cont
 		if !ok || !isThrottleCode(f.code) {
 			return err
 		}
-		wait := throttleWait(attempt, max(f.retryAfter, minThrottleWait))
-		p.log.DebugContext(ctx, "throttled; waiting", "op", op, "attempt", attempt+1, "wait", wait)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return err
-		case <-t.C:
+		// ECS says how long is left (x-ratelimit-user-api TimeLeft): wait
+		// that, or a second when it does not say.
+		base := f.retryAfter
+		if base <= 0 {
+			base = minThrottleWait
+		} else {
+			pace.set(base)
 		}
+		wait := throttleWait(attempt, max(base, minHeaderWait))
+		p.log.DebugContext(ctx, "throttled; waiting", "op", op, "attempt", attempt+1, "wait", wait)
+		if sleep(ctx, wait) != nil {
+			return err // the throttling answer, not just "deadline"
+		}
+	}
+}
+
+// sweepPacer spaces one sweep's calls (nil: no spacing).
+type sweepPacer struct {
+	gap  time.Duration
+	next time.Time
+}
+
+// set spaces the sweep's further calls by gap (and a tenth), never less
+// than it already does: a TimeLeft caught just before a refill is short.
+func (s *sweepPacer) set(gap time.Duration) {
+	if s != nil {
+		s.gap = max(s.gap, min(gap+gap/10, maxThrottleWait))
+	}
+}
+
+func (s *sweepPacer) before(ctx context.Context) error {
+	if s == nil || s.gap == 0 {
+		return nil
+	}
+	return sleep(ctx, time.Until(s.next))
+}
+
+func (s *sweepPacer) after() {
+	if s != nil && s.gap > 0 {
+		s.next = time.Now().Add(s.gap)
+	}
+}
+
+// sleep waits d, or less when ctx ends first (then returns its error).
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
 	}
 }
 

@@ -111,16 +111,20 @@ func TestDescribeMany(t *testing.T) {
 }
 
 // TestDescribeManyThrottled sweeps 300 machines on an emulator that takes
-// 4 DescribeInstances a second in bursts of 2: the throttled call is
-// repeated after the backoff ECS's header asks for and the sweep completes
-// with exactly the 3 calls it needs accepted; List pages through the same
-// limit.
+// two DescribeInstances a second in bursts of one, its bucket emptied
+// just before: the throttled calls are repeated after the time ECS's
+// header says is left and the sweep completes with exactly the 3 calls it
+// needs accepted; List pages through the same limit.
 func TestDescribeManyThrottled(t *testing.T) {
 	e := newEnv(t, func(o *emulator.Options, _ *alibaba.Config) {
-		o.RateLimits = map[string]emulate.Rate{"DescribeInstances": {PerSecond: 4, Burst: 2}}
+		o.RateLimits = map[string]emulate.Rate{"DescribeInstances": {PerSecond: 2, Burst: 1}}
 	})
+	limiter := e.emu.RateLimiter()
+	drain := func() { limiter.Allow("DescribeInstances", "cn-hangzhou\x00"+emulator.TestAccessKeyID) }
 	ids := e.provisionN(t, "sweep", 300)
 	e.toRunning()
+	drain()
+	before := limiter.Counts("DescribeInstances")
 	got, err := e.p.DescribeMany(context.Background(), ids)
 	if err != nil {
 		t.Fatalf("DescribeMany on a throttled API: %v", err)
@@ -130,16 +134,18 @@ func TestDescribeManyThrottled(t *testing.T) {
 			t.Fatalf("%s = %+v", id, got[id])
 		}
 	}
-	c := e.emu.RateLimiter().Counts("DescribeInstances")
-	if c.Allowed != 3 || c.Throttled < 1 {
-		t.Errorf("emulator counts %+v: want 3 accepted and at least one refused", c)
+	c := limiter.Counts("DescribeInstances")
+	if c.Allowed-before.Allowed != 3 || c.Throttled-before.Throttled < 1 {
+		t.Errorf("emulator counts %+v (before %+v): want 3 accepted and at least one refused", c, before)
 	}
+	drain()
+	before = limiter.Counts("DescribeInstances")
 	list, err := e.p.List(context.Background())
 	if err != nil || len(list) != 300 {
 		t.Fatalf("List on a throttled API: %d machines, %v", len(list), err)
 	}
-	if c := e.emu.RateLimiter().Counts("DescribeInstances"); c.Allowed != 6 {
-		t.Errorf("List took %d calls, want 3", c.Allowed-3)
+	if c := limiter.Counts("DescribeInstances"); c.Allowed-before.Allowed != 3 || c.Throttled-before.Throttled < 1 {
+		t.Errorf("List: emulator counts %+v (before %+v): want 3 accepted and at least one refused", c, before)
 	}
 
 	e.emu.Faults().Set(emulate.Faults{Throttle: true})

@@ -231,6 +231,7 @@ func (p *Provider) List(ctx context.Context) ([]gpuflow.Machine, error) {
 		return nil, errNoCredentials()
 	}
 	var out []gpuflow.Machine
+	pace := &sweepPacer{}
 	for _, region := range p.regions {
 		c, err := p.client(region)
 		if err != nil {
@@ -238,7 +239,7 @@ func (p *Provider) List(ctx context.Context) ([]gpuflow.Machine, error) {
 		}
 		for page := int32(1); ; page++ {
 			var resp *ecs.DescribeInstancesResponse
-			err := p.retryThrottled(ctx, "list instances", func(ctx context.Context) (err error) {
+			err := p.retryThrottled(ctx, "list instances", pace, func(ctx context.Context) (err error) {
 				resp, err = c.DescribeInstances(ctx, &ecs.DescribeInstancesRequest{
 					RegionId:   tea.String(region),
 					Tag:        []*ecs.DescribeInstancesRequestTag{{Key: tea.String(gpuflow.TagManaged), Value: tea.String("true")}},

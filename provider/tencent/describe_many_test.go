@@ -117,17 +117,22 @@ func TestDescribeMany(t *testing.T) {
 }
 
 // TestDescribeManyThrottled sweeps 300 machines on an emulator that takes
-// 4 DescribeInstances a second in bursts of 2: the throttled call is
-// repeated after a backoff and the sweep completes with exactly the 3
-// calls it needs accepted.
+// two DescribeInstances a second in bursts of one, its bucket emptied
+// just before: the throttled calls are repeated after a backoff and the
+// sweep completes with exactly the 3 calls it needs accepted; List pages
+// through the same limit.
 func TestDescribeManyThrottled(t *testing.T) {
 	clock := newClock()
 	timing := emulate.Timing{Pending: time.Second, Starting: time.Second, Run: time.Hour}
 	e := newEnv(t, envOptions{clock: clock, timing: timing, emu: func(o *emulator.Options) {
-		o.RateLimits = map[string]emulate.Rate{"DescribeInstances": {PerSecond: 4, Burst: 2}}
+		o.RateLimits = map[string]emulate.Rate{"DescribeInstances": {PerSecond: 2, Burst: 1}}
 	}})
+	limiter := e.em.RateLimiter()
+	drain := func() { limiter.Allow("DescribeInstances", testSecretID) }
 	ids := e.provisionN(t, "sweep", 300)
 	clock.Add(time.Minute)
+	drain()
+	before := limiter.Counts("DescribeInstances")
 	got, err := e.p.DescribeMany(context.Background(), ids)
 	if err != nil {
 		t.Fatalf("DescribeMany on a throttled API: %v", err)
@@ -137,18 +142,19 @@ func TestDescribeManyThrottled(t *testing.T) {
 			t.Fatalf("%s = %+v", id, got[id])
 		}
 	}
-	c := e.em.RateLimiter().Counts("DescribeInstances")
-	if c.Allowed != 3 || c.Throttled < 1 {
-		t.Errorf("emulator counts %+v: want 3 accepted and at least one refused", c)
+	c := limiter.Counts("DescribeInstances")
+	if c.Allowed-before.Allowed != 3 || c.Throttled-before.Throttled < 1 {
+		t.Errorf("emulator counts %+v (before %+v): want 3 accepted and at least one refused", c, before)
 	}
 
-	// List pages through the same limit.
+	drain()
+	before = limiter.Counts("DescribeInstances")
 	list, err := e.p.List(context.Background())
 	if err != nil || len(list) != 300 {
 		t.Fatalf("List on a throttled API: %d machines, %v", len(list), err)
 	}
-	if c := e.em.RateLimiter().Counts("DescribeInstances"); c.Allowed != 6 {
-		t.Errorf("List took %d calls, want 3", c.Allowed-3)
+	if c := limiter.Counts("DescribeInstances"); c.Allowed-before.Allowed != 3 || c.Throttled-before.Throttled < 1 {
+		t.Errorf("List: emulator counts %+v (before %+v): want 3 accepted and at least one refused", c, before)
 	}
 
 	// An API that throttles every call: the sweep gives up when its
@@ -161,7 +167,7 @@ func TestDescribeManyThrottled(t *testing.T) {
 		t.Errorf("DescribeMany always throttled = %v; want transient RequestLimitExceeded", err)
 	}
 	e.em.Faults().Set(emulate.Faults{})
-	e.em.RateLimiter().SetRate("DescribeInstances", emulate.Rate{})
+	limiter.SetRate("DescribeInstances", emulate.Rate{})
 	e.terminateAll(t, ids)
 }
 

@@ -25,6 +25,9 @@
 //   - Terminate: TerminateInstances; InvalidInstanceId.NotFound counts as
 //     gone, UnsupportedOperation.InstanceStatePending is transient (the
 //     workflow retries), InstanceStateTerminating is accepted.
+//   - DescribeMany: DescribeInstances with up to 100 InstanceIds a call,
+//     per region, for the machine watcher; throttled calls (and List's)
+//     are repeated with jittered backoff (docs/PROVIDERS.md).
 //   - List: DescribeInstances filtered on tag:gpuflow-managed=true.
 //   - Health: DescribeInstancesStatus (Limit 1).
 //
