@@ -1,0 +1,1 @@
+var e=`gpuflow.decision.`;function t(t,n){try{localStorage.setItem(e+t,JSON.stringify(n))}catch{}}function n(t){try{let n=localStorage.getItem(e+t);return n?JSON.parse(n):null}catch{return null}}export{t as n,n as t};
