@@ -196,11 +196,13 @@ func isPublic(c echo.Context) bool {
 		p = c.Request().URL.Path
 	}
 	switch p {
-	case "/", "/health", "/docs", "/openapi.json", "/metrics":
+	case "/", "/health", "/docs", "/openapi.json", "/metrics", "/ui", "/ui/":
 		return true
 	}
 	// The agent routes check their own, job-scoped token (agent.go).
-	return strings.HasPrefix(p, "/auth/") || strings.HasPrefix(p, "/docs/") || strings.HasPrefix(p, "/agent/")
+	// The dashboard's page and assets are public; it signs in through /auth.
+	return strings.HasPrefix(p, "/auth/") || strings.HasPrefix(p, "/docs/") || strings.HasPrefix(p, "/agent/") ||
+		strings.HasPrefix(p, "/ui/assets/")
 }
 
 // requireAuth is the middleware that authenticates every non-public

@@ -115,7 +115,7 @@ type docChecker struct {
 func newDocChecker(t *testing.T) *docChecker {
 	t.Helper()
 	registerDecoders.Do(func() {
-		for _, ct := range []string{"text/html", "text/javascript", "text/css", "image/png"} {
+		for _, ct := range []string{"text/html", "text/javascript", "text/css", "image/png", "image/svg+xml"} {
 			openapi3filter.RegisterBodyDecoder(ct, openapi3filter.FileBodyDecoder)
 		}
 	})

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -71,6 +72,9 @@ type Config struct {
 	// Stats returns the scheduler's statistics per provider and per offer,
 	// from recorded provisioning outcomes; nil ranks with the priors.
 	Stats func(context.Context) (providers, offers map[string]scheduler.Snapshot)
+	// UI is the built web dashboard (index.html, assets/), served under
+	// /ui/; nil: /ui/ answers 404.
+	UI fs.FS
 }
 
 // Limits and intervals of the API.
@@ -161,6 +165,7 @@ func (s *Server) routes() {
 	g.GET("/scheduling/metrics", s.handleSchedulingMetrics)
 	s.registerFeedRoutes(e, g)
 	s.registerDocRoutes(e)
+	s.registerUIRoutes(e)
 }
 
 // Handler returns the server's HTTP handler (for tests and embedding).

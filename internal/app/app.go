@@ -26,6 +26,7 @@ import (
 	"github.com/gpuflow/gpuflow/postgres"
 	"github.com/gpuflow/gpuflow/provider/local"
 	"github.com/gpuflow/gpuflow/scheduler"
+	"github.com/gpuflow/gpuflow/web"
 	"github.com/gpuflow/gpuflow/worker"
 )
 
@@ -264,6 +265,7 @@ func NewAPI(cfg Config, deps Deps) *api.Server {
 		Queue:              deps.DB,
 		Stats:              statsSource(deps),
 		CORSAllowedOrigins: cfg.CORSAllowedOrigins,
+		UI:                 web.Dist(),
 		Auth: api.AuthConfig{
 			Users:          deps.DB,
 			Secret:         []byte(cfg.JWTSecret),
