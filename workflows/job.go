@@ -95,6 +95,8 @@ type jobWorkflow struct {
 	deadline time.Time
 	// continueAsNew: the watch stopped to carry on in a new run.
 	continueAsNew bool
+	// agentRan: the machine's agent reported progress.
+	agentRan bool
 }
 
 func newJobWorkflow(ctx workflow.Context, in *RunJobInput) *jobWorkflow {
@@ -430,7 +432,7 @@ func (w *jobWorkflow) provision(ctx workflow.Context, sel *activities.SelectResu
 	err := workflow.ExecuteActivity(withProvisionOptions(w.dctx, o.Provider), a.Provision,
 		&activities.ProvisionInput{Provider: o.Provider, Request: req, WorkflowID: workflow.GetInfo(ctx).WorkflowExecution.ID}).Get(w.dctx, &res)
 	m := res.Machine
-	w.offer, w.ran, w.launchFailed, w.runningAt, w.seen = o, false, false, time.Time{}, nil
+	w.offer, w.ran, w.launchFailed, w.runningAt, w.seen, w.agentRan = o, false, false, time.Time{}, nil, false
 	if err != nil {
 		outcome, oc := "provision failed: "+errMessage(err), scheduler.Failed
 		if isType(err, activities.ErrTypeNoCapacity) {
@@ -488,6 +490,10 @@ func (w *jobWorkflow) watch(ctx workflow.Context) (exitCode *int, failure string
 				return nil, w.machineEnded(ctx, m)
 			}
 		}
+		if w.agentRan {
+			w.agentRan = false
+			w.running()
+		}
 		if exited != nil && grace.IsReady() {
 			return nil, "the job ended without reporting an exit code"
 		}
@@ -504,7 +510,7 @@ func (w *jobWorkflow) watch(ctx workflow.Context) (exitCode *int, failure string
 			continue
 		}
 		_ = workflow.Await(ctx, func() bool {
-			return w.finished != nil || len(w.seen) > 0 || check.IsReady() || (grace != nil && grace.IsReady()) || w.historyLong(ctx)
+			return w.finished != nil || len(w.seen) > 0 || (w.agentRan && !w.ran) || check.IsReady() || (grace != nil && grace.IsReady()) || w.historyLong(ctx)
 		})
 	}
 }
@@ -679,7 +685,7 @@ func (w *jobWorkflow) onProgressSignal(ctx workflow.Context) {
 		w.snap.Progress = &ProgressSignal{Percent: s.Percent, Message: s.Message}
 		w.emitProgress(gpuflow.JobUpdate{Type: gpuflow.EventProgress, Data: jsonData(w.snap.Progress)})
 		if w.machine != nil && !w.tearingDown {
-			w.running() // the agent runs: so does the job
+			w.agentRan = true // the agent runs: so does the job (the watch records it)
 		}
 	}
 }
