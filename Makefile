@@ -10,7 +10,7 @@ STATICCHECK_VERSION := v0.8.2
 SERVER_PKGS := ./internal/e2e/... ./internal/devtemporal/... ./internal/devstack/...
 UNIT_PKGS    = $(shell $(GO) list ./... | grep -v -e /internal/e2e -e /internal/devtemporal -e /internal/devstack)
 
-.PHONY: help run build test test/unit test/integration lint bench clean postgres
+.PHONY: help run build test test/unit test/integration test/ui web lint bench clean postgres
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z/_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -23,13 +23,21 @@ build: ## build bin/gpuflow (production: api, worker, migrate) and bin/gpuflow-d
 	$(GO) build -trimpath -o bin/gpuflow ./cmd/gpuflow
 	$(GO) build -trimpath -tags dev -o bin/gpuflow-dev ./cmd/gpuflow
 
-test: postgres test/unit test/integration ## run every test (unit with -race, then integration)
+test: postgres test/unit test/integration test/ui ## run every test (unit with -race, integration, the dashboard in a browser)
 
 test/unit: ## unit tests, with the race detector
 	$(GO) test -race -count=1 -timeout 10m $(UNIT_PKGS)
 
 test/integration: postgres ## integration tests on a real Temporal server and PostgreSQL
 	$(GO) test -count=1 -timeout 20m $(SERVER_PKGS)
+
+test/ui: postgres ## the web dashboard: its unit tests, web/dist matches web/src, and a real browser (installs Chromium and npm packages)
+	./web/e2e/setup.sh
+	cd web && npx vitest run && ./scripts/check-dist.sh
+	GPUFLOW_UI_TEST=1 $(GO) test -count=1 -timeout 10m -run '^TestDashboardInBrowser$$' ./internal/e2e/
+
+web: ## rebuild the web dashboard into web/dist (commit it with its sources)
+	cd web && npm ci --no-audit --no-fund && npm run build
 
 lint: $(TOOLS)/staticcheck ## gofmt, go vet and staticcheck (installed into .tools by this Makefile)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
