@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -305,10 +304,4 @@ func (c *Client) events(ctx context.Context, id string) ([]json.RawMessage, []Ev
 		}
 	}
 	return out.Events, evs, nil
-}
-
-// isNotFound reports whether err is a 404 answer.
-func isNotFound(err error) bool {
-	var ae *APIError
-	return errors.As(err, &ae) && ae.Status == http.StatusNotFound
 }
