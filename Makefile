@@ -51,7 +51,9 @@ $(TOOLS)/staticcheck:
 bench: postgres ## benchmarks and the scheduling simulation; results go into docs/BENCHMARKS.md by hand
 	$(GO) test -run '^$$' -bench . -benchmem ./scheduler/... ./admission/
 	$(GO) run ./cmd/gpuflow-sim
-	set -o pipefail; GPUFLOW_BENCH=1 $(GO) test -count=1 -timeout 30m -run '^TestBench' -v ./internal/e2e/ | grep -E 'BENCH|^(ok|FAIL|---)' 
+	set -o pipefail; GPUFLOW_BENCH=1 GPUFLOW_SCALE_JOBS=300 $(GO) test -count=1 -timeout 30m -run '^TestBench' -v ./internal/e2e/ | grep -E 'BENCH|^(ok|FAIL|---)' 
+	@echo "TestBenchScale with $${GPUFLOW_SCALE_JOBS:-10000} cloud jobs at once (issue 9; the run above had 300 of them; GPUFLOW_SCALE_JOBS=N sizes this one)"
+	set -o pipefail; GPUFLOW_BENCH=1 GPUFLOW_SCALE_JOBS=$${GPUFLOW_SCALE_JOBS:-10000} $(GO) test -count=1 -timeout 3h -run '^TestBenchScale$$' -v ./internal/e2e/ | grep -E 'BENCH|^(ok|FAIL|---)'
 
 postgres:
 	@./scripts/ensure-postgres.sh
