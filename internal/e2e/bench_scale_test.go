@@ -639,7 +639,9 @@ func cancelAll(t *testing.T, s *devstack.Stack, c api, expect, conc int) {
 	for name, e := range s.Emulators {
 		live[name] = len(e.Live())
 	}
-	t.Errorf("teardown: after %v, %d jobs not ended, machines left %v", time.Since(start).Round(time.Second), len(openJobs(t, s)), live)
+	t.Logf("BENCH scale teardown: %d jobs cancelled through the API in %v (%d refused); after %v, %d jobs not ended, machines left %v; load %s",
+		len(ids), cancelled.Round(time.Millisecond), failed.Load(), time.Since(start).Round(time.Second), len(openJobs(t, s)), live, loadavg())
+	t.Errorf("teardown did not finish: jobs or machines left")
 }
 
 func openJobs(t *testing.T, s *devstack.Stack) []string {
