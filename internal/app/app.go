@@ -26,6 +26,7 @@ import (
 	"github.com/gpuflow/gpuflow/postgres"
 	"github.com/gpuflow/gpuflow/provider/local"
 	"github.com/gpuflow/gpuflow/scheduler"
+	"github.com/gpuflow/gpuflow/watcher"
 	"github.com/gpuflow/gpuflow/web"
 	"github.com/gpuflow/gpuflow/worker"
 )
