@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/labstack/echo/v4"
@@ -23,6 +24,16 @@ import (
 // end (output that arrives without an offset).
 type LogAppender interface {
 	AppendLogTail(ctx context.Context, jobID string, data []byte) (int64, error)
+}
+
+// HeaderLogOffset carries the byte offset of an agent's output chunk
+// (provider/agentscript sends it).
+const HeaderLogOffset = "Gpuflow-Log-Offset"
+
+// OffsetLogAppender stores output at a byte offset; a chunk stored again
+// at the same offset is a no-op.
+type OffsetLogAppender interface {
+	AppendLog(ctx context.Context, jobID string, offset int64, data []byte) error
 }
 
 // AgentVerifier checks an agent token for a job.
@@ -97,6 +108,21 @@ func (s *Server) handleAgentLogs(c echo.Context) error {
 	body, err := readBody(c.Request(), c.Response(), maxSubmitBody)
 	if err != nil {
 		return err
+	}
+	// An agent that says where its chunk starts (it resends a chunk whose
+	// answer it lost) has it stored at that offset: a chunk stored twice
+	// is stored once.
+	if h := c.Request().Header.Get(HeaderLogOffset); h != "" {
+		off, err := strconv.ParseInt(h, 10, 64)
+		if err != nil || off < 0 {
+			return agentFieldError("offset", HeaderLogOffset+" must be a byte offset, a whole number from 0")
+		}
+		if oa, ok := s.cfg.Jobs.(OffsetLogAppender); ok {
+			if err := oa.AppendLog(c.Request().Context(), c.Param("id"), off, body); err != nil {
+				return err
+			}
+			return c.JSON(http.StatusAccepted, map[string]any{"offset": off, "next_offset": off + int64(len(body))})
+		}
 	}
 	off, err := la.AppendLogTail(c.Request().Context(), c.Param("id"), body)
 	if err != nil {

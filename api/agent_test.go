@@ -133,6 +133,19 @@ func TestAgentEndpoint(t *testing.T) {
 	if got := string(b.store.logs[id]); got != "one\ntwo\n" {
 		t.Fatalf("stored output %q", got)
 	}
+	// A chunk resent at its offset (its answer was lost) is stored once;
+	// a bad offset is refused.
+	for _, h := range []string{"8", "8", "0"} {
+		if rec := b.do(t, http.MethodPost, "/agent/v1/jobs/"+id+"/logs", "three\n", header{"Content-Type", "text/plain"}, header{HeaderLogOffset, h}, bearer(tok)); rec.Code != http.StatusAccepted {
+			t.Fatalf("logs at %s: %d %s", h, rec.Code, rec.Body)
+		}
+	}
+	if rec := b.do(t, http.MethodPost, "/agent/v1/jobs/"+id+"/logs", "x", header{"Content-Type", "text/plain"}, header{HeaderLogOffset, "-3"}, bearer(tok)); rec.Code != http.StatusBadRequest {
+		t.Fatalf("logs at a negative offset: %d %s", rec.Code, rec.Body)
+	}
+	if got := string(b.store.logs[id]); got != "one\ntwo\nthree\n" {
+		t.Fatalf("stored output after resends %q", got)
+	}
 	b.temporal.AssertNotCalled(t, "SignalWorkflow", mock.Anything, mock.Anything, mock.Anything, mock.Anything, mock.Anything)
 
 	// Refused: no token, a user token, another job's token, bad input;

@@ -43,7 +43,7 @@ type Lock interface {
 const (
 	// DefaultInterval is how often a cloud's machines are looked at when
 	// nothing told the watcher of a change.
-	DefaultInterval = 15 * time.Second
+	DefaultInterval = 30 * time.Second
 	// LocalInterval is the local provider's: a look is one scan of its job
 	// directories, and it learns of its own jobs' ends at once anyway.
 	LocalInterval = 2 * time.Second
