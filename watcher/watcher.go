@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
 	"time"
 
@@ -78,7 +79,13 @@ type Watcher struct {
 	mu     sync.Mutex
 	kicked map[string]bool // machines a provider said changed
 	wake   chan struct{}
+	// early are kicked machines not watched yet (a job that ended before
+	// its Provision recorded the watch), looked at again shortly.
+	early map[string]time.Time
 }
+
+// earlyFor is how long a kick for a machine not yet watched is kept.
+const earlyFor = 30 * time.Second
 
 // SweepStats is what one sweep did.
 type SweepStats struct {
@@ -88,6 +95,37 @@ type SweepStats struct {
 	Full     bool
 	Duration time.Duration
 	Err      error
+
+	unwatched map[string]bool // kicked machines not found among the watches
+}
+
+// earlyRetry is how soon a kicked machine that was not watched yet is
+// looked at again.
+const earlyRetry = 50 * time.Millisecond
+
+// keepEarly puts back the kicked machines that were not watched yet (for
+// earlyFor at most) and reports whether any are waiting.
+func (w *Watcher) keepEarly(only, unwatched map[string]bool) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	now := time.Now()
+	for id := range only {
+		if !unwatched[id] {
+			delete(w.early, id)
+			continue
+		}
+		first, ok := w.early[id]
+		if !ok {
+			w.early[id] = now
+			first = now
+		}
+		if now.Sub(first) < earlyFor {
+			w.kicked[id] = true
+		} else {
+			delete(w.early, id)
+		}
+	}
+	return len(w.early) > 0
 }
 
 func (w *Watcher) now() time.Time {
@@ -111,6 +149,7 @@ func (w *Watcher) init() {
 	if w.wake == nil {
 		w.wake = make(chan struct{}, 1)
 		w.kicked = map[string]bool{}
+		w.early = map[string]time.Time{}
 	}
 }
 
@@ -192,6 +231,14 @@ func (w *Watcher) lead(ctx context.Context, lock Lock) {
 		if st.Err != nil && ctx.Err() == nil {
 			log.Warn("sweep failed; trying again next interval", "err", st.Err)
 		}
+		if w.keepEarly(only, st.unwatched) {
+			time.AfterFunc(earlyRetry, func() {
+				select {
+				case w.wake <- struct{}{}:
+				default:
+				}
+			})
+		}
 		if full {
 			timer.Reset(w.interval())
 		}
@@ -218,9 +265,12 @@ func (w *Watcher) Sweep(ctx context.Context, only map[string]bool) SweepStats {
 	watches := all
 	if only != nil {
 		watches = watches[:0:0]
+		st.unwatched = maps.Clone(only)
 		for _, wt := range all {
 			if only[wt.MachineID] || only[wt.JobID] {
 				watches = append(watches, wt)
+				delete(st.unwatched, wt.MachineID)
+				delete(st.unwatched, wt.JobID)
 			}
 		}
 	}

@@ -270,3 +270,32 @@ func TestRunLooksAtOnceWhenToldAndOneLeads(t *testing.T) {
 		t.Fatalf("signals %+v", got)
 	}
 }
+
+// A job that ends before its Provision recorded the watch: the kick is
+// kept and the machine looked at again once it is watched.
+func TestKickBeforeTheWatchIsKept(t *testing.T) {
+	db, ctx := setup(t)
+	p := &batchProvider{machines: map[string]gpuflow.Machine{}}
+	sigs := &signals{}
+	swept := make(chan SweepStats, 100)
+	w := &Watcher{Provider: p, Store: db, Signals: sigs, Interval: time.Hour, OnSweep: func(s SweepStats) { swept <- s }}
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go w.Run(rctx)
+	<-swept // the full sweep at start
+	p.set("early", gpuflow.MachineExited, 0)
+	p.notify("early") // not watched yet
+	<-swept
+	watchJob(t, ctx, db, "early")
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case <-swept:
+			if got := sigs.take(); len(got) == 1 && got[0].sig.Machine.State == gpuflow.MachineExited {
+				return
+			}
+		case <-deadline:
+			t.Fatal("the early kick was lost: the machine waits for the hour-long interval")
+		}
+	}
+}
