@@ -163,7 +163,9 @@ func (m *memWatches) RemoveWatch(_ context.Context, job, machine string) error {
 	}
 	return nil
 }
-func (m *memWatches) Watches(context.Context, string, string) ([]gpuflow.Watch, error) { return nil, nil }
+func (m *memWatches) Watches(context.Context, string, string) ([]gpuflow.Watch, error) {
+	return nil, nil
+}
 func (m *memWatches) GetWatch(_ context.Context, job string) (*gpuflow.Watch, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -184,7 +186,9 @@ func (m *memWatches) RecordSweep(_ context.Context, _, _ string, at time.Time) e
 	m.swept = at
 	return nil
 }
-func (m *memWatches) LastSweep(context.Context, string, string) (time.Time, error) { return m.swept, nil }
+func (m *memWatches) LastSweep(context.Context, string, string) (time.Time, error) {
+	return m.swept, nil
+}
 
 func TestCheckMachineTrustsALiveWatcher(t *testing.T) {
 	t.Parallel()

@@ -34,8 +34,8 @@ type bundle struct {
 	leaves     int
 	checks     int
 	// check answers the safety check (nil: the watcher is alive).
-	check func() *activities.CheckMachineResult
-	outcomes   []gpuflow.ProvisionOutcome
+	check    func() *activities.CheckMachineResult
+	outcomes []gpuflow.ProvisionOutcome
 }
 
 func setup(t *testing.T) *bundle {
