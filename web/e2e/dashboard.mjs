@@ -86,6 +86,17 @@ async function waitStatus(status) {
 }
 
 const stamp = Date.now()
+// fill types value and checks it stuck: a form that mounts as the
+// previous page's state clears can drop what was typed first.
+async function fill(locator, value) {
+  for (let i = 0; i < 10; i++) {
+    await locator.fill(value)
+    if ((await locator.inputValue()) === value) return
+    await new Promise((r) => setTimeout(r, 200))
+  }
+  throw new Error('could not fill an input')
+}
+
 const alice = { email: `alice-${stamp}@example.com`, password: 'correct-horse-battery-1' }
 const bob = { email: `bob-${stamp}@example.com`, password: 'correct-horse-battery-2' }
 
@@ -97,9 +108,9 @@ try {
   await checkAccessible('login')
   await shot('login')
   await page.getByRole('link', { name: 'Create one' }).click()
-  await page.getByLabel('Email').fill(alice.email)
-  await page.getByLabel('Password', { exact: true }).fill(alice.password)
-  await page.getByLabel('Repeat the password').fill(alice.password)
+  await fill(page.getByLabel('Email'), alice.email)
+  await fill(page.getByLabel('Password', { exact: true }), alice.password)
+  await fill(page.getByLabel('Repeat the password'), alice.password)
   await checkAccessible('register')
   await shot('register')
   await page.getByRole('button', { name: 'Create account' }).click()
@@ -110,8 +121,8 @@ try {
   // Log out and in again.
   await page.getByRole('button', { name: 'Log out' }).click()
   await page.getByRole('heading', { name: 'Log in' }).waitFor(wait)
-  await page.getByLabel('Email').fill(alice.email)
-  await page.getByLabel('Password').fill(alice.password)
+  await fill(page.getByLabel('Email'), alice.email)
+  await fill(page.getByLabel('Password'), alice.password)
   await page.getByRole('button', { name: 'Log in' }).click()
   await page.getByRole('heading', { name: 'Your jobs' }).waitFor(wait)
   await page.locator('[data-testid=live-badge][data-state=live]').waitFor(wait)
@@ -119,8 +130,8 @@ try {
 
   // Submit a job: the cost comparison shows every strategy as one types.
   await page.getByRole('link', { name: 'Submit a job' }).click()
-  await page.getByLabel('Name').fill('hello-ui')
-  await page.getByLabel('Command').fill('sh -c "echo hello from the dashboard; sleep 2; echo done"')
+  await fill(page.getByLabel('Name'), 'hello-ui')
+  await fill(page.getByLabel('Command'), 'sh -c "echo hello from the dashboard; sleep 2; echo done"')
   const cards = page.getByTestId('comparison').locator('[data-strategy]')
   await page.getByTestId('comparison').locator('[data-strategy=balanced] [data-testid=rec-price]').waitFor(wait)
   assert.equal(await cards.count(), 4)
@@ -182,8 +193,8 @@ try {
 
   // Cancel a long job from its page.
   await page.getByRole('link', { name: 'Submit a job' }).click()
-  await page.getByLabel('Name').fill('long-one')
-  await page.getByLabel('Command').fill('sleep 600')
+  await fill(page.getByLabel('Name'), 'long-one')
+  await fill(page.getByLabel('Command'), 'sleep 600')
   await page.getByRole('button', { name: 'Submit', exact: true }).click()
   await page.waitForURL(/#\/jobs\/[0-9a-f-]{36}$/, wait)
   const jobC = page.url().split('/').pop()
@@ -237,9 +248,9 @@ try {
   // Another user sees none of the first user's jobs, anywhere.
   await page.getByRole('button', { name: '退出登录' }).click()
   await page.getByRole('link', { name: '注册一个' }).click()
-  await page.getByLabel('邮箱').fill(bob.email)
-  await page.getByLabel('密码', { exact: true }).fill(bob.password)
-  await page.getByLabel('再次输入密码').fill(bob.password)
+  await fill(page.getByLabel('邮箱'), bob.email)
+  await fill(page.getByLabel('密码', { exact: true }), bob.password)
+  await fill(page.getByLabel('再次输入密码'), bob.password)
   const bobFrom = frames.length
   await page.getByRole('button', { name: '创建账号' }).click()
   await page.getByRole('heading', { name: '我的任务' }).waitFor(wait)
