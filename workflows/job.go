@@ -429,10 +429,11 @@ func (w *jobWorkflow) provision(ctx workflow.Context, sel *activities.SelectResu
 		MaxDuration: cmp.Or(w.in.Spec.MaxDuration(), gpuflow.MaxJobLife),
 	}
 	var res activities.ProvisionResult
+	w.seen = nil // reports from here on are on this attempt's machine (or dropped by the watch)
 	err := workflow.ExecuteActivity(withProvisionOptions(w.dctx, o.Provider), a.Provision,
 		&activities.ProvisionInput{Provider: o.Provider, Request: req, WorkflowID: workflow.GetInfo(ctx).WorkflowExecution.ID}).Get(w.dctx, &res)
 	m := res.Machine
-	w.offer, w.ran, w.launchFailed, w.runningAt, w.seen, w.agentRan = o, false, false, time.Time{}, nil, false
+	w.offer, w.ran, w.launchFailed, w.runningAt, w.agentRan = o, false, false, time.Time{}, false
 	if err != nil {
 		outcome, oc := "provision failed: "+errMessage(err), scheduler.Failed
 		if isType(err, activities.ErrTypeNoCapacity) {
@@ -471,6 +472,9 @@ func (w *jobWorkflow) watch(ctx workflow.Context) (exitCode *int, failure string
 		for len(w.seen) > 0 {
 			m := w.seen[0]
 			w.seen = w.seen[1:]
+			if m.ID != w.machine.ID {
+				continue
+			}
 			switch m.State {
 			case gpuflow.MachineRunning:
 				w.running()
@@ -696,9 +700,12 @@ func (w *jobWorkflow) onMachineSignal(ctx workflow.Context) {
 	for {
 		var s MachineSignal
 		ch.Receive(ctx, &s)
-		if w.machine == nil || s.Machine.ID != w.machine.ID || w.tearingDown {
+		if w.tearingDown || (w.machine != nil && s.Machine.ID != w.machine.ID) {
 			continue // an earlier attempt's machine, or one being torn down
 		}
+		// Without a machine yet, keep it: the watcher may see the new
+		// machine end before Provision's answer reaches the workflow; the
+		// watch drops reports on other machines.
 		w.seen = append(w.seen, s.Machine)
 	}
 }

@@ -942,3 +942,19 @@ func decodeInput(t *testing.T, can *workflow.ContinueAsNewError) *RunJobInput {
 	}
 	return &in
 }
+
+// The watcher can see a short job's machine end before Provision's answer
+// reaches the workflow: the report is kept, not dropped.
+func TestRunJobMachineEndsBeforeProvisionAnswers(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.env.OnActivity(a.Admit, mock.Anything, mock.Anything).Return(admitted(&activities.SelectResult{Offer: testOffer}), nil)
+	b.env.OnActivity(a.Provision, mock.Anything, mock.Anything).After(10*time.Second).Return(machine("m1", gpuflow.MachineRunning), nil)
+	b.terminateOK()
+	code := 0
+	b.at(5*time.Second, gpuflow.Machine{ID: "m1", State: gpuflow.MachineExited, ExitCode: &code})
+	b.env.ExecuteWorkflow(RunJob, input())
+	if res := b.result(t); res.Status != gpuflow.StatusSucceeded || b.checks != 0 {
+		t.Fatalf("result %+v after %d safety checks: the early report was lost", res, b.checks)
+	}
+}

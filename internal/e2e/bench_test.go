@@ -98,7 +98,7 @@ func TestBenchJobLatency(t *testing.T) {
 			if j := c.job(id); j["status"] == "succeeded" {
 				t.Fatalf("job %s succeeded but its event was missed", id)
 			}
-			t.Fatalf("job %s did not finish in 30s", id)
+			t.Fatalf("job %s did not finish in 30s: %v", id, c.job(id))
 		}
 	}
 	slices.Sort(lat)
