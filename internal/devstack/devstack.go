@@ -47,6 +47,10 @@ type Options struct {
 	// (the worker's, the API's and its relay's) dials instead of the
 	// server's own address: tests put a proxy there to cut Temporal off.
 	TemporalClientAddr string
+	// SuggestContinueAsNewAt, when positive, makes the Temporal server
+	// suggest continue-as-new at this history length (events): the
+	// history capture's knob to run a job's watch through continue-as-new.
+	SuggestContinueAsNewAt int
 }
 
 // Stack is a running system.
@@ -106,6 +110,7 @@ func Start(ctx context.Context, cfg app.Config, opts Options, logger *slog.Logge
 	topts := devtemporal.Options{
 		Host: host(cfg.TemporalAddress), Port: tport, Namespace: cfg.TemporalNamespace,
 		SearchAttributes: workflows.SearchAttributeNames, Logger: logger.With("component", "temporal-server"),
+		SuggestContinueAsNewAt: opts.SuggestContinueAsNewAt,
 	}
 	if !opts.InMemoryTemporal {
 		topts.DBFile = filepath.Join(cfg.DataDir, "temporal.db")

@@ -68,6 +68,11 @@ type Options struct {
 	// (nil: slog.LevelWarn, since the server is chatty at info). Logger's own
 	// handler may filter further.
 	LogLevel slog.Leveler
+	// SuggestContinueAsNewAt, when positive, is the history length (in
+	// events) at which the server tells workflows to continue as new
+	// (default 4,096). A test knob: the history capture sets it low to run
+	// a job through continue-as-new.
+	SuggestContinueAsNewAt int
 }
 
 // Server is a running embedded Temporal server. Stop it with Stop.
@@ -123,7 +128,7 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 
 	s.level = &stopLeveler{base: opts.LogLevel}
 	logger := slog.New(&levelHandler{h: opts.Logger.Handler(), min: s.level})
-	s.srv, err = newTemporalServer(opts.Host, ports, sqlConf, logger)
+	s.srv, err = newTemporalServer(opts.Host, ports, sqlConf, logger, opts.SuggestContinueAsNewAt)
 	if err != nil {
 		return nil, err
 	}

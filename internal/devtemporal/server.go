@@ -21,8 +21,10 @@ import (
 const sqliteStore = "sqlite-default"
 
 // newTemporalServer builds (but does not start) a single-process Temporal
-// server with all four services on host, persisting to sqlConf.
-func newTemporalServer(host string, p ports, sqlConf *config.SQL, logger *slog.Logger) (temporal.Server, error) {
+// server with all four services on host, persisting to sqlConf. A positive
+// suggestCANAt lowers the history length at which the server suggests
+// continue-as-new.
+func newTemporalServer(host string, p ports, sqlConf *config.SQL, logger *slog.Logger, suggestCANAt int) (temporal.Server, error) {
 	conf := serverConfig(host, p, sqlConf)
 	tlog := newServerLogger(logger)
 
@@ -33,6 +35,21 @@ func newTemporalServer(host string, p ports, sqlConf *config.SQL, logger *slog.L
 	claimMapper, err := authorization.GetClaimMapperFromConfig(&conf.Global.Authorization, tlog)
 	if err != nil {
 		return nil, fmt.Errorf("temporal claim mapper: %w", err)
+	}
+
+	dc := dynamicconfig.StaticClient{
+		// No phoning home: the dev server runs offline.
+		dynamicconfig.EnableServerVersionCheck.Key(): false,
+		// Read search attribute aliases from the DB on every use, so ones
+		// added at start (ensureSearchAttributes) work at once instead of
+		// after the next namespace cache refresh. Cheap at dev volumes.
+		dynamicconfig.ForceSearchAttributesCacheRefreshOnRead.Key(): true,
+		// The Web UI lists workflows often; the default per-namespace
+		// visibility rate limit is tight for one local user clicking around.
+		dynamicconfig.FrontendMaxNamespaceVisibilityRPSPerInstance.Key(): 100,
+	}
+	if suggestCANAt > 0 {
+		dc[dynamicconfig.HistoryCountSuggestContinueAsNew.Key()] = suggestCANAt
 	}
 
 	addr := func(port int) static.Hosts { return static.SingleLocalHost(net.JoinHostPort(host, strconv.Itoa(port))) }
@@ -49,17 +66,7 @@ func newTemporalServer(host string, p ports, sqlConf *config.SQL, logger *slog.L
 		temporal.WithLogger(tlog),
 		temporal.WithAuthorizer(authorizer),
 		temporal.WithClaimMapper(func(*config.Config) authorization.ClaimMapper { return claimMapper }),
-		temporal.WithDynamicConfigClient(dynamicconfig.StaticClient{
-			// No phoning home: the dev server runs offline.
-			dynamicconfig.EnableServerVersionCheck.Key(): false,
-			// Read search attribute aliases from the DB on every use, so ones
-			// added at start (ensureSearchAttributes) work at once instead of
-			// after the next namespace cache refresh. Cheap at dev volumes.
-			dynamicconfig.ForceSearchAttributesCacheRefreshOnRead.Key(): true,
-			// The Web UI lists workflows often; the default per-namespace
-			// visibility rate limit is tight for one local user clicking around.
-			dynamicconfig.FrontendMaxNamespaceVisibilityRPSPerInstance.Key(): 100,
-		}),
+		temporal.WithDynamicConfigClient(dc),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("build temporal server: %w", err)
