@@ -42,8 +42,9 @@ type Worker struct {
 func New(c client.Client, acts *activities.Activities, opts Options) *Worker {
 	wo := sdkworker.Options{MaxConcurrentActivityExecutionSize: opts.MaxConcurrentActivities}
 	main := sdkworker.New(c, workflows.TaskQueue, wo)
-	main.RegisterWorkflowWithOptions(workflows.RunJob, workflow.RegisterOptions{Name: workflows.JobWorkflowName})
-	main.RegisterWorkflowWithOptions(workflows.Reconcile, workflow.RegisterOptions{Name: workflows.ReconcileWorkflowName})
+	for _, r := range workflows.Registrations() {
+		main.RegisterWorkflowWithOptions(r.Func, workflow.RegisterOptions{Name: r.Name})
+	}
 	main.RegisterActivity(acts)
 	w := &Worker{workers: []sdkworker.Worker{main}}
 	w.loops = append(w.loops, opts.Services...)
