@@ -10,7 +10,7 @@ STATICCHECK_VERSION := v0.8.2
 SERVER_PKGS := ./internal/e2e/... ./internal/devtemporal/... ./internal/devstack/...
 UNIT_PKGS    = $(shell $(GO) list ./... | grep -v -e /internal/e2e -e /internal/devtemporal -e /internal/devstack)
 
-.PHONY: help run build test test/unit test/integration test/ui web lint bench clean postgres
+.PHONY: help run build test test/unit test/integration test/ui web lint bench clean postgres replay-capture
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z/_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ test/ui: postgres ## the web dashboard: its unit tests, web/dist matches web/src
 	./web/e2e/setup.sh
 	cd web && npx vitest run && ./scripts/check-dist.sh
 	GPUFLOW_UI_TEST=1 $(GO) test -count=1 -timeout 10m -run '^TestDashboardInBrowser$$' ./internal/e2e/
+
+replay-capture: postgres ## run every workflow path on real stacks and add their histories to workflows/testdata/histories (docs/WORKFLOW-VERSIONING.md)
+	GPUFLOW_CAPTURE_HISTORIES=1 $(GO) test -count=1 -timeout 45m -run '^TestCaptureHistories$$' -v ./internal/e2e/
 
 web: ## rebuild the web dashboard into web/dist (commit it with its sources)
 	cd web && npm ci --no-audit --no-fund && npm run build
