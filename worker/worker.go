@@ -23,6 +23,10 @@ type Options struct {
 	// MaxConcurrentActivities bounds activities running at once per task
 	// queue (0: the SDK default).
 	MaxConcurrentActivities int
+	// WorkflowCacheSize bounds the workflows kept in memory between their
+	// events (0: the SDK default, 10,000). It is process-wide: the SDK has
+	// one cache for every worker of the process.
+	WorkflowCacheSize int
 	// Services are the long-running loops the worker runs for its
 	// lifetime (the queue's dispatcher, the machine watchers); each
 	// returns when its context is done.
@@ -40,6 +44,9 @@ type Worker struct {
 // New creates workers for the workflow task queue and for every provider in
 // acts.Providers. Nothing runs until Start.
 func New(c client.Client, acts *activities.Activities, opts Options) *Worker {
+	if opts.WorkflowCacheSize > 0 {
+		sdkworker.SetStickyWorkflowCacheSize(opts.WorkflowCacheSize)
+	}
 	wo := sdkworker.Options{MaxConcurrentActivityExecutionSize: opts.MaxConcurrentActivities}
 	main := sdkworker.New(c, workflows.TaskQueue, wo)
 	for _, r := range workflows.Registrations() {

@@ -141,7 +141,7 @@ func NewWorker(cfg Config, deps Deps) (*worker.Worker, error) {
 	for _, w := range watchers(cfg, deps, hosts) {
 		services = append(services, w.Run)
 	}
-	return worker.New(deps.Temporal, acts, worker.Options{Services: services}), nil
+	return worker.New(deps.Temporal, acts, worker.Options{Services: services, WorkflowCacheSize: cfg.WorkflowCache}), nil
 }
 
 // hostBound names the host of each provider whose machines run on the

@@ -56,6 +56,7 @@ import (
 //	GPUFLOW_QUEUE_RECHECK   15s                   how often the dispatcher looks again at waiting jobs when nothing woke it
 //	METRICS_ADDR            127.0.0.1:9464        where `gpuflow worker` serves /metrics (the API serves its own; "off" disables)
 //	GPUFLOW_PROGRESS_INTERVAL 5s                  the least time between two progress signals of one job (agent reports in between are coalesced)
+//	GPUFLOW_WORKFLOW_CACHE    2000                the workflows a worker keeps in memory between their events (an evicted one replays at its next event)
 type Config struct {
 	DataDir           string
 	HTTPAddr          string
@@ -81,6 +82,11 @@ type Config struct {
 	// Limits bound each user's running jobs and spend per hour.
 	Limits       gpuflow.Limits
 	QueueRecheck time.Duration
+	// WorkflowCache is how many workflows a worker keeps in memory between
+	// their events (GPUFLOW_WORKFLOW_CACHE). One that was evicted replays
+	// its history at its next event: memory stays bounded however many jobs
+	// run, and the cost of an eviction grows with events, not with time.
+	WorkflowCache int
 	// WatchInterval is how often each cloud's watcher looks at all its
 	// machines (the local provider's looks every watcher.LocalInterval).
 	WatchInterval time.Duration
@@ -99,6 +105,7 @@ var EnvVars = append([]string{
 	"GPUFLOW_RECONCILE_INTERVAL", "GPUFLOW_RECONCILE_GRACE", "GPUFLOW_AGENT_URL",
 	"GPUFLOW_MAX_RUNNING_JOBS", "GPUFLOW_MAX_SPEND_PER_HOUR", "GPUFLOW_QUEUE_RECHECK", "GPUFLOW_WATCH_INTERVAL", "METRICS_ADDR",
 	"GPUFLOW_PROGRESS_INTERVAL",
+	"GPUFLOW_WORKFLOW_CACHE",
 }, cloudEnvVars...)
 
 // ConfigFromEnv reads Config from getenv (os.Getenv in production) and
@@ -169,6 +176,12 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 			return c, fmt.Errorf("GPUFLOW_MAX_SPEND_PER_HOUR must be dollars per hour, 0 for no limit, not %q", s)
 		}
 	}
+	c.WorkflowCache = DefaultWorkflowCache
+	if s := getenv("GPUFLOW_WORKFLOW_CACHE"); s != "" {
+		if c.WorkflowCache, err = strconv.Atoi(s); err != nil || c.WorkflowCache < 1 {
+			return c, fmt.Errorf("GPUFLOW_WORKFLOW_CACHE must be a whole number of workflows, at least 1, not %q", s)
+		}
+	}
 	if c.QueueRecheck, err = parseDuration(getenv("GPUFLOW_QUEUE_RECHECK"), 15*time.Second); err != nil {
 		return c, fmt.Errorf("GPUFLOW_QUEUE_RECHECK: %w", err)
 	}
@@ -191,6 +204,12 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	}
 	return c, nil
 }
+
+// DefaultWorkflowCache is GPUFLOW_WORKFLOW_CACHE's default: about 1 GiB of
+// worker memory at most (a cached job workflow holds about 0.5 MiB with its
+// coroutines; docs/BENCHMARKS.md, issue 9). The SDK's own default, 10,000,
+// lets the worker grow to several GiB at 10,000 running jobs.
+const DefaultWorkflowCache = 2000
 
 // Bounds of JWT_LIFETIME.
 const (

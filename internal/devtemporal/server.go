@@ -47,6 +47,11 @@ func newTemporalServer(host string, p ports, sqlConf *config.SQL, logger *slog.L
 		// The Web UI lists workflows often; the default per-namespace
 		// visibility rate limit is tight for one local user clicking around.
 		dynamicconfig.FrontendMaxNamespaceVisibilityRPSPerInstance.Key(): 100,
+		// One partition per task queue: with a few pollers on one host,
+		// several partitions make a task miss the waiting poller, go to the
+		// database and be forwarded (tens of ms per hop).
+		dynamicconfig.MatchingNumTaskqueueReadPartitions.Key():  1,
+		dynamicconfig.MatchingNumTaskqueueWritePartitions.Key(): 1,
 	}
 	if suggestCANAt > 0 {
 		dc[dynamicconfig.HistoryCountSuggestContinueAsNew.Key()] = suggestCANAt

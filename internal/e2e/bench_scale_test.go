@@ -73,6 +73,10 @@ func TestBenchScale(t *testing.T) {
 	cfg := testConfig(t)
 	agent := startAgentProxy(t, "http://"+cfg.HTTPAddr, dropFinished)
 	cfg.AgentURL = agent.url
+	if v := envInt("GPUFLOW_WORKFLOW_CACHE", 0); v > 0 {
+		cfg.WorkflowCache = v
+	}
+	t.Logf("BENCH scale: workflow cache %d", cfg.WorkflowCache)
 	t.Logf("BENCH scale: jobs %d, steady %v, concurrency %d, exit batch %d × %ds, agent finished reports %s; load at start %s",
 		n, steady, conc, exitN, exitRun, map[bool]string{false: "forwarded", true: "dropped (503)"}[dropFinished], loadavg())
 	logs := newLogCounter(os.Stderr, 5)
