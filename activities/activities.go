@@ -94,6 +94,22 @@ func classify(err error) error {
 	return err
 }
 
+// retryHint passes a provider's retry-after hint on err to Temporal: the
+// next try waits that long (the providers add jitter to a throttling
+// answer's hint) instead of the retry policy's backoff, which would send
+// the retries of teardowns throttled together again together, ever
+// further apart. Unlike classify it never makes err non-retryable:
+// teardown is retried until the machine is gone, whatever the error.
+func retryHint(err error) error {
+	var pe *gpuflow.ProviderError
+	if !errors.As(err, &pe) || pe.RetryAfter <= 0 {
+		return err
+	}
+	return temporal.NewApplicationErrorWithOptions(err.Error(), string(pe.Kind), temporal.ApplicationErrorOptions{
+		Cause: err, NextRetryDelay: pe.RetryAfter,
+	})
+}
+
 func (a *Activities) provider(name string) (gpuflow.Provider, error) {
 	p := a.Providers.Get(name)
 	if p == nil {

@@ -24,6 +24,7 @@ type fakeProvider struct {
 	machines   map[string]*gpuflow.Machine
 	states     map[string][]gpuflow.MachineState // what Describe returns next, per machine
 	failTerm   int
+	describe   []error // what Describe fails with next, in order
 	terminated []string
 	out        []byte
 }
@@ -38,6 +39,11 @@ func (f *fakeProvider) Provision(_ context.Context, r gpuflow.ProvisionRequest) 
 func (f *fakeProvider) Describe(_ context.Context, id string) (*gpuflow.Machine, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if len(f.describe) > 0 {
+		err := f.describe[0]
+		f.describe = f.describe[1:]
+		return nil, err
+	}
 	m, ok := f.machines[id]
 	if !ok {
 		return &gpuflow.Machine{ID: id, State: gpuflow.MachineGone}, nil
@@ -239,6 +245,32 @@ func TestTerminateMachineConfirmsGone(t *testing.T) {
 	// Terminating what is gone is fine.
 	if _, err := e.ExecuteActivity(acts.TerminateMachine, &TerminateInput{Provider: "fake", JobID: "j", MachineID: "m1"}); err != nil {
 		t.Fatalf("terminate of a gone machine: %v", err)
+	}
+}
+
+// TestTerminateMachineHonoursRetryAfter: a teardown whose confirmation the
+// cloud throttled is tried again after the provider's hint (jittered by
+// the provider), not the policy's growing backoff that would keep the
+// retries of teardowns throttled together in step; an error of any kind
+// stays retryable.
+func TestTerminateMachineHonoursRetryAfter(t *testing.T) {
+	t.Parallel()
+	throttled := &gpuflow.ProviderError{Provider: "fake", Kind: gpuflow.KindTransient, Code: "RequestLimitExceeded",
+		Message: "slow down", RetryAfter: 1300 * time.Millisecond}
+	auth := &gpuflow.ProviderError{Provider: "fake", Kind: gpuflow.KindAuth, Message: "key revoked", RetryAfter: time.Second}
+	p := &fakeProvider{machines: map[string]*gpuflow.Machine{"m1": {ID: "m1", State: gpuflow.MachineRunning}},
+		describe: []error{throttled, auth}}
+	acts := &Activities{Jobs: &memStore{}, Providers: gpuflow.Providers{p}}
+	e := env(t, acts)
+	for _, want := range []*gpuflow.ProviderError{throttled, auth} {
+		_, err := e.ExecuteActivity(acts.TerminateMachine, &TerminateInput{Provider: "fake", JobID: "j", MachineID: "m1"})
+		var ae *temporal.ApplicationError
+		if !errors.As(err, &ae) || ae.NextRetryDelay() != want.RetryAfter || ae.NonRetryable() {
+			t.Fatalf("confirmation failing with %v: %v, want a retryable error retried after %s", want, err, want.RetryAfter)
+		}
+	}
+	if _, err := e.ExecuteActivity(acts.TerminateMachine, &TerminateInput{Provider: "fake", JobID: "j", MachineID: "m1"}); err != nil {
+		t.Fatalf("third try: %v", err)
 	}
 }
 

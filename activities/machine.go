@@ -129,7 +129,8 @@ type TerminateResult struct {
 // TerminateMachine ships the job's last output, terminates the machine and
 // succeeds only once the provider confirms it is gone; then the machine is
 // no longer watched. Otherwise it fails and the workflow's retry policy
-// tries again.
+// tries again, after the provider's retry-after hint when it gave one (a
+// throttled call).
 func (a *Activities) TerminateMachine(ctx context.Context, in *TerminateInput) (*TerminateResult, error) {
 	p, err := a.provider(in.Provider)
 	if err != nil {
@@ -150,11 +151,11 @@ func (a *Activities) TerminateMachine(ctx context.Context, in *TerminateInput) (
 		}
 	}
 	if err := p.Terminate(ctx, in.MachineID); err != nil {
-		return nil, fmt.Errorf("terminate %s on %s: %w", in.MachineID, in.Provider, err)
+		return nil, retryHint(fmt.Errorf("terminate %s on %s: %w", in.MachineID, in.Provider, err))
 	}
 	m, err := p.Describe(ctx, in.MachineID)
 	if err != nil && gpuflow.ProviderErrorKindOf(err) != gpuflow.KindNotFound {
-		return nil, fmt.Errorf("confirm %s on %s is gone: %w", in.MachineID, in.Provider, err)
+		return nil, retryHint(fmt.Errorf("confirm %s on %s is gone: %w", in.MachineID, in.Provider, err))
 	}
 	if err == nil && m.State != gpuflow.MachineGone {
 		return nil, temporal.NewApplicationError(fmt.Sprintf("machine %s on %s still %s", in.MachineID, in.Provider, m.State), ErrTypeMachineExists)

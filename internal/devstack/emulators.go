@@ -22,6 +22,9 @@ import (
 type Emulator interface {
 	http.Handler
 	Faults() *emulate.Switches
+	// RateLimiter is the emulator's per-account request rates (the
+	// cloud's throttling) and its counts of calls let through and refused.
+	RateLimiter() *emulate.RateLimiter
 	Preempt(machineID string) error
 	Live() []string
 	Close()

@@ -16,10 +16,11 @@ type TCPProxy struct {
 	ln     net.Listener
 	target string
 
-	mu    sync.Mutex
-	cut   bool
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
+	mu      sync.Mutex
+	cut     bool
+	refused int
+	conns   map[net.Conn]struct{}
+	wg      sync.WaitGroup
 }
 
 // NewTCPProxy listens on a free loopback port and forwards to target. It
@@ -57,6 +58,14 @@ func (p *TCPProxy) Restore() {
 	p.cut = false
 }
 
+// Refused is how many connections the proxy has refused while cut: the
+// client's tries during an outage.
+func (p *TCPProxy) Refused() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.refused
+}
+
 // Close stops the proxy and closes every connection.
 func (p *TCPProxy) Close() {
 	_ = p.ln.Close()
@@ -73,6 +82,7 @@ func (p *TCPProxy) accept() {
 		}
 		p.mu.Lock()
 		if p.cut {
+			p.refused++
 			p.mu.Unlock()
 			_ = c.Close()
 			continue

@@ -66,8 +66,14 @@ func TestTCPProxyCutAndRestore(t *testing.T) {
 	if err := echo(dial()); err == nil {
 		t.Fatal("a new connection got through while cut")
 	}
+	if n := p.Refused(); n != 1 {
+		t.Fatalf("refused %d connections while cut, want 1", n)
+	}
 	p.Restore()
 	if err := echo(dial()); err != nil {
 		t.Fatalf("after restore: %v", err)
+	}
+	if n := p.Refused(); n != 1 {
+		t.Fatalf("refused %d connections, want 1", n)
 	}
 }

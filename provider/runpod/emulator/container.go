@@ -260,25 +260,27 @@ func splitArgs(s string) ([]string, error) {
 
 // CommandRuns returns how many times the job's command has started in pod
 // id's containers: with gpuflow's runner, once however often the
-// container restarts; with a bare command, once per container start.
+// container restarts; with a bare command, once per container start. A
+// deleted pod's count stays (tests count a job's runs after its pod is
+// gone); an unknown id has 0.
 func (e *Emulator) CommandRuns(id string) int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if p := e.pods[id]; p != nil {
 		return p.commandRuns
 	}
-	return 0
+	return e.removed[id].commandRuns
 }
 
 // ContainerStarts returns how many times pod id's container has started,
-// restarts included.
+// restarts included; like CommandRuns, also after the pod was deleted.
 func (e *Emulator) ContainerStarts(id string) int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if p := e.pods[id]; p != nil {
 		return p.containerStarts
 	}
-	return 0
+	return e.removed[id].containerStarts
 }
 
 // RunnerDone reports whether the runner's state on pod id's volume says its

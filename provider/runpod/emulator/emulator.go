@@ -133,6 +133,7 @@ type Emulator struct {
 
 	mu            sync.Mutex
 	pods          map[string]*pod
+	removed       map[string]podRuns // by id: the deleted pods' container counts
 	recorded      []Request
 	recordedBytes int
 	closed        bool
@@ -145,7 +146,7 @@ type Emulator struct {
 // New returns a running emulator; Close stops it.
 func New(opts Options) *Emulator {
 	e := &Emulator{opts: opts, timing: opts.Timing, now: opts.Now, log: opts.Logger, agent: opts.AgentClient,
-		pods: map[string]*pod{}}
+		pods: map[string]*pod{}, removed: map[string]podRuns{}}
 	if e.timing == (emulate.Timing{}) {
 		e.timing = emulate.DefaultTiming
 	}

@@ -328,6 +328,14 @@ func TestContainerRestarts(t *testing.T) {
 		t.Errorf("runner: the command ran %d times, %d finished reports; want once and once", n, agent.count("/jobs/run/finished"))
 	}
 	f.do("DELETE", "/v2/pods/"+run, "")
+	// The counts outlive the pod, so a test can count a job's runs after
+	// gpuflow deleted its pod.
+	if n, starts := f.em.CommandRuns(run), f.em.ContainerStarts(run); n != 1 || starts != 5 {
+		t.Errorf("after the delete: %d runs, %d starts; want 1 and 5", n, starts)
+	}
+	if n := f.em.CommandRuns(bare); n < 3 {
+		t.Errorf("the deleted bare pod's runs: %d, want at least 3", n)
+	}
 }
 
 func TestFaults(t *testing.T) {

@@ -108,8 +108,7 @@ func (e *Emulator) advance() {
 	now := e.now()
 	for id, p := range e.pods {
 		if !p.terminateAfter.IsZero() && !now.Before(p.terminateAfter) {
-			e.stopJob(p)
-			delete(e.pods, id)
+			e.remove(p)
 			e.log.Info("runpod emulator: pod reached terminateAfter", "pod_id", id)
 			continue
 		}
@@ -141,11 +140,16 @@ func (e *Emulator) start(p *pod) {
 	p.boot = e.now()
 }
 
-// remove deletes p. The caller holds e.mu.
+// remove deletes p, keeping what its container did for CommandRuns and
+// ContainerStarts. The caller holds e.mu.
 func (e *Emulator) remove(p *pod) {
 	e.stopJob(p)
 	delete(e.pods, p.id)
+	e.removed[p.id] = podRuns{containerStarts: p.containerStarts, commandRuns: p.commandRuns}
 }
+
+// podRuns is what a deleted pod's container did.
+type podRuns struct{ containerStarts, commandRuns int }
 
 // sortedPods returns the pods oldest first. The caller holds e.mu.
 func (e *Emulator) sortedPods() []*pod {
