@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -119,6 +120,23 @@ func TestBenchScale(t *testing.T) {
 	t.Logf("BENCH scale idle: test process RSS %.0f MiB, Go heap in use %.0f MiB, %d goroutines before any job",
 		float64(base.rssKiB)/1024, float64(base.heap.HeapInuse)/(1<<20), base.goroutines)
 
+	// GPUFLOW_SCALE_PPROF=dir keeps profiles of this process (it hosts the
+	// Temporal server, the worker, the API and the emulators): CPU from the
+	// first submit until all run, and the heap once all run.
+	profDir := os.Getenv("GPUFLOW_SCALE_PPROF")
+	stopCPU := func() {}
+	if profDir != "" {
+		f, err := os.Create(filepath.Join(profDir, "ramp.cpu.pprof"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			t.Fatal(err)
+		}
+		stopCPU = func() { pprof.StopCPUProfile(); f.Close(); stopCPU = func() {} }
+		t.Cleanup(func() { stopCPU() })
+	}
+
 	// Submit. The jobs run far longer than the test: they end by cancel.
 	const longRun = 24 * 3600
 	start := time.Now()
@@ -137,6 +155,22 @@ func TestBenchScale(t *testing.T) {
 		t.Logf("BENCH scale running: only %d of %d jobs running after %v (gave up); statuses %v; load %s",
 			reached, len(ids), allRunning.Round(time.Second), dbStatuses(t, conn), loadavg())
 		t.Fatalf("not all jobs reached running")
+	}
+	stopCPU()
+	if profDir != "" {
+		runtime.GC()
+		f, err := os.Create(filepath.Join(profDir, "running.heap.pprof"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = pprof.WriteHeapProfile(f)
+		f.Close()
+		g, err := os.Create(filepath.Join(profDir, "running.goroutine.pprof"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = pprof.Lookup("goroutine").WriteTo(g, 0)
+		g.Close()
 	}
 	t.Logf("BENCH scale running: all %d jobs running %v after the first submit (%.1f s after the last accepted); load %s",
 		len(ids), allRunning.Round(time.Millisecond), (allRunning - submitTook).Seconds(), loadavg())

@@ -284,22 +284,28 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	e.serve(rec, r, body)
 	e.log.Debug("runpod emulator", "method", r.Method, "path", r.URL.Path, "status", rec.status)
 	e.mu.Lock()
-	e.recorded = append(e.recorded, Request{
+	e.record(Request{
 		Method: r.Method, Path: r.URL.Path, Query: redactQuery(r), Body: body,
-		Status: rec.status, Response: rec.body.Bytes(), ContentType: rec.Header().Get("Content-Type"),
+		Status: rec.status, Response: bytes.Clone(rec.body.Bytes()), ContentType: rec.Header().Get("Content-Type"),
 	})
-	e.recordedBytes += len(body) + rec.body.Len()
-	n := max(len(e.recorded)-e.opts.MaxRecorded, 0)
-	for ; n < len(e.recorded)-1 && e.recordedBytes > e.opts.MaxRecordedBytes; n++ {
+	e.mu.Unlock()
+}
+
+// record keeps req for Requests, dropping the oldest requests while more
+// than MaxRecorded are kept or their bodies pass MaxRecordedBytes (the
+// newest is always kept). e.mu is held.
+func (e *Emulator) record(req Request) {
+	e.recorded = append(e.recorded, req)
+	e.recordedBytes += len(req.Body) + len(req.Response)
+	n := 0
+	for n < len(e.recorded)-1 && (len(e.recorded)-n > e.opts.MaxRecorded || e.recordedBytes > e.opts.MaxRecordedBytes) {
 		e.recordedBytes -= len(e.recorded[n].Body) + len(e.recorded[n].Response)
+		n++
 	}
 	if n > 0 {
-		for _, old := range e.recorded[:n] {
-			e.recordedBytes -= len(old.Body) + len(old.Response)
-		}
+		clear(e.recorded[:n]) // let the dropped bodies be collected
 		e.recorded = slices.Delete(e.recorded, 0, n)
 	}
-	e.mu.Unlock()
 }
 
 func (e *Emulator) serve(w http.ResponseWriter, r *http.Request, body []byte) {

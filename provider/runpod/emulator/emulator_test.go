@@ -521,3 +521,38 @@ func TestCloseStopsJobs(t *testing.T) {
 		t.Errorf("live %v", em.Live())
 	}
 }
+
+// The requests kept for Requests stay within MaxRecorded and
+// MaxRecordedBytes however many are answered (a scale run lists thousands
+// of pods every sweep: an unbounded record held a gigabyte).
+func TestRecordedRequestsBounded(t *testing.T) {
+	const maxBytes = 64 << 10
+	em := emulator.New(emulator.Options{APIKey: key, Timing: timing, RateLimits: map[string]emulate.Rate{},
+		MaxRecorded: 50, MaxRecordedBytes: maxBytes})
+	srv := httptest.NewServer(em)
+	f := &fixture{t: t, em: em, srv: srv}
+	defer func() { em.Close(); srv.Close() }()
+	var ids []string
+	for range 20 {
+		ids = append(ids, f.create(createBody)["id"].(string))
+	}
+	for i := range 300 {
+		if a := f.do("GET", "/v2/pods", ""); a.status != 200 {
+			t.Fatalf("list %d: %d", i, a.status)
+		}
+		kept := em.Requests()
+		size := 0
+		for _, r := range kept {
+			size += len(r.Body) + len(r.Response)
+		}
+		if len(kept) > 50 || (len(kept) > 1 && size > maxBytes) {
+			t.Fatalf("after %d listings: %d requests, %d bytes kept (bounds 50, %d)", i+1, len(kept), size, maxBytes)
+		}
+		if last := kept[len(kept)-1]; last.Path != "/v2/pods" || last.Method != "GET" || len(last.Response) == 0 {
+			t.Fatalf("newest request not kept: %+v", last)
+		}
+	}
+	for _, id := range ids {
+		f.do("DELETE", "/v2/pods/"+id, "")
+	}
+}
