@@ -40,6 +40,10 @@ func (m *memUsers) UserByEmail(context.Context, string) (*gpuflow.User, error) {
 	return nil, gpuflow.Errorf(gpuflow.ENOTFOUND, "user not found")
 }
 
+func (m *memUsers) UpdateUser(context.Context, string, gpuflow.UserUpdate) (*gpuflow.User, error) {
+	return nil, gpuflow.Errorf(gpuflow.ENOTFOUND, "user not found")
+}
+
 func TestCreateUser(t *testing.T) {
 	ctx := context.Background()
 	users := &memUsers{}
