@@ -353,7 +353,8 @@ func newFeedEnv(t *testing.T, feed *feedFake, store *eventStore, users *feedUser
 		Providers: gpuflow.Providers{local},
 		Version:   "v0.0.0-test",
 		Feed:      feed,
-		Auth:      AuthConfig{Users: users, Secret: feedSecret, PasswordCost: auth.MinCost},
+		Auth: AuthConfig{Users: users, Secret: feedSecret, PasswordCost: auth.MinCost,
+			Registration: gpuflow.RegistrationOpen, Local: gpuflow.LocalPolicy{Everyone: true}},
 	}
 	for _, o := range opts {
 		o(&cfg, env)
