@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -29,6 +30,12 @@ const (
 	defaultEstimatedDuration = 60 // minutes
 	maxCancelReasonLen       = 1000
 )
+
+// providerNamePattern is what a provider filter may be.
+var providerNamePattern = regexp.MustCompile(`^[a-z0-9_-]{1,64}$`)
+
+// maxCursorLen bounds a listing's cursor (the store's are far shorter).
+const maxCursorLen = 512
 
 // saGPUType is the GPU type search attribute (workflows.StartSearchAttributes sets them all).
 var saGPUType = temporal.NewSearchAttributeKeyKeyword(workflows.SearchAttrGPUType)
@@ -462,6 +469,16 @@ func (s *Server) handleListTasks(c echo.Context) error {
 		Provider: c.QueryParam("provider"),
 		Limit:    defaultListLimit,
 		Cursor:   c.QueryParam("cursor"),
+	}
+	if f.Provider != "" && !providerNamePattern.MatchString(f.Provider) {
+		msg := "provider must be a provider name: 1 to 64 lower-case letters, digits, _ or -"
+		return gpuflow.Errorf(gpuflow.EINVALID, "%s", msg).
+			WithDetails(map[string]any{"fields": map[string]any{"provider": msg}})
+	}
+	if len(f.Cursor) > maxCursorLen {
+		msg := "cursor must be the next_cursor of a previous page"
+		return gpuflow.Errorf(gpuflow.EINVALID, "%s", msg).
+			WithDetails(map[string]any{"fields": map[string]any{"cursor": msg}})
 	}
 	if f.Status != "" && !f.Status.Valid() {
 		msg := fmt.Sprintf("status must be one of %v", gpuflow.AllStatuses)

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"crypto/sha256"
+	"encoding/base64"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -207,5 +208,46 @@ func TestTakeRate(t *testing.T) {
 	}{{"", 1, time.Second}, {string(make([]byte, 201)), 1, time.Second}, {"k", 0, time.Second}, {"k", 1, 0}} {
 		_, err := a.TakeRate(ctx, bad.key, bad.limit, bad.period)
 		wantCode(t, "bad take", err, gpuflow.EINVALID)
+	}
+}
+
+// TestJobsFilterInjection: filter values and cursors are parameters, never
+// SQL: hostile ones select nothing or are EINVALID, and change nothing.
+func TestJobsFilterInjection(t *testing.T) {
+	t.Parallel()
+	db, _ := newDB(t)
+	ctx := testCtx(t)
+	owner := newID()
+	ensureUser(t, db, owner)
+	for range 3 {
+		mustCreate(t, db, newJob(func(j *gpuflow.Job) { j.OwnerID = owner; j.Provider = "runpod" }))
+	}
+	countJobs := func() int {
+		var n int
+		if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM jobs`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	for _, p := range []string{"runpod' OR '1'='1", "x'; DELETE FROM jobs; --", `runpod" OR 1=1 --`, "%", "_unpod"} {
+		jobs, _, err := db.Jobs(ctx, gpuflow.JobFilter{Provider: p})
+		if err != nil || len(jobs) != 0 {
+			t.Errorf("provider %q: %d jobs, %v", p, len(jobs), err)
+		}
+	}
+	for _, o := range []string{"' OR 1=1 --", owner + "' OR '1'='1"} {
+		_, _, err := db.Jobs(ctx, gpuflow.JobFilter{OwnerID: o})
+		wantCode(t, "owner "+o, err, gpuflow.EINVALID)
+	}
+	_, _, err := db.Jobs(ctx, gpuflow.JobFilter{Status: "running' OR '1'='1"})
+	wantCode(t, "status", err, gpuflow.EINVALID)
+	b64 := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+	for _, c := range []string{"' OR 1=1 --", b64("1_' OR 1=1 --"), b64("1; DROP TABLE jobs_" + owner), b64("x_" + owner),
+		b64("99999999999999999999_" + owner), "%00", b64("1_")} {
+		_, _, err := db.Jobs(ctx, gpuflow.JobFilter{OwnerID: owner, Cursor: c})
+		wantCode(t, "cursor "+c, err, gpuflow.EINVALID)
+	}
+	if n := countJobs(); n != 3 {
+		t.Errorf("%d jobs after the hostile filters, want 3", n)
 	}
 }
