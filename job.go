@@ -4,8 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"slices"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // JobStatus is where a job is in its life. The values are the API's.
@@ -97,8 +101,18 @@ func (s *JobSpec) Validate(knownProviders []string) error {
 	if len(s.Name) > MaxNameLen {
 		bad("name", "name must be at most %d characters", MaxNameLen)
 	}
+	if !printable(s.Name) {
+		// Names are shown in terminals and pages: no escape sequences.
+		bad("name", "name must be UTF-8 text without control characters")
+	}
 	if len(s.Image) > MaxStringLen {
 		bad("image", "image must be at most %d characters", MaxStringLen)
+	}
+	if s.Image != "" && !imagePattern.MatchString(s.Image) {
+		// It becomes a container runtime's argument: never an option
+		// ("--privileged") nor anything a shell or a runtime would split.
+		bad("image", "image must be an image reference such as nvidia/cuda:12.4.1-runtime-ubuntu22.04 "+
+			"(letters, digits and ._/:@-, starting with a letter or digit)")
 	}
 	if len(s.Command) == 0 && s.Image == "" {
 		bad("command", "command is required (or an image)")
@@ -109,6 +123,9 @@ func (s *JobSpec) Validate(knownProviders []string) error {
 	for i, a := range s.Command {
 		if len(a) > MaxStringLen {
 			bad("command", "command[%d] must be at most %d characters", i, MaxStringLen)
+		}
+		if strings.ContainsRune(a, 0) {
+			bad("command", "command[%d] must not contain NUL bytes", i)
 		}
 	}
 	if len(s.Command) > 0 && s.Command[0] == "" {
@@ -121,6 +138,12 @@ func (s *JobSpec) Validate(knownProviders []string) error {
 		if k == "" || len(k) > 256 || len(v) > MaxStringLen {
 			bad("env", "env names must be 1 to 256 characters and values at most %d", MaxStringLen)
 		}
+		if !envNamePattern.MatchString(k) {
+			bad("env", "env names must be letters, digits and _, not starting with a digit (got %q)", truncateString(k, 64))
+		}
+		if strings.ContainsRune(v, 0) {
+			bad("env", "env values must not contain NUL bytes")
+		}
 	}
 	if s.GPUCount < 0 || s.GPUCount > MaxGPUCount {
 		bad("gpu_count", "gpu_count must be between 0 and %d", MaxGPUCount)
@@ -130,6 +153,9 @@ func (s *JobSpec) Validate(knownProviders []string) error {
 	}
 	if len(s.GPUType) > 64 {
 		bad("gpu_type", "gpu_type must be at most 64 characters")
+	}
+	if !printable(s.GPUType) {
+		bad("gpu_type", "gpu_type must be UTF-8 text without control characters")
 	}
 	if s.MemoryGB < 0 || s.MemoryGB > 4096 {
 		bad("memory_gb", "memory_gb must be between 0 and 4096")
@@ -185,6 +211,34 @@ func (s *JobSpec) Validate(knownProviders []string) error {
 		}
 	}
 	return &Error{Code: EINVALID, Message: first, Details: map[string]any{"fields": details}}
+}
+
+var (
+	// imagePattern is a container image reference: [registry/]name[:tag][@digest].
+	imagePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/:@-]*$`)
+	// envNamePattern is a variable name every shell and runtime accepts.
+	envNamePattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+)
+
+// printable reports whether s is valid UTF-8 without control characters.
+func printable(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// truncateString shortens s to at most n bytes, for echoing input back.
+func truncateString(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }
 
 // AllowsProvider reports whether the spec lets the job run on provider p.

@@ -93,7 +93,8 @@ func setup(t *testing.T) *bundle {
 		Version:       "v0.1.0-test",
 		Now:           func() time.Time { return testNow },
 		HealthChecks:  b.checks,
-		Auth:          AuthConfig{Users: b.users, Secret: testSecret, PasswordCost: auth.MinCost},
+		Auth: AuthConfig{Users: b.users, Secret: testSecret, PasswordCost: auth.MinCost,
+			Registration: gpuflow.RegistrationOpen, Local: gpuflow.LocalPolicy{Everyone: true}},
 	})
 	b.tokens = map[string]string{}
 	for id, email := range map[string]string{aliceID: "alice@example.com", bobID: "bob@example.com", adminID: "admin@example.com"} {

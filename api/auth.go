@@ -40,6 +40,18 @@ type AuthConfig struct {
 	// AttemptsPerAddress limits logins and registrations per client
 	// address. Zero: 20 per minute. A negative Limit disables it.
 	AttemptsPerAddress RateLimit
+	// Registration is who may create an account through POST
+	// /auth/register: gpuflow.RegistrationOpen (anyone),
+	// RegistrationInvite (with a superuser's invitation code) or
+	// RegistrationClosed. Empty or unknown: closed.
+	Registration string
+	// Invitations stores invitation codes; without it invitations answer
+	// 503 (and registration by invitation cannot succeed).
+	Invitations gpuflow.InvitationStore
+	// Local says who may run jobs on providers of mode local (the
+	// worker's own host): superusers and accounts with can_run_local
+	// always; the zero value allows no one else.
+	Local gpuflow.LocalPolicy
 }
 
 // RateLimit allows Limit events per Period.
@@ -76,8 +88,9 @@ func (p Principal) Name() string {
 
 // Context keys of the authenticated caller.
 const (
-	principalKey = "gpuflow.principal"
-	userKey      = "gpuflow.user"
+	principalKey   = "gpuflow.principal"
+	userKey        = "gpuflow.user"
+	tokenExpiryKey = "gpuflow.token_expiry" // time.Time
 )
 
 // noOwner is the owner filter of a caller who is nobody: no job has it.
@@ -124,6 +137,9 @@ type authState struct {
 	perAccount *window
 	perAddress *window
 	misconfig  string // why tokens is nil
+
+	registration string
+	invitations  gpuflow.InvitationStore
 }
 
 func newAuthState(cfg AuthConfig, now func() time.Time) *authState {
@@ -132,6 +148,9 @@ func newAuthState(cfg AuthConfig, now func() time.Time) *authState {
 		hasher:     &auth.Hasher{Cost: cfg.PasswordCost},
 		perAccount: newWindow(cfg.LoginPerAccount, defaultLoginPerAccount),
 		perAddress: newWindow(cfg.AttemptsPerAddress, defaultAttemptsPerAddress),
+
+		registration: cfg.Registration,
+		invitations:  cfg.Invitations,
 	}
 	tokens, err := auth.NewTokens(cfg.Secret, cfg.TokenLifetime, now)
 	switch {
@@ -171,6 +190,8 @@ func (s *Server) registerAuthRoutes(e *echo.Echo) {
 	e.POST("/auth/register", s.handleRegister)
 	e.POST("/auth/jwt/login", s.handleLogin)
 	e.GET("/users/me", s.handleMe)
+	e.PATCH("/users/:id", s.handlePatchUser)
+	e.POST("/users/invitations", s.handleCreateInvitation)
 }
 
 // ipExtractor finds the client's address: the connection's peer, or with
@@ -216,10 +237,11 @@ func (s *Server) requireAuth(next echo.HandlerFunc) echo.HandlerFunc {
 		if isPublic(c) {
 			return next(c)
 		}
-		u, err := s.authenticateRequest(c)
+		u, exp, err := s.authenticateRequest(c)
 		if err != nil {
 			return err
 		}
+		c.Set(tokenExpiryKey, exp)
 		c.Set(principalKey, Principal{UserID: u.ID, Superuser: u.IsSuperuser})
 		c.Set(userKey, u)
 		return next(c)
@@ -228,51 +250,52 @@ func (s *Server) requireAuth(next echo.HandlerFunc) echo.HandlerFunc {
 
 // authenticateRequest returns the active user the request's token names,
 // setting WWW-Authenticate on a 401.
-func (s *Server) authenticateRequest(c echo.Context) (*gpuflow.User, error) {
+func (s *Server) authenticateRequest(c echo.Context) (*gpuflow.User, time.Time, error) {
 	token, ok := requestToken(c.Request())
 	if !ok {
 		if err := s.auth.ready(); err != nil {
-			return nil, err
+			return nil, time.Time{}, err
 		}
 		c.Response().Header().Set(echo.HeaderWWWAuthenticate, "Bearer")
-		return nil, gpuflow.Errorf(gpuflow.EUNAUTHORIZED, "missing bearer token: send the header Authorization: Bearer TOKEN")
+		return nil, time.Time{}, gpuflow.Errorf(gpuflow.EUNAUTHORIZED, "missing bearer token: send the header Authorization: Bearer TOKEN")
 	}
-	u, err := s.verifyToken(c.Request().Context(), token)
+	u, exp, err := s.verifyToken(c.Request().Context(), token)
 	if gpuflow.ErrorCode(err) == gpuflow.EUNAUTHORIZED {
 		c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer error="invalid_token"`)
 	}
-	return u, err
+	return u, exp, err
 }
 
-// verifyToken checks token and returns the active user it names: EUNAUTHORIZED
+// verifyToken checks token and returns the active user it names and when
+// the token expires: EUNAUTHORIZED
 // for a token that is malformed, forged, expired, or names a user who no
 // longer exists or is inactive; EUNAVAILABLE when authentication is not
 // configured or the user store is down.
-func (s *Server) verifyToken(ctx context.Context, token string) (*gpuflow.User, error) {
+func (s *Server) verifyToken(ctx context.Context, token string) (*gpuflow.User, time.Time, error) {
 	if err := s.auth.ready(); err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	invalid := func(reason error) error {
 		return &gpuflow.Error{Code: gpuflow.EUNAUTHORIZED, Message: "invalid or expired token", Err: reason}
 	}
-	id, err := s.auth.tokens.Verify(token)
+	id, exp, err := s.auth.tokens.VerifyExpiry(token)
 	if err != nil {
 		s.log.DebugContext(ctx, "token refused", "err", err)
-		return nil, invalid(err)
+		return nil, time.Time{}, invalid(err)
 	}
 	u, err := s.auth.users.User(ctx, id)
 	if gpuflow.ErrorCode(err) == gpuflow.ENOTFOUND {
 		s.log.DebugContext(ctx, "token of an unknown user", "user_id", id)
-		return nil, invalid(err)
+		return nil, time.Time{}, invalid(err)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("load user %s: %w", id, err)
+		return nil, time.Time{}, fmt.Errorf("load user %s: %w", id, err)
 	}
 	if !u.IsActive {
 		s.log.DebugContext(ctx, "token of an inactive user", "user_id", id)
-		return nil, invalid(errors.New("user is inactive"))
+		return nil, time.Time{}, invalid(errors.New("user is inactive"))
 	}
-	return u, nil
+	return u, exp, nil
 }
 
 // requestToken returns the request's access token: from the Authorization

@@ -99,3 +99,31 @@ func (f *fakeUsers) setErr(err error) {
 	defer f.mu.Unlock()
 	f.err = err
 }
+
+func (f *fakeUsers) UpdateUser(_ context.Context, id string, up gpuflow.UserUpdate) (*gpuflow.User, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return nil, f.err
+	}
+	u, ok := f.byID[id]
+	if !ok {
+		return nil, gpuflow.Errorf(gpuflow.ENOTFOUND, "user not found")
+	}
+	applyUserUpdate(u, up)
+	c := *u
+	return &c, nil
+}
+
+// applyUserUpdate applies up to u, as a store does.
+func applyUserUpdate(u *gpuflow.User, up gpuflow.UserUpdate) {
+	if up.IsActive != nil {
+		u.IsActive = *up.IsActive
+	}
+	if up.IsSuperuser != nil {
+		u.IsSuperuser = *up.IsSuperuser
+	}
+	if up.CanRunLocal != nil {
+		u.CanRunLocal = *up.CanRunLocal
+	}
+}

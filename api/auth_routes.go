@@ -28,13 +28,19 @@ type registerRequest struct {
 	IsActive    *bool  `json:"is_active"`
 	IsSuperuser *bool  `json:"is_superuser"`
 	IsVerified  *bool  `json:"is_verified"`
+	// InviteCode is a superuser's invitation code: required when
+	// registration is by invitation, ignored otherwise.
+	InviteCode string `json:"invite_code"`
 }
 
 // handleRegister handles "POST /auth/register": it creates an active,
 // unverified, ordinary account and answers 201 with it. 400 for a bad email
 // (validation_failed), a weak password (REGISTER_INVALID_PASSWORD) or an
-// email taken in any case (REGISTER_USER_ALREADY_EXISTS); 429 past the
-// per-address limit.
+// email taken in any case (REGISTER_USER_ALREADY_EXISTS); 403
+// REGISTER_DISABLED when registration is closed (or by invitation and no
+// invite_code is given), REGISTER_INVALID_INVITATION for a code that is
+// unknown, used, expired or for another email; 429 past the per-address
+// limit. Nothing is stored on any refusal.
 func (s *Server) handleRegister(c echo.Context) error {
 	req := c.Request()
 	ctx := req.Context()
@@ -55,6 +61,9 @@ func (s *Server) handleRegister(c echo.Context) error {
 	if err := decodeStrict(body, &in); err != nil {
 		return err
 	}
+	if err := s.registerAllowed(strings.TrimSpace(in.InviteCode)); err != nil {
+		return err
+	}
 	email, err := gpuflow.NormalizeEmail(in.Email)
 	if err != nil {
 		return err
@@ -71,14 +80,17 @@ func (s *Server) handleRegister(c echo.Context) error {
 		return err
 	}
 	u := &gpuflow.User{Email: email, HashedPassword: hash, IsActive: true, CreatedAt: s.now().UTC()}
-	if err := s.auth.users.CreateUser(ctx, u); err != nil {
+	if err := s.createAccount(ctx, u, strings.TrimSpace(in.InviteCode)); err != nil {
 		if gpuflow.ErrorCode(err) == gpuflow.ECONFLICT {
 			return withWireCode(codeRegisterUserAlreadyExists,
 				gpuflow.Errorf(gpuflow.EINVALID, "a user with this email already exists"))
 		}
+		if gpuflow.ErrorCode(err) != gpuflow.EINTERNAL {
+			return err
+		}
 		return fmt.Errorf("register user: %w", err)
 	}
-	s.log.InfoContext(ctx, "user registered", "user_id", u.ID)
+	s.log.InfoContext(ctx, "user registered", "user_id", u.ID, "invited", s.auth.registrationMode() == gpuflow.RegistrationInvite)
 	return c.JSON(http.StatusCreated, newUserView(u))
 }
 

@@ -419,7 +419,7 @@ func TestRegister(t *testing.T) {
 			t.Fatalf("status = %d; body %s", rec.Code, rec.Body)
 		}
 		got := decode[map[string]any](t, rec)
-		if want := []string{"created_at", "email", "id", "is_active", "is_superuser", "is_verified"}; !slices.Equal(keys(got), want) {
+		if want := []string{"can_run_local", "created_at", "email", "id", "is_active", "is_superuser", "is_verified"}; !slices.Equal(keys(got), want) {
 			t.Fatalf("keys = %v, want %v", keys(got), want)
 		}
 		if got["email"] != "carol@example.com" || got["is_active"] != true || got["is_superuser"] != false ||

@@ -62,6 +62,11 @@ const (
 	codeRegisterUserAlreadyExists = "REGISTER_USER_ALREADY_EXISTS"
 	codeRegisterInvalidPassword   = "REGISTER_INVALID_PASSWORD"
 	codeLoginBadCredentials       = "LOGIN_BAD_CREDENTIALS"
+
+	// Ours, in the same style: registration refused by the server's mode,
+	// and an invitation code that cannot be used.
+	codeRegisterDisabled      = "REGISTER_DISABLED"
+	codeRegisterBadInvitation = "REGISTER_INVALID_INVITATION"
 )
 
 // codedError is a domain error answered with its own wire code instead of

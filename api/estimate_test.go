@@ -34,7 +34,7 @@ func TestRecommendationsForCPUJobs(t *testing.T) {
 		offers: []gpuflow.Offer{{Provider: "local", GPUType: gpuflow.CPUOnly, MemoryGB: 8, VCPUs: 4, Region: "local", Available: 2}},
 	}}
 	srv := New(Config{Jobs: b.store, Temporal: b.temporal, Providers: gpuflow.Providers{local}, Now: func() time.Time { return testNow },
-		Auth: AuthConfig{Users: b.users, Secret: testSecret, PasswordCost: auth.MinCost}})
+		Auth: AuthConfig{Users: b.users, Secret: testSecret, PasswordCost: auth.MinCost, Local: gpuflow.LocalPolicy{Everyone: true}}})
 	req := httptest.NewRequest(http.MethodGet, "/api/gpu/scheduling/recommendations?gpu_count=0", nil)
 	req.Header.Set("Authorization", "Bearer "+b.tokens[aliceID])
 	rec := httptest.NewRecorder()

@@ -71,6 +71,13 @@ func idempotencyKey(req *http.Request) (string, error) {
 		return "", gpuflow.Errorf(gpuflow.EINVALID, "%s", msg).
 			WithDetails(map[string]any{"fields": map[string]any{"idempotency_key": msg}})
 	}
+	for i := range len(key) {
+		if key[i] < 0x20 || key[i] > 0x7e {
+			msg := "the Idempotency-Key header must be printable ASCII"
+			return "", gpuflow.Errorf(gpuflow.EINVALID, "%s", msg).
+				WithDetails(map[string]any{"fields": map[string]any{"idempotency_key": msg}})
+		}
+	}
 	return key, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -29,6 +30,12 @@ const (
 	defaultEstimatedDuration = 60 // minutes
 	maxCancelReasonLen       = 1000
 )
+
+// providerNamePattern is what a provider filter may be.
+var providerNamePattern = regexp.MustCompile(`^[a-z0-9_-]{1,64}$`)
+
+// maxCursorLen bounds a listing's cursor (the store's are far shorter).
+const maxCursorLen = 512
 
 // saGPUType is the GPU type search attribute (workflows.StartSearchAttributes sets them all).
 var saGPUType = temporal.NewSearchAttributeKeyKeyword(workflows.SearchAttrGPUType)
@@ -124,14 +131,19 @@ type gpuSpec struct {
 
 // handleSubmit handles "POST /api/gpu/jobs/submit": it validates the spec,
 // plans it onto a provider, starts the job's workflow and records the job.
-// 400/413/415 for bad input, 422 when no provider can run the job, 503 when
-// the workflow cannot be started (nothing is stored then). With an
+// 400/413/415 for bad input, 403 for a job on the worker's host from an
+// account that may not run there, 422 when no provider can run the job, 503 when
+// the workflow cannot be started (nothing is stored then); 429 with
+// Retry-After past the user's submit rate. With an
 // Idempotency-Key, a repeated submission answers with the first job (see
 // idempotency.go).
 func (s *Server) handleSubmit(c echo.Context) error {
 	req := c.Request()
 	ctx := req.Context()
 	caller := callerFrom(c)
+	if err := s.takeUserRate(c, rateSubmit, s.rates.submit); err != nil {
+		return err
+	}
 	key, err := idempotencyKey(req)
 	if err != nil {
 		return err
@@ -149,6 +161,9 @@ func (s *Server) handleSubmit(c echo.Context) error {
 	}
 	spec := in.spec()
 	if err := spec.Validate(s.cfg.Providers.Names()); err != nil {
+		return err
+	}
+	if err := s.restrictLocal(userFrom(c), &spec); err != nil {
 		return err
 	}
 	id := uuid.NewString()
@@ -455,6 +470,16 @@ func (s *Server) handleListTasks(c echo.Context) error {
 		Limit:    defaultListLimit,
 		Cursor:   c.QueryParam("cursor"),
 	}
+	if f.Provider != "" && !providerNamePattern.MatchString(f.Provider) {
+		msg := "provider must be a provider name: 1 to 64 lower-case letters, digits, _ or -"
+		return gpuflow.Errorf(gpuflow.EINVALID, "%s", msg).
+			WithDetails(map[string]any{"fields": map[string]any{"provider": msg}})
+	}
+	if len(f.Cursor) > maxCursorLen {
+		msg := "cursor must be the next_cursor of a previous page"
+		return gpuflow.Errorf(gpuflow.EINVALID, "%s", msg).
+			WithDetails(map[string]any{"fields": map[string]any{"cursor": msg}})
+	}
 	if f.Status != "" && !f.Status.Valid() {
 		msg := fmt.Sprintf("status must be one of %v", gpuflow.AllStatuses)
 		return gpuflow.Errorf(gpuflow.EINVALID, "%s", msg).
@@ -487,11 +512,14 @@ type cancelRequest struct {
 
 // handleCancelTask handles "POST /api/gpu/tasks/{id}/cancel": it signals the
 // job's workflow to cancel and answers 202 with the job. 409 when the job
-// has finished.
+// has finished; 429 with Retry-After past the user's cancel rate.
 func (s *Server) handleCancelTask(c echo.Context) error {
 	req := c.Request()
 	ctx := req.Context()
 	caller := callerFrom(c)
+	if err := s.takeUserRate(c, rateCancel, s.rates.cancel); err != nil {
+		return err
+	}
 	job, err := s.jobFor(c)
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -88,6 +89,13 @@ func (s *Server) handleRecommendations(c echo.Context) error {
 		EstimatedDuration: defaultEstimatedDuration, Command: []string{"true"}}
 
 	offers, reasons := s.collectOffers(c.Request().Context(), spec)
+	if host := s.hostProviders(); len(host) > 0 && !s.mayRunLocal(userFrom(c)) {
+		// Not a choice for this account: recommend only what it may submit.
+		offers = slices.DeleteFunc(offers, func(o gpuflow.Offer) bool { return slices.Contains(host, o.Provider) })
+		for _, h := range host {
+			reasons[h] = []string{"this account may not run jobs on the worker's host"}
+		}
+	}
 	recs := make(map[string]*recommendation, len(gpuflow.Strategies))
 	for i, st := range gpuflow.Strategies {
 		spec.Strategy = st

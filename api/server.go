@@ -75,6 +75,14 @@ type Config struct {
 	// UI is the built web dashboard (index.html, assets/), served under
 	// /ui/; nil: /ui/ answers 404.
 	UI fs.FS
+	// Limiter counts each user's submissions and cancels; nil counts in
+	// this process's memory (each replica alone). *postgres.DB shares the
+	// counts between replicas.
+	Limiter RateLimiter
+	// SubmitRate and CancelRate bound each user's submissions and cancels
+	// (429 with Retry-After past them). Zero: 120 a minute each; a
+	// negative Limit: no limit.
+	SubmitRate, CancelRate RateLimit
 }
 
 // Limits and intervals of the API.
@@ -100,6 +108,7 @@ type Server struct {
 	auth    *authState
 	live    *liveFeed // the WebSocket and the event feed
 	prom    *promMetrics
+	rates   userRates
 	metrics *schedMetrics
 	started time.Time // when New ran, for the metrics
 	// idemWait is how long a duplicate submission waits for the first one's
@@ -118,6 +127,7 @@ func New(cfg Config) *Server {
 		s.now = time.Now
 	}
 	s.started = s.now().UTC()
+	s.rates = newUserRates(cfg)
 	if s.cfg.Namespace == "" {
 		s.cfg.Namespace = "default"
 	}

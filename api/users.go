@@ -17,12 +17,13 @@ type userView struct {
 	IsActive    bool      `json:"is_active"`
 	IsSuperuser bool      `json:"is_superuser"`
 	IsVerified  bool      `json:"is_verified"`
+	CanRunLocal bool      `json:"can_run_local"`
 	CreatedAt   time.Time `json:"created_at"`
 }
 
 func newUserView(u *gpuflow.User) userView {
 	return userView{ID: u.ID, Email: u.Email, IsActive: u.IsActive, IsSuperuser: u.IsSuperuser,
-		IsVerified: u.IsVerified, CreatedAt: u.CreatedAt.UTC()}
+		IsVerified: u.IsVerified, CanRunLocal: u.CanRunLocal, CreatedAt: u.CreatedAt.UTC()}
 }
 
 // handleMe handles "GET /users/me": the caller's account.

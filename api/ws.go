@@ -50,6 +50,20 @@ type WebSocketConfig struct {
 	// MaxBacklog is how many live events may wait for a client while its
 	// replay runs before it is closed as too slow (10000).
 	MaxBacklog int
+	// RecheckInterval is how often every connection's account is looked
+	// at again (30s): one deactivated, deleted or no longer a superuser
+	// (when it was one) is closed with 4003. A change made through this
+	// replica's PATCH /users/{id} closes them at once.
+	RecheckInterval time.Duration
+	// MaxSubscriptions bounds a connection's subscribe entries, and its
+	// unsubscribe entries while it follows all its jobs (1000); one more
+	// closes it with 4009.
+	MaxSubscriptions int
+	// MessageRate is how many messages a second a client may send, on
+	// average (50), with bursts of MessageBurst (500); faster closes the
+	// connection with 4029.
+	MessageRate  float64
+	MessageBurst int
 }
 
 // Defaults of the live feed.
@@ -59,6 +73,10 @@ const (
 	defaultWriteWait   = 10 * time.Second
 	defaultSendBuffer  = 256
 	defaultMaxBacklog  = 10000
+	defaultRecheck     = 30 * time.Second
+	defaultMaxSubs     = 1000
+	defaultMsgRate     = 50
+	defaultMsgBurst    = 500
 	defaultReplayPage  = 500
 	feedReadyWait      = 5 * time.Second
 	logFallbackTick    = 2 * time.Second
@@ -87,6 +105,18 @@ func (w WebSocketConfig) withDefaults() WebSocketConfig {
 	if w.MaxBacklog <= 0 {
 		w.MaxBacklog = defaultMaxBacklog
 	}
+	if w.RecheckInterval <= 0 {
+		w.RecheckInterval = defaultRecheck
+	}
+	if w.MaxSubscriptions <= 0 {
+		w.MaxSubscriptions = defaultMaxSubs
+	}
+	if w.MessageRate <= 0 {
+		w.MessageRate = defaultMsgRate
+	}
+	if w.MessageBurst <= 0 {
+		w.MessageBurst = defaultMsgBurst
+	}
 	return w
 }
 
@@ -108,6 +138,13 @@ func (s *Server) initLive() {
 	l := &liveFeed{logFallback: logFallbackTick, closing: make(chan struct{})}
 	if s.cfg.Feed != nil {
 		l.hub = newFeedHub(s.cfg.Feed, s.log, wc)
+		l.hub.now = s.now
+		l.hub.lookup = func(ctx context.Context, id string) (*gpuflow.User, error) {
+			if s.auth == nil || s.auth.users == nil {
+				return nil, gpuflow.Errorf(gpuflow.EUNAVAILABLE, "no user store")
+			}
+			return s.auth.users.User(ctx, id)
+		}
 	}
 	m := melody.New()
 	m.Config.PingPeriod = wc.PingPeriod
@@ -285,6 +322,7 @@ func (s *Server) handleWebSocket(c echo.Context) error {
 	}
 
 	client := newWSClient(s, who, since)
+	client.expires, _ = c.Get(tokenExpiryKey).(time.Time)
 	hub.register(client)
 	defer hub.unregister(client)
 	err = s.live.ws.HandleRequestWithKeys(c.Response(), req, map[string]any{sessionClientKey: client})

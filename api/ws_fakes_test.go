@@ -258,6 +258,18 @@ func (u *feedUsers) UserByEmail(_ context.Context, email string) (*gpuflow.User,
 	return nil, gpuflow.Errorf(gpuflow.ENOTFOUND, "user %s not found", email)
 }
 
+func (u *feedUsers) UpdateUser(_ context.Context, id string, up gpuflow.UserUpdate) (*gpuflow.User, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	x, ok := u.users[id]
+	if !ok {
+		return nil, gpuflow.Errorf(gpuflow.ENOTFOUND, "user %s not found", id)
+	}
+	applyUserUpdate(x, up)
+	c := *x
+	return &c, nil
+}
+
 var feedSecret = []byte("0123456789abcdef0123456789abcdef-feed-tests")
 
 // feedEnv is an API server over a shared feed, served by httptest, with
@@ -341,7 +353,8 @@ func newFeedEnv(t *testing.T, feed *feedFake, store *eventStore, users *feedUser
 		Providers: gpuflow.Providers{local},
 		Version:   "v0.0.0-test",
 		Feed:      feed,
-		Auth:      AuthConfig{Users: users, Secret: feedSecret, PasswordCost: auth.MinCost},
+		Auth: AuthConfig{Users: users, Secret: feedSecret, PasswordCost: auth.MinCost,
+			Registration: gpuflow.RegistrationOpen, Local: gpuflow.LocalPolicy{Everyone: true}},
 	}
 	for _, o := range opts {
 		o(&cfg, env)

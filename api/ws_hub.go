@@ -21,6 +21,18 @@ const (
 	closeTooSlow = 4008
 	// closeReplayFailed: the events it missed could not be read.
 	closeReplayFailed = 4011
+	// closeTokenExpired: the token the connection was opened with has
+	// expired; the client logs in again and reconnects with since.
+	closeTokenExpired = 4001
+	// closeForbidden: the account was deactivated or deleted, or lost the
+	// rights the connection was opened with (a superuser demoted).
+	closeForbidden = 4003
+	// closeTooManySubscriptions: more subscribe (or, while following all
+	// its jobs, unsubscribe) entries than WebSocketConfig.MaxSubscriptions.
+	closeTooManySubscriptions = 4009
+	// closeRateLimited: the client sent messages faster than
+	// WebSocketConfig.MessageRate allows.
+	closeRateLimited = 4029
 )
 
 // feedHub fans the event feed out to the WebSocket clients and wakes the
@@ -34,6 +46,13 @@ type feedHub struct {
 	sendBuffer int // messages queued per client before it is too slow
 	maxBacklog int // events held per client while it starts
 	replayPage int // events read per page of a replay
+	recheck    time.Duration
+	maxSubs    int
+	msgRate    float64
+	msgBurst   int
+	now        func() time.Time
+	// lookup loads an account, for the rechecks of connections.
+	lookup func(ctx context.Context, id string) (*gpuflow.User, error)
 
 	ready   chan struct{} // closed once lastSeen is known
 	running atomic.Bool
@@ -51,9 +70,11 @@ func newFeedHub(feed EventFeed, log *slog.Logger, cfg WebSocketConfig) *feedHub 
 	return &feedHub{
 		feed: feed, log: log, sendBuffer: cfg.SendBuffer, maxBacklog: cfg.MaxBacklog,
 		replayPage: defaultReplayPage,
-		ready:      make(chan struct{}),
-		clients:    map[*wsClient]struct{}{},
-		watchers:   map[string]map[chan struct{}]struct{}{},
+		recheck:    cfg.RecheckInterval, maxSubs: cfg.MaxSubscriptions,
+		msgRate: cfg.MessageRate, msgBurst: cfg.MessageBurst, now: time.Now,
+		ready:    make(chan struct{}),
+		clients:  map[*wsClient]struct{}{},
+		watchers: map[string]map[chan struct{}]struct{}{},
 	}
 }
 
@@ -78,6 +99,7 @@ func (h *feedHub) run(ctx context.Context) error {
 	}
 	close(h.ready)
 	h.log.DebugContext(ctx, "event feed ready", "seq", h.position())
+	go h.recheckLoop(ctx)
 	if err := h.feed.Subscribe(ctx, h.onListen, h.onEvent, h.onLog); err != nil && ctx.Err() == nil {
 		return fmt.Errorf("subscribe to the event feed: %w", err)
 	}
@@ -208,6 +230,73 @@ func (h *feedHub) unregister(c *wsClient) {
 	c.stop()
 }
 
+// recheckLoop looks at every connection's account every recheck interval
+// until ctx is done.
+func (h *feedHub) recheckLoop(ctx context.Context) {
+	t := time.NewTicker(h.recheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			h.recheckAll(ctx)
+		}
+	}
+}
+
+// recheckAll closes the connections whose token has expired or whose
+// account may no longer hold them, one account look-up per user. An
+// account that cannot be read (the store is down) keeps its connections
+// until the next check.
+func (h *feedHub) recheckAll(ctx context.Context) {
+	h.mu.Lock()
+	byUser := map[string][]*wsClient{}
+	for c := range h.clients {
+		byUser[c.who.UserID] = append(byUser[c.who.UserID], c)
+	}
+	h.mu.Unlock()
+	for id, cs := range byUser {
+		if ctx.Err() != nil {
+			return
+		}
+		u, err := h.lookup(ctx, id)
+		if err != nil && gpuflow.ErrorCode(err) != gpuflow.ENOTFOUND {
+			h.log.WarnContext(ctx, "websocket recheck: load user", "user_id", id, "err", err)
+			continue
+		}
+		for _, c := range cs {
+			c.checkAccount(u)
+		}
+	}
+}
+
+// recheckUser checks the connections of the account id at once (its
+// flags were just changed through this replica).
+func (h *feedHub) recheckUser(id string) {
+	h.mu.Lock()
+	var cs []*wsClient
+	for c := range h.clients {
+		if c.who.UserID == id {
+			cs = append(cs, c)
+		}
+	}
+	h.mu.Unlock()
+	if len(cs) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	u, err := h.lookup(ctx, id)
+	if err != nil && gpuflow.ErrorCode(err) != gpuflow.ENOTFOUND {
+		h.log.WarnContext(ctx, "websocket recheck: load user", "user_id", id, "err", err)
+		return
+	}
+	for _, c := range cs {
+		c.checkAccount(u)
+	}
+}
+
 // wsStats is the answer of GET /api/gpu/websocket/stats.
 type wsStats struct {
 	Connections    int   `json:"connections"`
@@ -279,6 +368,14 @@ type wsClient struct {
 	only     map[string]struct{} // subscribed jobs; nil: all its jobs
 	except   map[string]struct{} // unsubscribed jobs while only is nil
 	closing  bool                // a close is queued; send nothing more
+
+	expires time.Time   // when the connection's token expires (zero: unknown)
+	expiry  *time.Timer // closes the connection then
+
+	// A token bucket of the client's messages (handleMessage runs on the
+	// connection's one reader goroutine).
+	msgTokens float64
+	msgAt     time.Time
 }
 
 type queuedEvent struct {
@@ -398,6 +495,7 @@ func (c *wsClient) attach(sess *melody.Session) {
 		return
 	}
 	c.mu.Unlock()
+	c.watchExpiry()
 	go c.start()
 }
 
@@ -407,7 +505,73 @@ func (c *wsClient) stop() {
 	c.mu.Lock()
 	c.closing = true
 	c.backlog = nil
+	if c.expiry != nil {
+		c.expiry.Stop()
+	}
 	c.mu.Unlock()
+}
+
+// watchExpiry closes the connection when its token expires.
+func (c *wsClient) watchExpiry() {
+	if c.expires.IsZero() {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return
+	}
+	c.expiry = time.AfterFunc(max(c.expires.Sub(c.hub.now()), 0), func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.closeExpiredLocked()
+	})
+}
+
+func (c *wsClient) closeExpiredLocked() {
+	if c.closing {
+		return
+	}
+	c.hub.log.Info("websocket token expired; closing it", "user_id", c.who.UserID)
+	c.closeLocked(closeTokenExpired, fmt.Sprintf("token expired; log in again and reconnect with since=%d", c.lastSent))
+}
+
+// checkAccount closes the connection when its token has expired or its
+// account u (nil: deleted) may no longer hold it: deactivated, or no
+// longer the superuser it was when it connected.
+func (c *wsClient) checkAccount(u *gpuflow.User) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return
+	}
+	switch {
+	case !c.expires.IsZero() && !c.hub.now().Before(c.expires):
+		c.closeExpiredLocked()
+	case u == nil || !u.IsActive:
+		c.hub.log.Info("websocket of a deactivated or deleted account; closing it", "user_id", c.who.UserID)
+		c.closeLocked(closeForbidden, "account deactivated")
+	case c.who.Superuser && !u.IsSuperuser:
+		c.hub.log.Info("websocket of a demoted superuser; closing it", "user_id", c.who.UserID)
+		c.closeLocked(closeForbidden, fmt.Sprintf("account rights changed; reconnect with since=%d", c.lastSent))
+	}
+}
+
+// allowMessage takes a token of the client's message bucket; false when
+// it is empty.
+func (c *wsClient) allowMessage() bool {
+	now := time.Now()
+	if c.msgAt.IsZero() {
+		c.msgTokens = float64(c.hub.msgBurst)
+	} else {
+		c.msgTokens = min(float64(c.hub.msgBurst), c.msgTokens+now.Sub(c.msgAt).Seconds()*c.hub.msgRate)
+	}
+	c.msgAt = now
+	if c.msgTokens < 1 {
+		return false
+	}
+	c.msgTokens--
+	return true
 }
 
 // sent records that a queued message was written.
@@ -505,6 +669,14 @@ func (c *wsClient) replay() bool {
 
 // handleMessage acts on one message of the client.
 func (c *wsClient) handleMessage(data []byte) {
+	if !c.allowMessage() {
+		c.mu.Lock()
+		c.hub.log.Info("websocket client sends too fast; closing it", "user_id", c.who.UserID)
+		c.closeLocked(closeRateLimited, fmt.Sprintf("too many messages (over %g a second); reconnect with since=%d",
+			c.hub.msgRate, c.lastSent))
+		c.mu.Unlock()
+		return
+	}
 	m, err := parseClientMessage(data)
 	if err != nil {
 		c.reply(errorMessage(err, ""))
@@ -523,6 +695,11 @@ func (c *wsClient) handleMessage(data []byte) {
 			c.only = map[string]struct{}{}
 			c.except = nil
 		}
+		if _, ok := c.only[m.TaskID]; !ok && len(c.only) >= c.hub.maxSubs {
+			c.tooManyLocked()
+			c.mu.Unlock()
+			return
+		}
 		c.only[m.TaskID] = struct{}{}
 		c.enqueueLocked(mustJSON(serverMessage{Type: msgSubscribed, TaskID: m.TaskID}))
 		c.mu.Unlock()
@@ -534,11 +711,30 @@ func (c *wsClient) handleMessage(data []byte) {
 			if c.except == nil {
 				c.except = map[string]struct{}{}
 			}
+			if _, ok := c.except[m.TaskID]; !ok && len(c.except) >= c.hub.maxSubs {
+				c.tooManyLocked()
+				c.mu.Unlock()
+				return
+			}
 			c.except[m.TaskID] = struct{}{}
 		}
 		c.enqueueLocked(mustJSON(serverMessage{Type: msgUnsubscribed, TaskID: m.TaskID}))
 		c.mu.Unlock()
 	}
+}
+
+// tooManyLocked closes a client past the subscription limit.
+func (c *wsClient) tooManyLocked() {
+	c.hub.log.Info("websocket client has too many subscriptions; closing it", "user_id", c.who.UserID)
+	c.closeLocked(closeTooManySubscriptions, fmt.Sprintf("too many subscriptions (at most %d); reconnect with since=%d",
+		c.hub.maxSubs, c.lastSent))
+}
+
+// entries is how many subscribe and unsubscribe entries the client holds.
+func (c *wsClient) entries() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.only) + len(c.except)
 }
 
 // subscriptions is how many jobs the client has subscribed to.

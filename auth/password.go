@@ -5,6 +5,9 @@
 package auth
 
 import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"strings"
@@ -97,4 +100,26 @@ func (h *Hasher) VerifyNone(password string) bool {
 	})
 	_ = bcrypt.CompareHashAndPassword(h.dummy, []byte(password))
 	return false
+}
+
+// invitationPrefix starts every invitation code, so that one is easy to
+// recognise (and to scan for in leaked text).
+const invitationPrefix = "gfinv_"
+
+// NewInvitationCode returns a new invitation code (192 random bits) and its
+// SHA-256, which is all the server keeps.
+func NewInvitationCode() (code string, hash []byte, err error) {
+	var b [24]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", nil, fmt.Errorf("invitation code: %w", err)
+	}
+	code = invitationPrefix + base64.RawURLEncoding.EncodeToString(b[:])
+	return code, HashInvitationCode(code), nil
+}
+
+// HashInvitationCode is the SHA-256 of code, surrounding space removed.
+// A code this long needs no slow hash: it cannot be guessed.
+func HashInvitationCode(code string) []byte {
+	h := sha256.Sum256([]byte(strings.TrimSpace(code)))
+	return h[:]
 }

@@ -85,8 +85,14 @@ func (t *Tokens) Issue(userID string) (string, time.Time, error) {
 // exp is required and must be in the future, iss and aud must be gpuflow's,
 // and sub must be a UUID. Every refusal wraps ErrInvalidToken.
 func (t *Tokens) Verify(token string) (string, error) {
+	id, _, err := t.VerifyExpiry(token)
+	return id, err
+}
+
+// VerifyExpiry is Verify that also returns when the token expires.
+func (t *Tokens) VerifyExpiry(token string) (string, time.Time, error) {
 	if token == "" || len(token) > maxTokenLen {
-		return "", fmt.Errorf("%w: empty or too long", ErrInvalidToken)
+		return "", time.Time{}, fmt.Errorf("%w: empty or too long", ErrInvalidToken)
 	}
 	var claims jwt.RegisteredClaims
 	_, err := jwt.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) { return t.secret, nil },
@@ -98,13 +104,13 @@ func (t *Tokens) Verify(token string) (string, error) {
 		jwt.WithStrictDecoding(),
 	)
 	if err != nil {
-		return "", fmt.Errorf("%w: %w", ErrInvalidToken, err)
+		return "", time.Time{}, fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
 	id, err := parseUserID(claims.Subject)
 	if err != nil {
-		return "", fmt.Errorf("%w: %w", ErrInvalidToken, err)
+		return "", time.Time{}, fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
-	return id, nil
+	return id, claims.ExpiresAt.Time, nil
 }
 
 // parseUserID returns id in canonical form if it is a UUID.

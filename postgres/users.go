@@ -14,11 +14,19 @@ import (
 var _ gpuflow.UserStore = (*DB)(nil)
 
 // userColumns is the column list scanUser reads.
-const userColumns = `id::text, email, hashed_password, is_active, is_superuser, is_verified, created_at`
+const userColumns = `id::text, email, hashed_password, is_active, is_superuser, is_verified, can_run_local, created_at`
 
 const (
-	userInsertSQL = `INSERT INTO users (id, email, hashed_password, is_active, is_superuser, is_verified, created_at)
-	VALUES ($1, $2, $3, $4, $5, $6, $7)`
+	userInsertSQL = `INSERT INTO users (id, email, hashed_password, is_active, is_superuser, is_verified, can_run_local, created_at)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`
+
+	// userUpdateSQL changes the flags given (NULL: unchanged).
+	userUpdateSQL = `UPDATE users SET
+		is_active = COALESCE($2, is_active),
+		is_superuser = COALESCE($3, is_superuser),
+		can_run_local = COALESCE($4, can_run_local)
+	WHERE id = $1
+	RETURNING ` + userColumns
 
 	userGetSQL = `SELECT ` + userColumns + ` FROM users WHERE id = $1`
 
@@ -29,7 +37,7 @@ const (
 func scanUser(row pgx.Row) (*gpuflow.User, error) {
 	var u gpuflow.User
 	if err := row.Scan(&u.ID, &u.Email, &u.HashedPassword, &u.IsActive, &u.IsSuperuser, &u.IsVerified,
-		&u.CreatedAt); err != nil {
+		&u.CanRunLocal, &u.CreatedAt); err != nil {
 		return nil, err
 	}
 	u.CreatedAt = u.CreatedAt.UTC()
@@ -46,6 +54,19 @@ func userNotFound() error { return gpuflow.Errorf(gpuflow.ENOTFOUND, "user not f
 // same email in any case exists, and EINVALID for a malformed id or email or
 // an empty password hash.
 func (db *DB) CreateUser(ctx context.Context, u *gpuflow.User) error {
+	if err := db.settleUser(u); err != nil {
+		return err
+	}
+	_, err := db.Pool.Exec(ctx, userInsertSQL, u.ID, u.Email, u.HashedPassword, u.IsActive, u.IsSuperuser,
+		u.IsVerified, u.CanRunLocal, u.CreatedAt)
+	if err != nil {
+		return translate(err, "create user "+u.ID, "user with this email")
+	}
+	return nil
+}
+
+// settleUser checks u and fills in what CreateUser fills in.
+func (db *DB) settleUser(u *gpuflow.User) error {
 	email, err := gpuflow.NormalizeEmail(u.Email)
 	if err != nil {
 		return err
@@ -64,11 +85,6 @@ func (db *DB) CreateUser(ctx context.Context, u *gpuflow.User) error {
 		u.CreatedAt = db.now()
 	}
 	u.ID, u.Email, u.CreatedAt = id, email, dbTime(u.CreatedAt)
-	_, err = db.Pool.Exec(ctx, userInsertSQL, u.ID, u.Email, u.HashedPassword, u.IsActive, u.IsSuperuser,
-		u.IsVerified, u.CreatedAt)
-	if err != nil {
-		return translate(err, "create user "+u.ID, "user with this email")
-	}
 	return nil
 }
 
@@ -102,6 +118,24 @@ func (db *DB) UserByEmail(ctx context.Context, email string) (*gpuflow.User, err
 	}
 	if err != nil {
 		return nil, translate(err, "get user by email", "user")
+	}
+	return u, nil
+}
+
+// UpdateUser changes the flags of the account with id that up sets and
+// returns the account. It returns ENOTFOUND when there is none (also for
+// an id that is not a UUID).
+func (db *DB) UpdateUser(ctx context.Context, id string, up gpuflow.UserUpdate) (*gpuflow.User, error) {
+	uid, ok := canonicalUUID(id)
+	if !ok {
+		return nil, userNotFound()
+	}
+	u, err := scanUser(db.Pool.QueryRow(ctx, userUpdateSQL, uid, up.IsActive, up.IsSuperuser, up.CanRunLocal))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, userNotFound()
+	}
+	if err != nil {
+		return nil, translate(err, "update user "+id, "user")
 	}
 	return u, nil
 }

@@ -6,7 +6,7 @@
 //	gpuflow api       serve the HTTP API
 //	gpuflow worker    run the Temporal workers (workflows and provider activities)
 //	gpuflow migrate   apply the database migrations
-//	gpuflow user create --email E [--superuser] [--password-stdin]
+//	gpuflow user create --email E [--superuser] [--local] [--password-stdin]
 //	                  create an account (the first superuser); the password comes from stdin
 //	gpuflow version   print the version
 //

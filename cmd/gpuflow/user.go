@@ -24,8 +24,8 @@ import (
 // work).
 func userCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:                "user create --email E [--superuser] [--password-stdin]",
-		Short:              "manage accounts: user create --email E [--superuser] [--password-stdin]",
+		Use:                "user create --email E [--superuser] [--local] [--password-stdin]",
+		Short:              "manage accounts: user create --email E [--superuser] [--local] [--password-stdin]",
 		GroupID:            groupServer,
 		DisableFlagParsing: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -38,7 +38,7 @@ func userCmd() *cobra.Command {
 	}
 }
 
-const userUsage = `usage: gpuflow user create --email EMAIL [--superuser] [--password-stdin]
+const userUsage = `usage: gpuflow user create --email EMAIL [--superuser] [--local] [--password-stdin]
 
 Creates an account and prints its id. The password is read from standard
 input (one line), never from a flag, which anyone could read in ps; on a
@@ -68,11 +68,11 @@ func runUser(ctx context.Context, cfg app.Config, args []string) error {
 		return err
 	}
 	defer db.Close()
-	u, err := createUser(ctx, db, &auth.Hasher{}, opts.email, password, opts.superuser)
+	u, err := createUser(ctx, db, &auth.Hasher{}, opts.email, password, opts.superuser, opts.local)
 	if err != nil {
 		return err
 	}
-	logger.Info("user created", "user_id", u.ID, "superuser", u.IsSuperuser)
+	logger.Info("user created", "user_id", u.ID, "superuser", u.IsSuperuser, "can_run_local", u.CanRunLocal)
 	fmt.Println(u.ID)
 	return nil
 }
@@ -81,6 +81,7 @@ func runUser(ctx context.Context, cfg app.Config, args []string) error {
 type userCreateOptions struct {
 	email         string
 	superuser     bool
+	local         bool
 	passwordStdin bool
 }
 
@@ -91,6 +92,7 @@ func parseUserCreate(args []string, stderr io.Writer) (userCreateOptions, error)
 	fs.Usage = func() { fmt.Fprintln(stderr, userUsage) }
 	fs.StringVar(&o.email, "email", "", "the account's email address (required)")
 	fs.BoolVar(&o.superuser, "superuser", false, "make the account a superuser, who sees every job")
+	fs.BoolVar(&o.local, "local", false, "let the account run jobs on the worker's own host (superusers always may)")
 	fs.BoolVar(&o.passwordStdin, "password-stdin", false, "read the password from standard input even on a terminal")
 	if err := fs.Parse(args); err != nil {
 		return o, fmt.Errorf("user create: %w", err)
@@ -139,8 +141,8 @@ func readPassword(in io.Reader, prompt io.Writer, terminal bool, readSecret func
 
 // createUser checks email and password as registration does and creates
 // an active, verified account (an operator vouches for it), a superuser
-// when asked.
-func createUser(ctx context.Context, users gpuflow.UserStore, h *auth.Hasher, email, password string, superuser bool) (*gpuflow.User, error) {
+// or one allowed to run local jobs when asked.
+func createUser(ctx context.Context, users gpuflow.UserStore, h *auth.Hasher, email, password string, superuser, local bool) (*gpuflow.User, error) {
 	email, err := gpuflow.NormalizeEmail(email)
 	if err != nil {
 		return nil, fmt.Errorf("user create: %s", gpuflow.ErrorMessage(err))
@@ -152,7 +154,8 @@ func createUser(ctx context.Context, users gpuflow.UserStore, h *auth.Hasher, em
 	if err != nil {
 		return nil, err
 	}
-	u := &gpuflow.User{Email: email, HashedPassword: hash, IsActive: true, IsSuperuser: superuser, IsVerified: true}
+	u := &gpuflow.User{Email: email, HashedPassword: hash, IsActive: true, IsSuperuser: superuser, IsVerified: true,
+		CanRunLocal: local}
 	if err := users.CreateUser(ctx, u); err != nil {
 		switch gpuflow.ErrorCode(err) {
 		case gpuflow.ECONFLICT:

@@ -40,15 +40,19 @@ func (m *memUsers) UserByEmail(context.Context, string) (*gpuflow.User, error) {
 	return nil, gpuflow.Errorf(gpuflow.ENOTFOUND, "user not found")
 }
 
+func (m *memUsers) UpdateUser(context.Context, string, gpuflow.UserUpdate) (*gpuflow.User, error) {
+	return nil, gpuflow.Errorf(gpuflow.ENOTFOUND, "user not found")
+}
+
 func TestCreateUser(t *testing.T) {
 	ctx := context.Background()
 	users := &memUsers{}
 	h := &auth.Hasher{Cost: auth.MinCost}
-	u, err := createUser(ctx, users, h, " Root@Example.com ", "correct horse", true)
+	u, err := createUser(ctx, users, h, " Root@Example.com ", "correct horse", true, true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if u.ID == "" || u.Email != "root@example.com" || !u.IsSuperuser || !u.IsActive || !u.IsVerified {
+	if u.ID == "" || u.Email != "root@example.com" || !u.IsSuperuser || !u.IsActive || !u.IsVerified || !u.CanRunLocal {
 		t.Errorf("user = %+v", u)
 	}
 	if !h.Verify(users.users[0].HashedPassword, "correct horse") {
@@ -64,7 +68,7 @@ func TestCreateUser(t *testing.T) {
 		"has email":    {"a@example.com", "a@example.com!", "email"},
 		"display name": {"Root <r@example.com>", "correct horse", "email"},
 	} {
-		_, err := createUser(ctx, users, h, tc.email, tc.password, false)
+		_, err := createUser(ctx, users, h, tc.email, tc.password, false, false)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: err = %v, want one about %q", name, err, tc.want)
 		}
@@ -75,8 +79,8 @@ func TestCreateUser(t *testing.T) {
 }
 
 func TestParseUserCreate(t *testing.T) {
-	o, err := parseUserCreate([]string{"--email", "a@example.com", "--superuser", "--password-stdin"}, io.Discard)
-	if err != nil || o != (userCreateOptions{email: "a@example.com", superuser: true, passwordStdin: true}) {
+	o, err := parseUserCreate([]string{"--email", "a@example.com", "--superuser", "--local", "--password-stdin"}, io.Discard)
+	if err != nil || o != (userCreateOptions{email: "a@example.com", superuser: true, local: true, passwordStdin: true}) {
 		t.Errorf("parse = %+v, %v", o, err)
 	}
 	for _, args := range [][]string{

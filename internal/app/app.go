@@ -83,7 +83,7 @@ func DialTemporal(ctx context.Context, cfg Config, logger *slog.Logger, reg prom
 func NewProviders(cfg Config, logger *slog.Logger) (gpuflow.Providers, error) {
 	var ps gpuflow.Providers
 	if cfg.LocalEnabled {
-		p, err := local.New(local.Config{Dir: cfg.LocalDir, CPUSlots: cfg.LocalCPUSlots, Logger: logger})
+		p, err := local.New(local.Config{Dir: cfg.LocalDir, CPUSlots: cfg.LocalCPUSlots, RunAs: cfg.LocalRunAs, Logger: logger})
 		if err != nil {
 			return nil, fmt.Errorf("local provider: %w", err)
 		}
@@ -246,13 +246,29 @@ func StartWorker(ctx context.Context, cfg Config, deps Deps) (*worker.Worker, er
 	return w, nil
 }
 
-// NewAPI builds the HTTP API over deps.
+// NewAPI builds the HTTP API over deps. What cfg leaves unset is closed:
+// registration, local jobs beyond superusers and can_run_local, and the
+// API's default rate limits (Config.WithDevDefaults opens them for dev).
 func NewAPI(cfg Config, deps Deps) *api.Server {
 	var agents api.AgentVerifier
 	if t, err := auth.NewAgentTokens([]byte(cfg.JWTSecret), nil); err == nil {
 		agents = t
 	}
+	var localUsers gpuflow.LocalPolicy
+	if cfg.LocalUsers != nil {
+		localUsers = *cfg.LocalUsers
+	}
+	var submitRate, cancelRate api.RateLimit
+	if cfg.SubmitRate != nil {
+		submitRate = *cfg.SubmitRate
+	}
+	if cfg.CancelRate != nil {
+		cancelRate = *cfg.CancelRate
+	}
 	return api.New(api.Config{
+		Limiter:            deps.DB,
+		SubmitRate:         submitRate,
+		CancelRate:         cancelRate,
 		Agents:             agents,
 		Jobs:               deps.DB,
 		Temporal:           deps.Temporal,
@@ -272,6 +288,9 @@ func NewAPI(cfg Config, deps Deps) *api.Server {
 			Secret:         []byte(cfg.JWTSecret),
 			TokenLifetime:  cfg.JWTLifetime,
 			TrustedProxies: cfg.TrustedProxies,
+			Registration:   cfg.Registration,
+			Invitations:    deps.DB,
+			Local:          localUsers,
 		},
 		HealthChecks: map[string]func(context.Context) error{
 			"postgres": deps.DB.Ping,

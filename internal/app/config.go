@@ -18,7 +18,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/gpuflow/gpuflow"
+	"github.com/gpuflow/gpuflow/api"
 	"github.com/gpuflow/gpuflow/auth"
 	"github.com/gpuflow/gpuflow/watcher"
 )
@@ -57,6 +60,11 @@ import (
 //	METRICS_ADDR            127.0.0.1:9464        where `gpuflow worker` serves /metrics (the API serves its own; "off" disables)
 //	GPUFLOW_PROGRESS_INTERVAL 5s                  the least time between two progress signals of one job (agent reports in between are coalesced)
 //	GPUFLOW_WORKFLOW_CACHE    2000                the workflows a worker keeps in memory between their events (an evicted one replays at its next event)
+//	GPUFLOW_REGISTRATION    closed (dev: open)    who may register: open, invite (a superuser's invitation code) or closed
+//	GPUFLOW_LOCAL_USERS     (none; dev: *)        who may run local jobs besides superusers and accounts with can_run_local: comma-separated emails or user ids, * for everyone, none for no one else
+//	GPUFLOW_LOCAL_RUN_AS    (none)                the unprivileged user (name or uid) local jobs run as; needs the worker to run as root
+//	GPUFLOW_SUBMIT_RATE     120/1m (dev: off)     per user: submissions per period, counted across API replicas in PostgreSQL; off for none
+//	GPUFLOW_CANCEL_RATE     120/1m (dev: off)     per user: cancels per period, likewise
 type Config struct {
 	DataDir           string
 	HTTPAddr          string
@@ -95,6 +103,40 @@ type Config struct {
 	// ProgressInterval is the least time between two progress signals
 	// the API's relay sends one job.
 	ProgressInterval time.Duration
+	// Registration is GPUFLOW_REGISTRATION: gpuflow.RegistrationOpen,
+	// RegistrationInvite or RegistrationClosed; "" when unset (the API
+	// then closes it; WithDevDefaults opens it).
+	Registration string
+	// LocalUsers is GPUFLOW_LOCAL_USERS; nil when unset (the API then lets
+	// only superusers and accounts with can_run_local run local jobs;
+	// WithDevDefaults lets everyone).
+	LocalUsers *gpuflow.LocalPolicy
+	// LocalRunAs is the user local jobs run as ("" : the worker's own).
+	LocalRunAs string
+	// SubmitRate and CancelRate are GPUFLOW_SUBMIT_RATE and
+	// GPUFLOW_CANCEL_RATE; nil when unset (the API's defaults, 120 a
+	// minute; WithDevDefaults turns them off). A negative Limit is off.
+	SubmitRate, CancelRate *api.RateLimit
+}
+
+// WithDevDefaults returns c with what `make run` leaves unset filled in for
+// ease on one's own machine: open registration, local jobs for everyone,
+// no submit or cancel rate limits. Production commands never call it.
+func (c Config) WithDevDefaults() Config {
+	if c.Registration == "" {
+		c.Registration = gpuflow.RegistrationOpen
+	}
+	if c.LocalUsers == nil {
+		c.LocalUsers = &gpuflow.LocalPolicy{Everyone: true}
+	}
+	off := &api.RateLimit{Limit: -1}
+	if c.SubmitRate == nil {
+		c.SubmitRate = off
+	}
+	if c.CancelRate == nil {
+		c.CancelRate = off
+	}
+	return c
 }
 
 // EnvVars lists every environment variable Config reads.
@@ -106,6 +148,8 @@ var EnvVars = append([]string{
 	"GPUFLOW_MAX_RUNNING_JOBS", "GPUFLOW_MAX_SPEND_PER_HOUR", "GPUFLOW_QUEUE_RECHECK", "GPUFLOW_WATCH_INTERVAL", "METRICS_ADDR",
 	"GPUFLOW_PROGRESS_INTERVAL",
 	"GPUFLOW_WORKFLOW_CACHE",
+	"GPUFLOW_PROGRESS_INTERVAL", "GPUFLOW_REGISTRATION", "GPUFLOW_LOCAL_USERS", "GPUFLOW_LOCAL_RUN_AS",
+	"GPUFLOW_SUBMIT_RATE", "GPUFLOW_CANCEL_RATE",
 }, cloudEnvVars...)
 
 // ConfigFromEnv reads Config from getenv (os.Getenv in production) and
@@ -190,6 +234,21 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	}
 	if c.ProgressInterval, err = parseDuration(getenv("GPUFLOW_PROGRESS_INTERVAL"), 5*time.Second); err != nil {
 		return c, fmt.Errorf("GPUFLOW_PROGRESS_INTERVAL: %w", err)
+	}
+	switch c.Registration = strings.ToLower(strings.TrimSpace(getenv("GPUFLOW_REGISTRATION"))); c.Registration {
+	case "", gpuflow.RegistrationOpen, gpuflow.RegistrationInvite, gpuflow.RegistrationClosed:
+	default:
+		return c, fmt.Errorf("GPUFLOW_REGISTRATION must be open, invite or closed, not %q", c.Registration)
+	}
+	if c.LocalUsers, err = parseLocalUsers(getenv("GPUFLOW_LOCAL_USERS")); err != nil {
+		return c, fmt.Errorf("GPUFLOW_LOCAL_USERS: %w", err)
+	}
+	c.LocalRunAs = strings.TrimSpace(getenv("GPUFLOW_LOCAL_RUN_AS"))
+	if c.SubmitRate, err = parseRate(getenv("GPUFLOW_SUBMIT_RATE")); err != nil {
+		return c, fmt.Errorf("GPUFLOW_SUBMIT_RATE: %w", err)
+	}
+	if c.CancelRate, err = parseRate(getenv("GPUFLOW_CANCEL_RATE")); err != nil {
+		return c, fmt.Errorf("GPUFLOW_CANCEL_RATE: %w", err)
 	}
 	c.MetricsAddr = cmp.Or(getenv("METRICS_ADDR"), "127.0.0.1:9464")
 	if c.MetricsAddr == "off" {
@@ -328,4 +387,67 @@ func parseOrigins(s string) ([]string, error) {
 		out = append(out, u.Scheme+"://"+strings.ToLower(u.Host))
 	}
 	return out, nil
+}
+
+// parseLocalUsers parses GPUFLOW_LOCAL_USERS: nil when unset; "*" lets
+// everyone; "none" no one beyond superusers and can_run_local; otherwise
+// comma-separated emails or user ids.
+func parseLocalUsers(s string) (*gpuflow.LocalPolicy, error) {
+	s = strings.TrimSpace(s)
+	switch strings.ToLower(s) {
+	case "":
+		return nil, nil
+	case "*":
+		return &gpuflow.LocalPolicy{Everyone: true}, nil
+	case "none":
+		return &gpuflow.LocalPolicy{}, nil
+	}
+	p := &gpuflow.LocalPolicy{}
+	for f := range strings.SplitSeq(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if id, err := uuid.Parse(f); err == nil && len(f) == 36 {
+			p.Users = append(p.Users, id.String())
+			continue
+		}
+		email, err := gpuflow.NormalizeEmail(f)
+		if err != nil {
+			return nil, fmt.Errorf("%q is neither an email nor a user id (use * for everyone, none for no one)", f)
+		}
+		p.Users = append(p.Users, email)
+	}
+	return p, nil
+}
+
+// parseRate parses a rate such as "120/1m", "10/s" or "off": nil when
+// unset, a negative Limit for off.
+func parseRate(s string) (*api.RateLimit, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return nil, nil
+	}
+	if strings.EqualFold(s, "off") {
+		return &api.RateLimit{Limit: -1}, nil
+	}
+	bad := fmt.Errorf("want requests per period such as 120/1m, 10/s or off, not %q", s)
+	n, per, ok := strings.Cut(s, "/")
+	if !ok {
+		return nil, bad
+	}
+	limit, err := strconv.Atoi(strings.TrimSpace(n))
+	if err != nil || limit < 1 {
+		return nil, bad
+	}
+	per = strings.TrimSpace(per)
+	switch per {
+	case "s", "m", "h":
+		per = "1" + per
+	}
+	period, err := time.ParseDuration(per)
+	if err != nil || period < time.Second || period > 24*time.Hour {
+		return nil, bad
+	}
+	return &api.RateLimit{Limit: limit, Period: period}, nil
 }

@@ -87,6 +87,9 @@ func Start(ctx context.Context, cfg app.Config, opts Options, logger *slog.Logge
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
+	// `make run` keeps its ease: open registration, local jobs for
+	// everyone, no per-user rate limits, unless the environment says.
+	cfg = cfg.WithDevDefaults()
 	if cfg.JWTSecret == "" {
 		// A dev stack needs no setup: it makes a secret once and keeps it
 		// in the data dir, so tokens survive restarts. Never logged.

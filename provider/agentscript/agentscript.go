@@ -139,6 +139,12 @@ func Script(req gpuflow.ProvisionRequest) (string, error) {
 	if image == "" {
 		image = DefaultImage
 	}
+	if strings.HasPrefix(image, "-") || strings.IndexFunc(image, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0 {
+		// "docker run ... $GPUFLOW_IMAGE" would take it as an option
+		// (--privileged, -v /:/host) or split it. The API refuses such
+		// images; this guards every other caller.
+		return "", fmt.Errorf("image %q is not an image reference", image)
+	}
 	var b strings.Builder
 	b.WriteString("#!/bin/bash\n# gpuflow job runner (generated)\nset -u\n")
 	w := func(k, v string) { fmt.Fprintf(&b, "export %s=%s\n", k, quote(v)) }

@@ -5,7 +5,17 @@
 // its own session and process group. The wrapper runs the job's argv as
 // positional parameters (so no user string is ever interpreted by a shell),
 // sends stdout and stderr to output.log and records the exit status in
-// exit_code (written to a temporary file and renamed). The wrapper's pid and
+// exit_code, a file the worker opens and hands it as descriptor 3 (the job
+// itself does not get it). Its environment is an allowlist of the worker's
+// (PATH, HOME, locale, the container clients' settings: inheritedEnv) plus
+// the job's own variables and gpuflow's: never the worker's secrets.
+//
+// With Config.RunAs (GPUFLOW_LOCAL_RUN_AS; the worker must be root) the
+// wrapper and the job run as that unprivileged user, in <job_id>/work/, the
+// only directory it may write: it can neither read the worker's files nor
+// forge the control files (pid, terminated, exit_code) that Terminate and
+// the GPU allocation trust, nor signal the worker. Without it a job runs
+// as the worker's user and can do what that user can. The wrapper's pid and
 // start time are kept in the pid file, so a worker that restarts (a new
 // Provider over the same Dir) re-attaches to running jobs and learns how
 // finished ones ended, and a reused pid is never mistaken for the job.
@@ -23,8 +33,9 @@
 //	gpus          the GPU indices the job holds, comma-separated (empty: CPU job)
 //	pid           "<pid> <start time>" of the wrapper (pid == process group id)
 //	output.log    stdout and stderr of every attempt, appended
-//	exit_code     the exit status, written by the wrapper when the job ends
+//	exit_code     the exit status, one line written by the wrapper when the job ends (empty before)
 //	terminating   Terminate is stopping the job
 //	terminated    the job was terminated; its GPUs are free
 //	attempt-N/    the control files of an earlier attempt
+//	work/         with RunAs: the job's working directory, owned by that user
 package local

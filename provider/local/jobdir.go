@@ -1,6 +1,7 @@
 package local
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -86,7 +87,9 @@ func readPid(dir string) (pidRecord, error) {
 func (r pidRecord) String() string { return fmt.Sprintf("%d %d\n", r.PID, r.Start) }
 
 // readExitCode returns the recorded exit code; ok is false while there is
-// none.
+// none. The file exists, empty, while the job runs; the wrapper writes the
+// code as one line (wrappers of earlier versions renamed a complete file
+// into place), so a line without its newline is not written yet.
 func readExitCode(dir string) (code int, ok bool, err error) {
 	b, err := os.ReadFile(filepath.Join(dir, exitCodeFile))
 	if errors.Is(err, fs.ErrNotExist) {
@@ -94,6 +97,9 @@ func readExitCode(dir string) (code int, ok bool, err error) {
 	}
 	if err != nil {
 		return 0, false, err
+	}
+	if !bytes.HasSuffix(b, []byte("\n")) {
+		return 0, false, nil
 	}
 	code, err = strconv.Atoi(strings.TrimSpace(string(b)))
 	if err != nil {

@@ -56,6 +56,13 @@ type Config struct {
 	Logger *slog.Logger
 	// LookPath finds nvidia-smi, docker and podman; nil means exec.LookPath.
 	LookPath func(string) (string, error)
+	// RunAs is the unprivileged user (a name or a uid) jobs run as, so that
+	// they cannot read or signal the worker, its files or its secrets. The
+	// worker must run as root for it (New fails otherwise, unless RunAs is
+	// the worker's own user); each job then works in <Dir>/<job_id>/work,
+	// the one directory that user may write. Empty: jobs run as the
+	// worker's own user.
+	RunAs string
 }
 
 // Provider runs jobs as process groups on this host. It implements
@@ -72,6 +79,7 @@ type Provider struct {
 	memoryGB  float64 // host memory
 	script    string  // the wrapper's sh script
 	baseEnv   map[string]string
+	runAs     *runAs // nil: jobs run as the worker's user
 
 	// mu orders this process's goroutines; the lock file in dir orders
 	// processes.
@@ -182,13 +190,15 @@ func New(cfg Config) (*Provider, error) {
 	if p.baseEnv["PATH"] == "" {
 		p.baseEnv["PATH"] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 	}
-	// mv is resolved once, from the worker's PATH, so that a job that sets
-	// its own PATH still gets its exit code recorded.
-	mv, err := exec.LookPath("mv")
-	if err != nil {
-		mv = "mv"
+	p.script = wrapperScript
+	if cfg.RunAs != "" {
+		if p.runAs, err = setupRunAs(cfg.RunAs, dir); err != nil {
+			return nil, fmt.Errorf("local: GPUFLOW_LOCAL_RUN_AS: %w", err)
+		}
 	}
-	p.script = wrapperScript(mv)
+	if p.runAs == nil && os.Geteuid() == 0 {
+		p.log.Warn("local jobs run as root, with every right of the worker: set GPUFLOW_LOCAL_RUN_AS to an unprivileged user")
+	}
 
 	smi := cfg.NvidiaSMI
 	if smi == "" {
@@ -215,15 +225,15 @@ func New(cfg Config) (*Provider, error) {
 // wrapperScript is the fixed script of the wrapper shell. The job's argv
 // arrives as the positional parameters and is run as "$@", so the shell
 // never interprets it; stdout and stderr are inherited (the log file).
-func wrapperScript(mv string) string {
-	return `"$@" </dev/null
+// The exit status goes, in one write of a line, to descriptor 3: the
+// exit_code file, which the worker opened (so a job running as another
+// user needs no right in the job directory to have it recorded). The job
+// itself does not get descriptor 3.
+const wrapperScript = `"$@" </dev/null 3>&-
 c=$?
-printf '%s\n' "$c" >` + exitCodeFile + `.tmp && ` + shellQuote(mv) + ` -f ` + exitCodeFile + `.tmp ` + exitCodeFile + `
+printf '%s\n' "$c" >&3
 exit "$c"
 `
-}
-
-func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 // Info describes the provider.
 func (p *Provider) Info() gpuflow.ProviderInfo {
@@ -383,7 +393,7 @@ func (p *Provider) plan(jobID string, spec gpuflow.JobSpec) (*jobPlan, error) {
 	env := p.jobEnv(jobID, spec, "")
 	dir := p.dir
 	if jobID != "" {
-		dir = p.jobDir(jobID)
+		dir = p.cwd(jobID)
 	}
 	argv0, err := resolveCommand(spec.Command[0], env["PATH"], dir)
 	if err != nil {
@@ -421,6 +431,12 @@ func resolveCommand(name, path, dir string) (string, error) {
 // override). cvd is CUDA_VISIBLE_DEVICES.
 func (p *Provider) jobEnv(jobID string, spec gpuflow.JobSpec, cvd string) map[string]string {
 	env := maps.Clone(p.baseEnv)
+	if ra := p.runAs; ra != nil {
+		// The account's own, not the worker's (whose home it may not read).
+		env["USER"], env["LOGNAME"] = ra.name, ra.name
+		env["HOME"] = cmp.Or(ra.home, p.cwd(jobID))
+		delete(env, "XDG_RUNTIME_DIR")
+	}
 	maps.Copy(env, spec.Env)
 	env["GPUFLOW_JOB_ID"] = jobID
 	env["CUDA_VISIBLE_DEVICES"] = cvd
@@ -442,6 +458,15 @@ var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$`)
 func validID(id string) bool { return idPattern.MatchString(id) }
 
 func (p *Provider) jobDir(id string) string { return filepath.Join(p.dir, id) }
+
+// cwd is where the job runs: its directory, or with RunAs its work
+// directory in there.
+func (p *Provider) cwd(id string) string {
+	if p.runAs != nil {
+		return filepath.Join(p.jobDir(id), workDirName)
+	}
+	return p.jobDir(id)
+}
 
 // lock takes this process's mutex and the lock file in Dir, shared or
 // exclusive. Each call opens its own descriptor, so flock also orders

@@ -859,3 +859,5 @@ func TestNeverStartedIsStartedAgain(t *testing.T) {
 		t.Errorf("log = %q", got)
 	}
 }
+
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }

@@ -194,21 +194,37 @@ func (p *Provider) start(ctx context.Context, dir string, m *meta, pl *jobPlan, 
 		argv = append([]string{pl.argv0}, spec.Command[1:]...)
 	}
 
+	cwd := dir
+	if p.runAs != nil {
+		if cwd, err = p.runAs.makeWorkDir(dir); err != nil {
+			return p.transient("create the work directory", err)
+		}
+	}
 	logf, err := os.OpenFile(filepath.Join(dir, logFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return p.transient("open log", err)
 	}
 	defer logf.Close()
+	// The wrapper writes the exit status here (its descriptor 3).
+	exitf, err := os.OpenFile(filepath.Join(dir, exitCodeFile), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return p.transient("create the exit code file", err)
+	}
+	defer exitf.Close()
 	if m.Attempt > 1 {
 		_, _ = fmt.Fprintf(logf, "--- gpuflow: attempt %d started %s ---\n", m.Attempt, m.CreatedAt.Format(time.RFC3339))
 	}
 
 	cmd := exec.Command("/bin/sh", append([]string{"-c", p.script, "sh"}, argv...)...)
-	cmd.Dir = dir
+	cmd.Dir = cwd
 	cmd.Env = envList(env)
 	cmd.Stdout = logf
 	cmd.Stderr = logf
+	cmd.ExtraFiles = []*os.File{exitf}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if p.runAs != nil {
+		cmd.SysProcAttr.Credential = p.runAs.credential()
+	}
 	if err := cmd.Start(); err != nil {
 		return p.transient("start job", err)
 	}

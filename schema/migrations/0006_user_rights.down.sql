@@ -1,0 +1,2 @@
+DROP TABLE invitations;
+ALTER TABLE users DROP COLUMN can_run_local;
