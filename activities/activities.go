@@ -61,6 +61,9 @@ const (
 	ErrTypeUnschedulable  = "Unschedulable"
 	ErrTypeUnknownProvide = "UnknownProvider"
 	ErrTypeMachineExists  = "MachineStillExists"
+	// ErrTypeInvalidRecord: the job store refused a write for good (an
+	// invalid or unknown record), not for being down. Retrying cannot help.
+	ErrTypeInvalidRecord = "InvalidRecord"
 )
 
 // NonRetryable lists the error types the workflow must not retry in place.
@@ -90,6 +93,21 @@ func classify(err error) error {
 		return temporal.NewApplicationErrorWithOptions(pe.Error(), string(pe.Kind), temporal.ApplicationErrorOptions{
 			Cause: err, NextRetryDelay: pe.RetryAfter,
 		})
+	}
+	return err
+}
+
+// storeError classifies an error of the job store: a write it refuses for
+// good (invalid, unknown, in conflict) is non-retryable ErrTypeInvalidRecord;
+// anything else — the store down or unreachable — is retried, however long
+// it takes.
+func storeError(err error) error {
+	if err == nil {
+		return nil
+	}
+	switch gpuflow.ErrorCode(err) {
+	case gpuflow.EINVALID, gpuflow.ENOTFOUND, gpuflow.ECONFLICT:
+		return temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeInvalidRecord, err)
 	}
 	return err
 }

@@ -67,6 +67,9 @@ type jobWorkflow struct {
 	seq     int
 	queue   []gpuflow.JobUpdate // state changes not yet recorded, in order
 	writing bool
+	// outcomes are provisioning outcomes not yet recorded (outcomeWriter).
+	outcomes       []gpuflow.ProvisionOutcome
+	writingOutcome bool
 
 	cancelWork  workflow.CancelFunc
 	cancelReq   *CancelSignal
@@ -137,7 +140,8 @@ func (w *jobWorkflow) setup(ctx workflow.Context) error {
 		WorkflowID: info.WorkflowExecution.ID, RunID: info.WorkflowExecution.RunID,
 		CreatedAt: w.in.CreatedAt, UpdatedAt: w.in.CreatedAt,
 	}
-	if err := workflow.ExecuteLocalActivity(withRecordOptions(w.dctx), a.CreateJob, &activities.CreateJobInput{Job: job}).Get(w.dctx, nil); err != nil {
+	// Retried until the store takes it: the API has answered for the job.
+	if err := w.write(w.dctx, "creating the job's row", a.CreateJob, &activities.CreateJobInput{Job: job}); err != nil {
 		return err
 	}
 	w.startHandlers()
@@ -146,6 +150,7 @@ func (w *jobWorkflow) setup(ctx workflow.Context) error {
 
 func (w *jobWorkflow) startHandlers() {
 	workflow.Go(w.dctx, w.recorder)
+	workflow.Go(w.dctx, w.outcomeWriter)
 	workflow.Go(w.dctx, w.onCancelSignal)
 	workflow.Go(w.dctx, w.onProgressSignal)
 	workflow.Go(w.dctx, w.onFinishedSignal)
@@ -207,7 +212,7 @@ func (w *jobWorkflow) work(ctx workflow.Context) (exitCode *int, failure string)
 				return nil, failure
 			}
 			m, err := w.provision(ctx, sel)
-			w.leaveQueue() // the machine exists (or the attempt failed): release the room held for it
+			w.leaveQueue(ctx) // the machine exists (or the attempt failed): release the room held for it
 			if err != nil {
 				if isType(err, activities.ErrTypeNoCapacity) {
 					w.blocked[sel.Offer.Key()] = gpuflow.Block{Reason: "no capacity", At: workflow.Now(ctx)}
@@ -336,31 +341,68 @@ func (w *jobWorkflow) waitReason(reason string) {
 // leaveQueue removes the job's queue entry, waking the dispatchers: room
 // it held (or its share of the owner's limits) may be free now.
 //
-// It is retried until it succeeds: an entry left behind would hold room
-// and the owner's share. (Passes also drop the entries of ended jobs.)
-func (w *jobWorkflow) leaveQueue() {
+// It is retried until it succeeds (or ctx is cancelled: the job's end
+// leaves the queue again, in the never-cancelled context): an entry left
+// behind would hold room and the owner's share. (Passes also drop the
+// entries of ended jobs.)
+func (w *jobWorkflow) leaveQueue(ctx workflow.Context) {
+	if err := w.write(ctx, "leaving the queue", a.LeaveQueue, &activities.LeaveQueueInput{JobID: w.in.JobID}); err != nil && ctx.Err() == nil {
+		w.logger.Error("leaving the queue failed for good", "err", err)
+	}
+}
+
+// write runs one write to the job store (fn, a store activity, with in):
+// as a local activity first, and when that does not succeed in
+// recordTimeout (the store is down), as a regular activity that the
+// server retries without a limit on attempts or time until the store
+// answers. It returns an error only for a write the store refuses for good
+// (activities.ErrTypeInvalidRecord), or when ctx is cancelled.
+func (w *jobWorkflow) write(ctx workflow.Context, what string, fn, in any) error {
+	err := workflow.ExecuteLocalActivity(withRecordOptions(ctx), fn, in).Get(ctx, nil)
+	if err == nil || isType(err, activities.ErrTypeInvalidRecord) || ctx.Err() != nil {
+		return err
+	}
+	w.logger.Warn(what+" failed; trying again until the job store answers", "err", err)
 	for {
-		err := workflow.ExecuteLocalActivity(withRecordOptions(w.dctx), a.LeaveQueue, &activities.LeaveQueueInput{JobID: w.in.JobID}).Get(w.dctx, nil)
-		if err == nil {
-			return
+		err = workflow.ExecuteActivity(withStoreOptions(ctx), fn, in).Get(ctx, nil)
+		if err == nil || isType(err, activities.ErrTypeInvalidRecord) || ctx.Err() != nil {
+			return err
 		}
-		w.logger.Error("leaving the queue failed; trying again", "err", err)
-		_ = workflow.Sleep(w.dctx, recordTimeout)
+		// The server retries without a limit; were a limit imposed
+		// anyway (the test suite caps attempts at 10), schedule it anew.
+		w.logger.Warn(what+" still failing; trying again", "err", err)
 	}
 }
 
 // outcome records a provisioning outcome for the scheduler's statistics
-// and the metrics.
+// and the metrics. The write is queued (outcomeWriter), so a store that is
+// down never holds up the job, its teardown above all.
 func (w *jobWorkflow) outcome(o gpuflow.Offer, oc scheduler.Outcome, d time.Duration) {
 	mh := workflow.GetMetricsHandler(w.dctx).WithTags(map[string]string{"provider": o.Provider, "outcome": oc.String()})
 	mh.Counter("gpuflow_provisioning_outcomes_total").Inc(1)
 	if oc != scheduler.Preempted && oc != scheduler.SpotFinished {
 		mh.Timer("gpuflow_provisioning_duration_seconds").Record(d)
 	}
-	rec := &activities.RecordOutcomeInput{Outcome: gpuflow.ProvisionOutcome{Provider: o.Provider, OfferKey: o.Key(), Outcome: oc.String(), Duration: d, At: workflow.Now(w.dctx)}}
-	if err := workflow.ExecuteLocalActivity(withRecordOptions(w.dctx), a.RecordOutcome, rec).Get(w.dctx, nil); err != nil {
-		w.logger.Warn("recording a provisioning outcome failed", "err", err)
+	w.outcomes = append(w.outcomes, gpuflow.ProvisionOutcome{Provider: o.Provider, OfferKey: o.Key(), Outcome: oc.String(), Duration: d, At: workflow.Now(w.dctx)})
+}
+
+// outcomeWriter records queued provisioning outcomes, one at a time.
+func (w *jobWorkflow) outcomeWriter(ctx workflow.Context) {
+	for {
+		_ = workflow.Await(ctx, func() bool { return len(w.outcomes) > 0 })
+		w.writingOutcome = true
+		if err := w.write(ctx, "recording a provisioning outcome", a.RecordOutcome, &activities.RecordOutcomeInput{Outcome: w.outcomes[0]}); err != nil {
+			w.logger.Error("a provisioning outcome the store refuses is dropped", "err", err)
+		}
+		w.outcomes = w.outcomes[1:]
+		w.writingOutcome = false
 	}
+}
+
+// written reports whether every queued state change and outcome is in the
+// store.
+func (w *jobWorkflow) written() bool {
+	return len(w.queue) == 0 && !w.writing && len(w.outcomes) == 0 && !w.writingOutcome
 }
 
 // reasonsText formats reasons by provider for a failure message.
@@ -631,10 +673,10 @@ func (w *jobWorkflow) finish(res *RunJobResult) {
 	}
 	w.emit(u)
 	w.setStatus(res.Status)
-	_ = workflow.Await(w.dctx, func() bool { return len(w.queue) == 0 && !w.writing })
+	_ = workflow.Await(w.dctx, w.written)
 	// Last, with the final status written: the pass this wakes counts the
 	// room and the owner's share this job held as free.
-	w.leaveQueue()
+	w.leaveQueue(w.dctx)
 }
 
 // startDeadline cancels the work when max_duration_minutes is reached.
@@ -734,15 +776,16 @@ func (w *jobWorkflow) onFinishedSignal(ctx workflow.Context) {
 }
 
 // recorder writes queued state changes one at a time, in order, so that
-// per-job sequence numbers reach the store in sequence.
+// per-job sequence numbers reach the store in sequence. A store that is
+// down holds the queue until it answers again (write), however long that
+// takes; only a change the store refuses for good is dropped.
 func (w *jobWorkflow) recorder(ctx workflow.Context) {
-	lctx := withRecordOptions(ctx)
 	for {
 		_ = workflow.Await(ctx, func() bool { return len(w.queue) > 0 })
 		w.writing = true
 		u := w.queue[0]
-		if err := workflow.ExecuteLocalActivity(lctx, a.RecordUpdate, &activities.RecordUpdateInput{Update: u}).Get(lctx, nil); err != nil {
-			w.logger.Error("recording a state change failed", "seq", u.Seq, "err", err)
+		if err := w.write(ctx, "recording a state change", a.RecordUpdate, &activities.RecordUpdateInput{Update: u}); err != nil {
+			w.logger.Error("a state change the store refuses is dropped", "seq", u.Seq, "err", err)
 		}
 		w.queue = w.queue[1:]
 		w.writing = false
@@ -775,7 +818,7 @@ func (w *jobWorkflow) resume(ctx workflow.Context, r *JobResume) {
 // taken by their handlers (and Temporal refuses to continue while new ones
 // wait, so none is lost).
 func (w *jobWorkflow) carryOn(ctx workflow.Context) error {
-	_ = workflow.Await(w.dctx, func() bool { return len(w.queue) == 0 && !w.writing })
+	_ = workflow.Await(w.dctx, w.written)
 	in := *w.in
 	in.Resume = &JobResume{
 		Seq: w.seq, Snapshot: w.snap, Machine: w.machine, Provider: w.provider, Offer: w.offer,

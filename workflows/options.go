@@ -11,8 +11,14 @@ import (
 
 // Timeouts of the job workflow's steps, chosen on purpose:
 const (
-	// recordTimeout bounds one write of a state change (a local activity).
+	// recordTimeout bounds one write to the job store as a local activity,
+	// retries included; a write it does not finish goes on as a regular
+	// activity (storeRetryMax).
 	recordTimeout = 10 * time.Second
+	// storeRetryMax is the longest wait between two tries of a write to
+	// the job store that is down: it is retried without a limit on
+	// attempts or time, until the store answers.
+	storeRetryMax = time.Minute
 	// selectTimeout bounds one Admit: waiting for the queue's lock and one
 	// admission pass (which lists every provider's offers).
 	selectTimeout = 2 * time.Minute
@@ -47,21 +53,44 @@ const (
 	maxLaunchRetries = 2
 )
 
+// withRecordOptions is a write to the job store as a local activity: the
+// fast way, bounded in time (ScheduleToClose, retries included) so that a
+// store that is down does not hold the workflow task; the write then goes
+// on with withStoreOptions.
 func withRecordOptions(ctx workflow.Context) workflow.Context {
 	return workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
-		StartToCloseTimeout: recordTimeout,
+		ScheduleToCloseTimeout: recordTimeout,
+		StartToCloseTimeout:    recordTimeout,
 		RetryPolicy: &temporal.RetryPolicy{
 			InitialInterval: 100 * time.Millisecond, BackoffCoefficient: 2, MaximumInterval: 10 * time.Second,
+			NonRetryableErrorTypes: []string{activities.ErrTypeInvalidRecord},
 		},
 	})
 }
 
+// withStoreOptions is a write to the job store as a regular activity,
+// retried by the server, without a limit on attempts or time, until the
+// store takes it (or refuses it for good); it adds no history while it
+// retries.
+func withStoreOptions(ctx workflow.Context) workflow.Context {
+	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: recordTimeout,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: storeRetryMax,
+			NonRetryableErrorTypes: []string{activities.ErrTypeInvalidRecord},
+		},
+	})
+}
+
+// withSelectOptions is Admit: retried without a limit (the queue is in
+// the job store, and an outage must not fail a job the API accepted); a
+// cancel stops it.
 func withSelectOptions(ctx workflow.Context) workflow.Context {
 	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 		StartToCloseTimeout: selectTimeout,
 		RetryPolicy: &temporal.RetryPolicy{
-			InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: 30 * time.Second,
-			MaximumAttempts: 10, NonRetryableErrorTypes: activities.NonRetryable,
+			InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: storeRetryMax,
+			NonRetryableErrorTypes: activities.NonRetryable,
 		},
 	})
 }
