@@ -26,6 +26,8 @@ type fakeProvider struct {
 	failTerm   int
 	terminated []string
 	out        []byte
+	// onTerminate, when set, runs as Terminate removes a machine.
+	onTerminate func()
 }
 
 func (f *fakeProvider) Info() gpuflow.ProviderInfo { return gpuflow.ProviderInfo{Name: "fake"} }
@@ -61,6 +63,9 @@ func (f *fakeProvider) Terminate(_ context.Context, id string) error {
 	}
 	delete(f.machines, id)
 	f.terminated = append(f.terminated, id)
+	if f.onTerminate != nil {
+		f.onTerminate()
+	}
 	return nil
 }
 func (f *fakeProvider) List(context.Context) ([]gpuflow.Machine, error) {

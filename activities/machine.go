@@ -127,9 +127,9 @@ type TerminateResult struct {
 }
 
 // TerminateMachine ships the job's last output, terminates the machine and
-// succeeds only once the provider confirms it is gone; then the machine is
-// no longer watched. Otherwise it fails and the workflow's retry policy
-// tries again.
+// succeeds only once the provider confirms it is gone and the output it
+// still holds is in the store; then the machine is no longer watched.
+// Otherwise it fails and the workflow's retry policy tries again.
 func (a *Activities) TerminateMachine(ctx context.Context, in *TerminateInput) (*TerminateResult, error) {
 	p, err := a.provider(in.Provider)
 	if err != nil {
@@ -141,13 +141,15 @@ func (a *Activities) TerminateMachine(ctx context.Context, in *TerminateInput) (
 			offset = wt.LogOffset
 		}
 	}
-	if src, ok := p.(gpuflow.LogSource); ok {
-		// Output is never worth failing a teardown over: a failure is logged.
-		if n, err := gpuflow.CopyLogs(ctx, src, a.Jobs, in.JobID, in.MachineID, offset); err != nil {
-			a.logger().WarnContext(ctx, "store job output", "job_id", in.JobID, "err", err)
-		} else {
-			offset = n
+	src, logs := p.(gpuflow.LogSource)
+	if logs {
+		// Before the machine goes (with it, its output may go); what
+		// this misses is shipped again below.
+		n, err := gpuflow.CopyLogs(ctx, src, a.Jobs, in.JobID, in.MachineID, offset)
+		if err != nil {
+			a.logger().WarnContext(ctx, "store job output before the teardown", "job_id", in.JobID, "err", err)
 		}
+		offset = n
 	}
 	if err := p.Terminate(ctx, in.MachineID); err != nil {
 		return nil, fmt.Errorf("terminate %s on %s: %w", in.MachineID, in.Provider, err)
@@ -159,6 +161,22 @@ func (a *Activities) TerminateMachine(ctx context.Context, in *TerminateInput) (
 	if err == nil && m.State != gpuflow.MachineGone {
 		return nil, temporal.NewApplicationError(fmt.Sprintf("machine %s on %s still %s", in.MachineID, in.Provider, m.State), ErrTypeMachineExists)
 	}
+	if logs {
+		// The output the provider still holds (the local provider keeps
+		// it after the job) must reach the store: a store that fails
+		// fails the teardown, which is retried, watch and all, until it
+		// takes the output. Output the provider cannot read is not
+		// worth failing over.
+		st := &appendErr{LogAppender: a.Jobs}
+		n, err := gpuflow.CopyLogs(ctx, src, st, in.JobID, in.MachineID, offset)
+		switch {
+		case st.err != nil:
+			return nil, fmt.Errorf("store the output of job %s (machine %s is gone): %w", in.JobID, in.MachineID, st.err)
+		case err != nil:
+			a.logger().WarnContext(ctx, "read job output", "job_id", in.JobID, "err", err)
+		}
+		offset = n
+	}
 	if a.Watches != nil {
 		if err := a.Watches.RemoveWatch(ctx, in.JobID, in.MachineID); err != nil {
 			return nil, fmt.Errorf("unwatch %s of job %s: %w", in.MachineID, in.JobID, err)
@@ -166,4 +184,19 @@ func (a *Activities) TerminateMachine(ctx context.Context, in *TerminateInput) (
 	}
 	a.logger().InfoContext(ctx, "machine gone", "job_id", in.JobID, "provider", in.Provider, "machine_id", in.MachineID)
 	return &TerminateResult{LogOffset: offset}, nil
+}
+
+// appendErr is a LogAppender that remembers its failure, telling a store
+// that failed from a provider that could not read.
+type appendErr struct {
+	gpuflow.LogAppender
+	err error
+}
+
+func (a *appendErr) AppendLog(ctx context.Context, jobID string, offset int64, data []byte) error {
+	err := a.LogAppender.AppendLog(ctx, jobID, offset, data)
+	if err != nil {
+		a.err = err
+	}
+	return err
 }

@@ -66,6 +66,7 @@ func (s *pgStore) down(t *testing.T) {
 	id := pgx.Identifier{s.name}.Sanitize()
 	s.exec(t, "ALTER DATABASE "+id+" ALLOW_CONNECTIONS false")
 	s.exec(t, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '"+s.name+"' AND pid <> pg_backend_pid()")
+	s.Pool.Reset() // no pooled session outlives the outage
 }
 
 // up ends the outage.
@@ -126,5 +127,46 @@ func TestStoreWritesRetriedOnlyWhileTheStoreIsDown(t *testing.T) {
 		if !errors.As(err, &ae) || ae.Type() != ErrTypeInvalidRecord || !ae.NonRetryable() {
 			t.Errorf("%s: %v; want non-retryable %s", name, err, ErrTypeInvalidRecord)
 		}
+	}
+}
+
+// A local job's output reaches the store even when the store was down as
+// the teardown began and came back before it ended: the teardown ships the
+// output once the machine is gone, and fails (to be retried) until the
+// store has taken it.
+func TestTerminateMachineShipsOutputAcrossAnOutage(t *testing.T) {
+	t.Parallel()
+	s := newPGStore(t)
+	id := s.job(t)
+	ctx := context.Background()
+	if err := s.AppendLog(ctx, id, 0, []byte("hello\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddWatch(ctx, gpuflow.Watch{JobID: id, WorkflowID: "job-" + id, Provider: "fake", MachineID: "m1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MarkWatch(ctx, id, "m1", gpuflow.MachineExited, 6); err != nil {
+		t.Fatal(err)
+	}
+	p := &fakeProvider{machines: map[string]*gpuflow.Machine{"m1": {ID: "m1", State: gpuflow.MachineExited}},
+		out: []byte("hello\nworld\n")}
+	// The outage ends while the machine is being removed.
+	p.onTerminate = func() { s.up(t) }
+	acts := &Activities{Jobs: s.DB, Providers: gpuflow.Providers{p}, Watches: s.DB}
+	e := env(t, acts)
+	s.down(t)
+	in := &TerminateInput{Provider: "fake", JobID: id, MachineID: "m1"}
+	var err error
+	for range 3 { // the workflow retries a teardown until it succeeds
+		if _, err = e.ExecuteActivity(acts.TerminateMachine, in); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("teardown: %v", err)
+	}
+	got, err := s.Logs(ctx, id, 0, 0)
+	if err != nil || string(got) != "hello\nworld\n" {
+		t.Fatalf("stored output %q (%v), want %q", got, err, "hello\nworld\n")
 	}
 }
