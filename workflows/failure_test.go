@@ -2,10 +2,12 @@ package workflows
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/mock"
+	"go.temporal.io/sdk/workflow"
 
 	"github.com/gpuflow/gpuflow"
 	"github.com/gpuflow/gpuflow/activities"
@@ -70,4 +72,111 @@ func TestRunJobStoreOutage(t *testing.T) {
 			t.Fatalf("left the queue %d times", leaves)
 		}
 	})
+}
+
+// terminateSlow tears machines down after d, counting them.
+func (b *bundle) terminateSlow(d time.Duration) {
+	b.env.OnActivity(a.TerminateMachine, mock.Anything, mock.Anything).After(d).Return(
+		func(context.Context, *activities.TerminateInput) (*activities.TerminateResult, error) {
+			b.mu.Lock()
+			b.terminates++
+			b.mu.Unlock()
+			return &activities.TerminateResult{}, nil
+		})
+}
+
+// A cancel that arrives while a machine is torn down before the job is
+// tried again ends the job cancelled: nothing is provisioned again.
+func TestRunJobCancelDuringRetryTeardown(t *testing.T) {
+	t.Parallel()
+	for name, m1 := range map[string]gpuflow.Machine{
+		"Preempted":    {ID: "m1", State: gpuflow.MachineFailed, Reason: "preempted by the provider"},
+		"LaunchFailed": {ID: "m1", State: gpuflow.MachineFailed, Reason: "boot timed out"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			b.happyPath()
+			b.terminateSlow(5 * time.Minute)
+			if m1.Preempted() {
+				b.at(time.Second, gpuflow.Machine{ID: "m1", State: gpuflow.MachineRunning})
+			}
+			b.at(time.Minute, m1) // teardown of m1 runs from 1 to 6 minutes
+			code := 0
+			b.at(10*time.Minute, gpuflow.Machine{ID: "m2", State: gpuflow.MachineRunning})
+			b.at(11*time.Minute, gpuflow.Machine{ID: "m2", State: gpuflow.MachineExited, ExitCode: &code})
+			b.env.RegisterDelayedCallback(func() {
+				b.env.SignalWorkflow(SignalCancel, CancelSignal{Reason: "user", RequestedBy: "u1"})
+			}, 3*time.Minute)
+			in := input()
+			in.Spec.Spot, in.Spec.MaxRestarts = true, 2
+			b.env.ExecuteWorkflow(RunJob, in)
+			res := b.result(t)
+			if res.Status != gpuflow.StatusCancelled || b.provisions != 1 || b.terminates != 1 {
+				t.Fatalf("result %+v after %d provisions, %d terminates", res, b.provisions, b.terminates)
+			}
+			st := b.statuses(t)
+			if st[len(st)-2] != gpuflow.StatusCancelling || st[len(st)-1] != gpuflow.StatusCancelled {
+				t.Fatalf("statuses %v", st)
+			}
+		})
+	}
+}
+
+// A cancel that arrives while a long watch waits for its writes before it
+// continues as new ends the job cancelled; it is not left behind.
+func TestRunJobCancelWhileContinuingAsNew(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.happyPath()
+	b.terminateOK()
+	b.at(time.Second, gpuflow.Machine{ID: "m1", State: gpuflow.MachineRunning})
+	b.outage(time.Minute, time.Hour)
+	b.env.RegisterDelayedCallback(func() {
+		b.env.SignalWorkflow(SignalProgress, ProgressSignal{Percent: 42, ReportID: 7}) // waits for the store
+	}, 90*time.Second)
+	b.env.RegisterDelayedCallback(func() { b.env.SetContinueAsNewSuggested(true) }, 2*time.Minute)
+	b.env.RegisterDelayedCallback(func() {
+		b.env.SignalWorkflow(SignalCancel, CancelSignal{Reason: "user"})
+	}, 3*time.Minute)
+	b.env.ExecuteWorkflow(RunJob, input())
+	res := b.result(t)
+	if res.Status != gpuflow.StatusCancelled || b.terminates != 1 {
+		t.Fatalf("result %+v, terminates %d", res, b.terminates)
+	}
+}
+
+// The agent's exit report that arrives while a long watch waits for its
+// writes before it continues as new is carried into the next run.
+func TestRunJobFinishedWhileContinuingAsNew(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.happyPath()
+	b.terminateOK()
+	b.at(time.Second, gpuflow.Machine{ID: "m1", State: gpuflow.MachineRunning})
+	b.outage(time.Minute, time.Hour)
+	b.env.RegisterDelayedCallback(func() {
+		b.env.SignalWorkflow(SignalProgress, ProgressSignal{Percent: 42, ReportID: 7}) // waits for the store
+	}, 90*time.Second)
+	b.env.RegisterDelayedCallback(func() { b.env.SetContinueAsNewSuggested(true) }, 2*time.Minute)
+	b.env.RegisterDelayedCallback(func() {
+		b.env.SignalWorkflow(SignalFinished, FinishedSignal{ExitCode: 5, ReportID: 9})
+	}, 3*time.Minute)
+	in := input()
+	in.Spec.MaxDurationMinutes = ptr(600)
+	b.env.ExecuteWorkflow(RunJob, in)
+	var can *workflow.ContinueAsNewError
+	if err := b.env.GetWorkflowError(); !errors.As(err, &can) {
+		t.Fatalf("workflow error %v, want ContinueAsNewError", err)
+	}
+	next := decodeInput(t, can)
+	if f := next.Resume.Finished; f == nil || f.ExitCode != 5 {
+		t.Fatalf("resume %+v: the exit report was left behind", next.Resume)
+	}
+	b2 := setup(t)
+	b2.terminateOK()
+	b2.env.ExecuteWorkflow(RunJob, next)
+	if res := b2.result(t); res.Status != gpuflow.StatusFailed || res.ExitCode == nil || *res.ExitCode != 5 || b2.terminates != 1 {
+		t.Fatalf("next run's result %+v, terminates %d", res, b2.terminates)
+	}
 }

@@ -75,7 +75,11 @@ type jobWorkflow struct {
 	cancelReq   *CancelSignal
 	finished    *FinishedSignal
 	timedOut    bool
-	tearingDown bool
+	tearingDown bool // the current machine is being torn down: its reports are dropped
+	// ending: the work is over and the final teardown runs; a cancel
+	// changes nothing any more. (A teardown before the job is tried
+	// again is not the end: a cancel then ends the job cancelled.)
+	ending bool
 
 	machine   *gpuflow.Machine
 	preempted bool // the last watch ended with the spot machine taken back
@@ -166,8 +170,13 @@ func (w *jobWorkflow) run(ctx workflow.Context) (*RunJobResult, error) {
 	exitCode, failure := w.work(workCtx)
 	stopTimer()
 	if w.continueAsNew {
-		return nil, w.carryOn(ctx)
+		_ = workflow.Await(w.dctx, w.written)
+		if w.cancelReq == nil && ctx.Err() == nil {
+			return nil, w.carryOn(ctx)
+		}
+		// Cancelled while the writes finished: the job ends in this run.
 	}
+	w.ending = true
 
 	temporalCancel := ctx.Err() != nil
 	if temporalCancel && w.cancelReq == nil {
@@ -700,7 +709,7 @@ func (w *jobWorkflow) onCancelSignal(ctx workflow.Context) {
 	for {
 		var s CancelSignal
 		ch.Receive(ctx, &s)
-		if w.cancelReq != nil || w.tearingDown || w.snap.Status.Terminal() {
+		if w.cancelReq != nil || w.ending || w.snap.Status.Terminal() {
 			continue
 		}
 		if s.Reason == "" {
@@ -797,6 +806,7 @@ func (w *jobWorkflow) recorder(ctx workflow.Context) {
 func (w *jobWorkflow) resume(ctx workflow.Context, r *JobResume) {
 	w.seq, w.snap, w.machine, w.provider, w.offer = r.Seq, r.Snapshot, r.Machine, r.Provider, r.Offer
 	w.ran, w.runningAt, w.launchRetries, w.lastReport, w.seen = r.Ran, r.RunningAt, r.LaunchRetries, r.LastReport, r.Seen
+	w.finished = r.Finished
 	if r.Blocked != nil {
 		w.blocked = r.Blocked
 	}
@@ -823,7 +833,7 @@ func (w *jobWorkflow) carryOn(ctx workflow.Context) error {
 	in.Resume = &JobResume{
 		Seq: w.seq, Snapshot: w.snap, Machine: w.machine, Provider: w.provider, Offer: w.offer,
 		Blocked: w.blocked, Ran: w.ran, RunningAt: w.runningAt, LaunchRetries: w.launchRetries,
-		LastReport: w.lastReport, Seen: w.seen,
+		LastReport: w.lastReport, Seen: w.seen, Finished: w.finished,
 	}
 	w.logger.Info("continuing as new", "history_length", workflow.GetInfo(ctx).GetCurrentHistoryLength())
 	return workflow.NewContinueAsNewError(ctx, JobWorkflowName, &in)

@@ -74,6 +74,9 @@ type JobResume struct {
 	LastReport    int64                    `json:"last_report,omitempty"`
 	// Seen are machine reports not handled yet.
 	Seen []gpuflow.Machine `json:"seen,omitempty"`
+	// Finished is the agent's exit report when it arrived as the run
+	// ended (not handled yet).
+	Finished *FinishedSignal `json:"finished,omitempty"`
 }
 
 // RunJobResult is the job's outcome.
