@@ -3,14 +3,17 @@ package workflows
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/mock"
+	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/gpuflow/gpuflow"
 	"github.com/gpuflow/gpuflow/activities"
+	"github.com/gpuflow/gpuflow/admission"
 )
 
 // admitWhenUp admits the job on testOffer, failing while the store is down
@@ -178,5 +181,50 @@ func TestRunJobFinishedWhileContinuingAsNew(t *testing.T) {
 	b2.env.ExecuteWorkflow(RunJob, next)
 	if res := b2.result(t); res.Status != gpuflow.StatusFailed || res.ExitCode == nil || *res.ExitCode != 5 || b2.terminates != 1 {
 		t.Fatalf("next run's result %+v, terminates %d", res, b2.terminates)
+	}
+}
+
+// An offer that does not say its stock and answers "no capacity" each time
+// is tried again with a growing wait, capped, and the job gives up after
+// maxNoCapacityAttempts with a clear reason (it used to try every few
+// minutes until the history limit killed the workflow).
+func TestRunJobNoCapacityIsBounded(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	unknown := gpuflow.Offer{Provider: "runpod", GPUType: "A100", Region: "US", Available: -1}
+	// The dispatcher's rule: a blocked offer is not admitted until its block ends.
+	b.env.OnActivity(a.Admit, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, in *activities.AdmitInput) (*activities.AdmitResult, error) {
+			if blk, ok := in.Entry.Blocked[unknown.Key()]; ok && b.env.Now().Before(blk.Expiry(admission.DefaultBlockTTL)) {
+				return &activities.AdmitResult{Reason: "offers blocked"}, nil
+			}
+			return admitted(&activities.SelectResult{Offer: unknown}), nil
+		})
+	var tries []time.Time
+	b.env.OnActivity(a.Provision, mock.Anything, mock.Anything).Return(
+		func(context.Context, *activities.ProvisionInput) (*activities.ProvisionResult, error) {
+			b.mu.Lock()
+			tries = append(tries, b.env.Now())
+			b.mu.Unlock()
+			return nil, temporal.NewNonRetryableApplicationError("runpod: no_capacity: no A100 left in US", activities.ErrTypeNoCapacity, nil)
+		})
+	b.env.RegisterDelayedCallback(func() {
+		b.env.SignalWorkflow(SignalCancel, CancelSignal{Reason: "gave up waiting"})
+	}, 3*24*time.Hour)
+	b.env.ExecuteWorkflow(RunJob, input())
+	res := b.result(t)
+	if res.Status != gpuflow.StatusFailed || !strings.Contains(res.Error, "no capacity") || !strings.Contains(res.Error, "no A100 left") {
+		t.Fatalf("result %+v after %d attempts", res, len(tries))
+	}
+	if len(tries) != maxNoCapacityAttempts {
+		t.Fatalf("%d attempts, want %d", len(tries), maxNoCapacityAttempts)
+	}
+	for i := 2; i < len(tries); i++ {
+		if gap, prev := tries[i].Sub(tries[i-1]), tries[i-1].Sub(tries[i-2]); gap < prev || gap > maxNoCapacityBackoff+admitRecheck {
+			t.Fatalf("wait before attempt %d: %s after %s: want growing waits capped near %s", i+1, gap, prev, maxNoCapacityBackoff)
+		}
+	}
+	if last := tries[len(tries)-1].Sub(tries[len(tries)-2]); last < maxNoCapacityBackoff {
+		t.Fatalf("last wait %s, want the cap %s", last, maxNoCapacityBackoff)
 	}
 }

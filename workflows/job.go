@@ -92,6 +92,9 @@ type jobWorkflow struct {
 	// the job; launchRetries counts the launches tried again elsewhere.
 	launchFailed  bool
 	launchRetries int
+	// noCapacityTries counts the attempts refused for lack of capacity
+	// since the job's last machine.
+	noCapacityTries int
 
 	// seen are the machine states the watcher (or a safety check)
 	// reported and the watch has not handled yet, in order.
@@ -224,10 +227,16 @@ func (w *jobWorkflow) work(ctx workflow.Context) (exitCode *int, failure string)
 			w.leaveQueue(ctx) // the machine exists (or the attempt failed): release the room held for it
 			if err != nil {
 				if isType(err, activities.ErrTypeNoCapacity) {
-					w.blocked[sel.Offer.Key()] = gpuflow.Block{Reason: "no capacity", At: workflow.Now(ctx)}
+					if failure := w.noCapacity(sel.Offer, err); failure != "" {
+						return nil, failure
+					}
 					continue
 				}
 				return nil, "provisioning: " + errMessage(err)
+			}
+			w.noCapacityTries = 0
+			if b := w.blocked[sel.Offer.Key()]; b.Reason == blockNoCapacity {
+				delete(w.blocked, sel.Offer.Key())
 			}
 			w.machine = m
 			if ctx.Err() != nil { // cancelled while provisioning: teardown follows
@@ -334,7 +343,35 @@ func (w *jobWorkflow) awaitAdmission(ctx workflow.Context, ch workflow.ReceiveCh
 // blocked still.
 func (w *jobWorkflow) blockedNow(o gpuflow.Offer) bool {
 	b, ok := w.blocked[o.Key()]
-	return ok && workflow.Now(w.dctx).Sub(b.At) < admission.DefaultBlockTTL
+	return ok && workflow.Now(w.dctx).Before(b.Expiry(admission.DefaultBlockTTL))
+}
+
+// blockNoCapacity is the reason of an offer blocked after "no capacity".
+const blockNoCapacity = "no capacity"
+
+// noCapacity handles an attempt refused for lack of capacity (an offer
+// that does not say its stock, or a stale count): the offer is blocked for
+// the job, for the admission's block TTL doubled with each refusal in a row
+// up to maxNoCapacityBackoff, and the job waits in the queue for another
+// offer or the block's end. After maxNoCapacityAttempts refusals since its
+// last machine the job fails: it returns the failure then, "" otherwise.
+func (w *jobWorkflow) noCapacity(o gpuflow.Offer, err error) string {
+	w.noCapacityTries++
+	now := workflow.Now(w.dctx)
+	n := 1
+	if prev, ok := w.blocked[o.Key()]; ok && prev.Reason == blockNoCapacity {
+		n = max(prev.Count, 1) + 1
+	}
+	wait := admission.DefaultBlockTTL
+	for i := 1; i < n && wait < maxNoCapacityBackoff; i++ {
+		wait *= 2
+	}
+	wait = min(wait, maxNoCapacityBackoff)
+	w.blocked[o.Key()] = gpuflow.Block{Reason: blockNoCapacity, At: now, Until: now.Add(wait), Count: n}
+	if w.noCapacityTries >= maxNoCapacityAttempts {
+		return fmt.Sprintf("provisioning: no capacity after %d attempts; the last: %s", w.noCapacityTries, errMessage(err))
+	}
+	return ""
 }
 
 // waitReason records that the job waits in the queue, and why.

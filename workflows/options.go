@@ -51,6 +51,14 @@ const (
 	// maxLaunchRetries caps how often a job whose machine failed before it
 	// ran the job (a hung or crashed boot) is started again elsewhere.
 	maxLaunchRetries = 2
+	// maxNoCapacityAttempts caps the attempts that end in "no capacity"
+	// (offers that do not say their stock) before the job fails; see
+	// noCapacity.
+	maxNoCapacityAttempts = 24
+	// maxNoCapacityBackoff caps how long an offer that keeps answering
+	// "no capacity" is blocked for the job (doubling from the admission's
+	// block TTL).
+	maxNoCapacityBackoff = time.Hour
 )
 
 // withRecordOptions is a write to the job store as a local activity: the
