@@ -321,3 +321,21 @@ func TestReconcileProvider(t *testing.T) {
 		t.Fatalf("forced job %+v, updates %+v", store.jobs["j-forced"], store.updates)
 	}
 }
+
+func TestPickHostNamesTheWorkersOwnHost(t *testing.T) {
+	t.Parallel()
+	acts := &Activities{Jobs: &memStore{}, Providers: gpuflow.Providers{&fakeProvider{}}, Hosts: map[string]string{"fake": "h2"}}
+	e := env(t, acts)
+	v, err := e.ExecuteActivity(acts.PickHost, &PickHostInput{Provider: "fake"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res PickHostResult
+	if err := v.Get(&res); err != nil || res.Host != "h2" {
+		t.Fatalf("host %q (%v)", res.Host, err)
+	}
+	acts.Hosts = nil // a cloud: machines are not on the worker's host
+	if _, err := e.ExecuteActivity(acts.PickHost, &PickHostInput{Provider: "fake"}); err == nil {
+		t.Fatal("a worker without the provider's machines picked itself")
+	}
+}

@@ -54,8 +54,38 @@ func (a *Activities) Provision(ctx context.Context, in *ProvisionInput) (*Provis
 			return nil, fmt.Errorf("watch machine %s of job %s: %w", m.ID, req.JobID, err)
 		}
 	}
-	a.logger().InfoContext(ctx, "machine provisioned", "job_id", in.Request.JobID, "provider", in.Provider, "machine_id", m.ID)
+	if h := a.Hosts[in.Provider]; h != "" {
+		m.Host = h
+	}
+	a.logger().InfoContext(ctx, "machine provisioned", "job_id", in.Request.JobID, "provider", in.Provider, "machine_id", m.ID, "host", m.Host)
 	return &ProvisionResult{Machine: *m}, nil
+}
+
+// PickHostInput asks which host will run a machine of a provider whose
+// machines run on the worker's own host.
+type PickHostInput struct {
+	Provider string `json:"provider"`
+}
+
+// PickHostResult names the host: the one whose worker took the task.
+type PickHostResult struct {
+	Host string `json:"host"`
+}
+
+// PickHost runs on the provider's shared task queue, where every host that
+// runs the provider's machines listens: the worker that takes it answers
+// with its own host, and the job's machine activities then go to that
+// host's own task queue. It fails (non-retryable) on a worker whose
+// machines of that provider do not run on its host.
+func (a *Activities) PickHost(ctx context.Context, in *PickHostInput) (*PickHostResult, error) {
+	if _, err := a.provider(in.Provider); err != nil {
+		return nil, err
+	}
+	h := a.Hosts[in.Provider]
+	if h == "" {
+		return nil, temporal.NewNonRetryableApplicationError("provider "+in.Provider+" does not run machines on this worker's host", ErrTypeInvalidRequest, nil)
+	}
+	return &PickHostResult{Host: h}, nil
 }
 
 // CheckMachineInput is a job's safety check of its machine.

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/mock"
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
@@ -226,5 +228,39 @@ func TestRunJobNoCapacityIsBounded(t *testing.T) {
 	}
 	if last := tries[len(tries)-1].Sub(tries[len(tries)-2]); last < maxNoCapacityBackoff {
 		t.Fatalf("last wait %s, want the cap %s", last, maxNoCapacityBackoff)
+	}
+}
+
+// A local job's machine activities go to the task queue of the host that
+// picked the job (any host that runs local jobs, on the shared queue), so
+// that its watch and teardown never land on a host without the job.
+func TestRunJobLocalMachineStaysOnItsHost(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.env.OnActivity(a.Admit, mock.Anything, mock.Anything).Return(admitted(&activities.SelectResult{Offer: testOffer, Mode: gpuflow.ModeLocal}), nil)
+	b.env.OnActivity(a.Provision, mock.Anything, mock.Anything).Return(machine("m1", gpuflow.MachinePending), nil)
+	b.terminateOK()
+	b.watch(0, 2*time.Hour) // long enough for safety checks
+	queues := map[string][]string{}
+	b.env.SetOnActivityStartedListener(func(info *activity.Info, _ context.Context, _ converter.EncodedValues) {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		queues[info.ActivityType.Name] = append(queues[info.ActivityType.Name], info.TaskQueue)
+	})
+	b.env.ExecuteWorkflow(RunJob, input())
+	if res := b.result(t); res.Status != gpuflow.StatusSucceeded {
+		t.Fatalf("result %+v", res)
+	}
+	want := map[string]string{"PickHost": "gpuflow-local", "Provision": "gpuflow-local-h1", "CheckMachine": "gpuflow-local-h1", "TerminateMachine": "gpuflow-local-h1"}
+	for act, q := range want {
+		got := queues[act]
+		if len(got) == 0 {
+			t.Errorf("%s never ran", act)
+		}
+		for _, g := range got {
+			if g != q {
+				t.Errorf("%s ran on task queue %s, want %s", act, g, q)
+			}
+		}
 	}
 }

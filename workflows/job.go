@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
@@ -518,9 +519,18 @@ func (w *jobWorkflow) provision(ctx workflow.Context, sel *activities.SelectResu
 	}
 	var res activities.ProvisionResult
 	w.seen = nil // reports from here on are on this attempt's machine (or dropped by the watch)
-	err := workflow.ExecuteActivity(withProvisionOptions(w.dctx, o.Provider), a.Provision,
-		&activities.ProvisionInput{Provider: o.Provider, Request: req, WorkflowID: workflow.GetInfo(ctx).WorkflowExecution.ID}).Get(w.dctx, &res)
+	host, err := w.pickHost(sel)
+	if err == nil {
+		err = workflow.ExecuteActivity(withProvisionOptions(w.dctx, machineQueue(o.Provider, host), host), a.Provision,
+			&activities.ProvisionInput{Provider: o.Provider, Request: req, WorkflowID: workflow.GetInfo(ctx).WorkflowExecution.ID}).Get(w.dctx, &res)
+		if isScheduleToStart(err) {
+			err = temporal.NewNonRetryableApplicationError(fmt.Sprintf("host %s did not take the job within %s", host, hostPickup), activities.ErrTypeNoCapacity, err)
+		}
+	}
 	m := res.Machine
+	if m.Host == "" {
+		m.Host = host
+	}
 	w.offer, w.ran, w.launchFailed, w.runningAt, w.agentRan = o, false, false, time.Time{}, false
 	if err != nil {
 		outcome, oc := "provision failed: "+errMessage(err), scheduler.Failed
@@ -537,6 +547,33 @@ func (w *jobWorkflow) provision(ctx workflow.Context, sel *activities.SelectResu
 		Data: jsonData(map[string]any{"machine": m})})
 	return &m, nil
 }
+
+// pickHost chooses the host for a machine of a provider that runs machines
+// on the worker's own host (mode local): whichever of its hosts takes
+// PickHost on the provider's shared queue. The machine's activities then
+// go to that host's own queue (HostTaskQueue), retries included, so they
+// never reach a host without the job. "" for clouds.
+func (w *jobWorkflow) pickHost(sel *activities.SelectResult) (string, error) {
+	if sel.Mode != gpuflow.ModeLocal {
+		return "", nil
+	}
+	var res activities.PickHostResult
+	err := workflow.ExecuteActivity(withPickHostOptions(w.dctx, sel.Offer.Provider), a.PickHost,
+		&activities.PickHostInput{Provider: sel.Offer.Provider}).Get(w.dctx, &res)
+	return res.Host, err
+}
+
+// machineQueue is the task queue of the activities on a machine of
+// provider on host ("" for clouds).
+func machineQueue(provider, host string) string {
+	if host == "" {
+		return ProviderTaskQueue(provider)
+	}
+	return HostTaskQueue(provider, host)
+}
+
+// machineTaskQueue is the task queue of the current machine's activities.
+func (w *jobWorkflow) machineTaskQueue() string { return machineQueue(w.provider, w.machine.Host) }
 
 // watch waits until the job on the machine ends, without polling: the
 // provider's watcher signals when the machine runs, exits, fails or
@@ -638,7 +675,7 @@ func (w *jobWorkflow) check(ctx workflow.Context) {
 	in := &activities.CheckMachineInput{Provider: w.provider, JobID: w.in.JobID,
 		WorkflowID: workflow.GetInfo(ctx).WorkflowExecution.ID, MachineID: w.machine.ID}
 	var res activities.CheckMachineResult
-	if err := workflow.ExecuteActivity(withCheckOptions(ctx, w.provider), a.CheckMachine, in).Get(ctx, &res); err != nil {
+	if err := workflow.ExecuteActivity(withCheckOptions(ctx, w.machineTaskQueue()), a.CheckMachine, in).Get(ctx, &res); err != nil {
 		w.logger.Warn("safety check of the machine failed; trying again on the next timer", "err", err)
 		return
 	}
@@ -694,7 +731,7 @@ func (w *jobWorkflow) teardown() {
 	in := activities.TerminateInput{Provider: w.provider, JobID: w.in.JobID, MachineID: w.machine.ID}
 	var res activities.TerminateResult
 	for {
-		err := workflow.ExecuteActivity(withTerminateOptions(w.dctx, w.provider), a.TerminateMachine, &in).Get(w.dctx, &res)
+		err := workflow.ExecuteActivity(withTerminateOptions(w.dctx, w.machineTaskQueue()), a.TerminateMachine, &in).Get(w.dctx, &res)
 		if err == nil {
 			break
 		}
@@ -916,6 +953,13 @@ func (w *jobWorkflow) endAttempt(outcome string) {
 
 func (w *jobWorkflow) attempts() []gpuflow.Attempt {
 	return append([]gpuflow.Attempt(nil), w.snap.Attempts...)
+}
+
+// isScheduleToStart reports whether err is an activity that no worker
+// took in time.
+func isScheduleToStart(err error) bool {
+	var te *temporal.TimeoutError
+	return errors.As(err, &te) && te.TimeoutType() == enumspb.TIMEOUT_TYPE_SCHEDULE_TO_START
 }
 
 func isType(err error, typ string) bool {

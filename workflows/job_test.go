@@ -103,6 +103,8 @@ func setup(t *testing.T) *bundle {
 			b.updates = append(b.updates, in.Update)
 			return &activities.RecordUpdateResult{}, nil
 		})
+	// A local job's host: whichever took PickHost.
+	b.env.OnActivity(a.PickHost, mock.Anything, mock.Anything).Return(&activities.PickHostResult{Host: "h1"}, nil).Maybe()
 	// The provider's watcher is alive unless a test says otherwise: the
 	// safety check has nothing to add.
 	b.env.OnActivity(a.CheckMachine, mock.Anything, mock.Anything).Return(

@@ -49,6 +49,13 @@ func JobWorkflowID(taskID string) string { return gpuflow.WorkflowIDOf(taskID) }
 // can reach the provider (for "local", the host that runs the jobs) poll it.
 func ProviderTaskQueue(provider string) string { return "gpuflow-" + provider }
 
+// HostTaskQueue is the activity task queue of one host of a provider whose
+// machines run on the worker's own host (local): the activities on a
+// machine there (provisioning, the safety check, teardown) go to the host
+// that has it, named in gpuflow.Machine.Host; only that host's workers
+// poll it.
+func HostTaskQueue(provider, host string) string { return "gpuflow-" + provider + "-" + host }
+
 // RunJobInput starts a job workflow. Fields may be added, never renamed.
 type RunJobInput struct {
 	JobID     string          `json:"job_id"`

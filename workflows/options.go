@@ -59,6 +59,9 @@ const (
 	// "no capacity" is blocked for the job (doubling from the admission's
 	// block TTL).
 	maxNoCapacityBackoff = time.Hour
+	// hostPickup is how soon the host picked for a local job must take
+	// its Provision; a host that does not counts as "no capacity".
+	hostPickup = time.Minute
 )
 
 // withRecordOptions is a write to the job store as a local activity: the
@@ -103,18 +106,8 @@ func withSelectOptions(ctx workflow.Context) workflow.Context {
 	})
 }
 
-func withProvisionOptions(ctx workflow.Context, provider string) workflow.Context {
-	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-		TaskQueue:           ProviderTaskQueue(provider),
-		StartToCloseTimeout: provisionTimeout,
-		RetryPolicy: &temporal.RetryPolicy{
-			InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: 30 * time.Second,
-			MaximumAttempts: provisionAttempts, NonRetryableErrorTypes: activities.NonRetryable,
-		},
-	})
-}
-
-func withCheckOptions(ctx workflow.Context, provider string) workflow.Context {
+// withPickHostOptions is PickHost, on the provider's shared queue.
+func withPickHostOptions(ctx workflow.Context, provider string) workflow.Context {
 	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 		TaskQueue:           ProviderTaskQueue(provider),
 		StartToCloseTimeout: checkTimeout,
@@ -125,9 +118,39 @@ func withCheckOptions(ctx workflow.Context, provider string) workflow.Context {
 	})
 }
 
-func withTerminateOptions(ctx workflow.Context, provider string) workflow.Context {
+// withProvisionOptions is Provision on queue. On a host's own queue
+// (host != "") it must be taken within hostPickup: a host that is gone
+// does not hold the job.
+func withProvisionOptions(ctx workflow.Context, queue string, host string) workflow.Context {
+	var toStart time.Duration
+	if host != "" {
+		toStart = hostPickup
+	}
 	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-		TaskQueue:           ProviderTaskQueue(provider),
+		TaskQueue:              queue,
+		ScheduleToStartTimeout: toStart,
+		StartToCloseTimeout:    provisionTimeout,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: 30 * time.Second,
+			MaximumAttempts: provisionAttempts, NonRetryableErrorTypes: activities.NonRetryable,
+		},
+	})
+}
+
+func withCheckOptions(ctx workflow.Context, queue string) workflow.Context {
+	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		TaskQueue:           queue,
+		StartToCloseTimeout: checkTimeout,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: 30 * time.Second,
+			MaximumAttempts: 5, NonRetryableErrorTypes: activities.NonRetryable,
+		},
+	})
+}
+
+func withTerminateOptions(ctx workflow.Context, queue string) workflow.Context {
+	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		TaskQueue:           queue,
 		StartToCloseTimeout: terminateTimeout,
 		// No MaximumAttempts: teardown is retried until the provider
 		// confirms the machine is gone.
