@@ -215,8 +215,19 @@ func New(cfg Config) (*Provider, error) {
 // wrapperScript is the fixed script of the wrapper shell. The job's argv
 // arrives as the positional parameters and is run as "$@", so the shell
 // never interprets it; stdout and stderr are inherited (the log file).
+//
+// The wrapper first waits at a gate: fd 3 is a pipe whose write end the
+// worker closes once the pid file names the wrapper — or the kernel closes
+// it when the worker dies first. The job runs only if the pid file names
+// this wrapper ($$), so a worker killed between starting the wrapper and
+// writing the pid file leaves a wrapper that exits without running
+// anything, and the retried Provision starts the job exactly once.
 func wrapperScript(mv string) string {
-	return `"$@" </dev/null
+	return `read -r _ <&3
+exec 3<&-
+{ read -r p _ <` + pidFile + `; } 2>/dev/null || exit 0
+[ "$p" = "$$" ] || exit 0
+"$@" </dev/null
 c=$?
 printf '%s\n' "$c" >` + exitCodeFile + `.tmp && ` + shellQuote(mv) + ` -f ` + exitCodeFile + `.tmp ` + exitCodeFile + `
 exit "$c"
