@@ -108,10 +108,15 @@ type ProvisionOutcome struct {
 	Outcome  string        `json:"outcome"` // scheduler.Outcome's String
 	Duration time.Duration `json:"duration"`
 	At       time.Time     `json:"at"`
+	// Key makes recording idempotent: an outcome with the key of one
+	// recorded before (a retried write) is not recorded again. The job
+	// workflow sets "<job id>/a<attempt>/<outcome>"; "" records always.
+	Key string `json:"key,omitempty"`
 }
 
 // OutcomeStore keeps provisioning outcomes.
 type OutcomeStore interface {
+	// RecordOutcome stores o, once per non-empty Key.
 	RecordOutcome(ctx context.Context, o ProvisionOutcome) error
 	// Outcomes returns up to limit outcomes with id > afterID and at >= since, by id.
 	Outcomes(ctx context.Context, afterID int64, since time.Time, limit int) ([]ProvisionOutcome, error)

@@ -264,3 +264,32 @@ func TestRunJobLocalMachineStaysOnItsHost(t *testing.T) {
 		}
 	}
 }
+
+// Each provisioning outcome carries a key of its own (job, attempt,
+// outcome), so a write retried after it committed is recorded once.
+func TestRunJobOutcomeKeys(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.happyPath()
+	b.terminateOK()
+	code := 0
+	b.at(time.Minute, gpuflow.Machine{ID: "m1", State: gpuflow.MachineRunning})
+	b.at(5*time.Minute, gpuflow.Machine{ID: "m1", State: gpuflow.MachineFailed, Reason: "preempted by the provider"})
+	b.at(11*time.Minute, gpuflow.Machine{ID: "m2", State: gpuflow.MachineRunning})
+	b.at(15*time.Minute, gpuflow.Machine{ID: "m2", State: gpuflow.MachineExited, ExitCode: &code})
+	in := input()
+	in.Spec.Spot, in.Spec.MaxRestarts = true, 1
+	b.env.ExecuteWorkflow(RunJob, in)
+	if res := b.result(t); res.Status != gpuflow.StatusSucceeded {
+		t.Fatalf("result %+v", res)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var keys []string
+	for _, o := range b.outcomes {
+		keys = append(keys, o.Key)
+	}
+	if got, want := strings.Join(keys, " "), "j1/a1/started j1/a1/preempted j1/a2/started j1/a2/spot_finished"; got != want {
+		t.Fatalf("outcome keys %q, want %q", got, want)
+	}
+}

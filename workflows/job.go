@@ -430,7 +430,10 @@ func (w *jobWorkflow) outcome(o gpuflow.Offer, oc scheduler.Outcome, d time.Dura
 	if oc != scheduler.Preempted && oc != scheduler.SpotFinished {
 		mh.Timer("gpuflow_provisioning_duration_seconds").Record(d)
 	}
-	w.outcomes = append(w.outcomes, gpuflow.ProvisionOutcome{Provider: o.Provider, OfferKey: o.Key(), Outcome: oc.String(), Duration: d, At: workflow.Now(w.dctx)})
+	// The key makes the write idempotent: one outcome of each kind per attempt.
+	key := fmt.Sprintf("%s/a%d/%s", w.in.JobID, len(w.snap.Attempts), oc)
+	w.outcomes = append(w.outcomes, gpuflow.ProvisionOutcome{Provider: o.Provider, OfferKey: o.Key(), Outcome: oc.String(), Duration: d,
+		At: workflow.Now(w.dctx), Key: key})
 }
 
 // outcomeWriter records queued provisioning outcomes, one at a time.
