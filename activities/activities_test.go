@@ -28,6 +28,9 @@ type fakeProvider struct {
 	out        []byte
 	// onTerminate, when set, runs as Terminate removes a machine.
 	onTerminate func()
+	// provisioned, when not nil, makes Provision create machines (by
+	// idempotency key) instead of answering "no capacity".
+	provisioned map[string]*gpuflow.Machine
 }
 
 func (f *fakeProvider) Info() gpuflow.ProviderInfo { return gpuflow.ProviderInfo{Name: "fake"} }
@@ -35,7 +38,18 @@ func (f *fakeProvider) Offers(context.Context) ([]gpuflow.Offer, error) {
 	return []gpuflow.Offer{{Provider: "fake", GPUType: gpuflow.CPUOnly, Available: 1}}, nil
 }
 func (f *fakeProvider) Provision(_ context.Context, r gpuflow.ProvisionRequest) (*gpuflow.Machine, error) {
-	return nil, &gpuflow.ProviderError{Provider: "fake", Kind: gpuflow.KindNoCapacity, Message: "sold out"}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.provisioned == nil {
+		return nil, &gpuflow.ProviderError{Provider: "fake", Kind: gpuflow.KindNoCapacity, Message: "sold out"}
+	}
+	m, ok := f.provisioned[r.IdempotencyKey]
+	if !ok {
+		m = &gpuflow.Machine{ID: "m-" + r.IdempotencyKey, Provider: "fake", State: gpuflow.MachinePending}
+		f.provisioned[r.IdempotencyKey], f.machines[m.ID] = m, m
+	}
+	c := *m
+	return &c, nil
 }
 func (f *fakeProvider) Describe(_ context.Context, id string) (*gpuflow.Machine, error) {
 	f.mu.Lock()

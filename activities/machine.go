@@ -22,12 +22,18 @@ type ProvisionInput struct {
 // ProvisionResult is the machine created (or found) for the request.
 type ProvisionResult struct {
 	Machine gpuflow.Machine `json:"machine"`
+	// Unwatched: the watch could not be recorded (the store is down); the
+	// job's safety check records it (CheckMachine), and soon.
+	Unwatched bool `json:"unwatched,omitempty"`
 }
 
 // Provision creates the job's machine and hands it to its provider's
 // watcher. The request's idempotency key makes a retry (after a crash or a
 // lost answer) return the machine created before; the watch is recorded
-// after the machine exists, so a retry records it too.
+// after the machine exists, so a retry records it too. A watch the store
+// does not take (an outage) does not fail the machine: it is returned
+// Unwatched, for the job to tear down whatever happens and its safety
+// check to record the watch.
 func (a *Activities) Provision(ctx context.Context, in *ProvisionInput) (*ProvisionResult, error) {
 	p, err := a.provider(in.Provider)
 	if err != nil {
@@ -47,18 +53,21 @@ func (a *Activities) Provision(ctx context.Context, in *ProvisionInput) (*Provis
 	if err != nil {
 		return nil, classify(fmt.Errorf("provision job %s on %s: %w", in.Request.JobID, in.Provider, err))
 	}
+	res := &ProvisionResult{}
 	if a.Watches != nil {
 		w := gpuflow.Watch{JobID: req.JobID, WorkflowID: in.WorkflowID, Provider: in.Provider, Host: a.Hosts[in.Provider], MachineID: m.ID}
 		if err := a.Watches.AddWatch(ctx, w); err != nil {
-			// Retried: the next attempt finds the same machine.
-			return nil, fmt.Errorf("watch machine %s of job %s: %w", m.ID, req.JobID, err)
+			a.logger().WarnContext(ctx, "machine provisioned but not watched; the job's safety check will record it",
+				"job_id", req.JobID, "machine_id", m.ID, "err", err)
+			res.Unwatched = true
 		}
 	}
 	if h := a.Hosts[in.Provider]; h != "" {
 		m.Host = h
 	}
 	a.logger().InfoContext(ctx, "machine provisioned", "job_id", in.Request.JobID, "provider", in.Provider, "machine_id", m.ID, "host", m.Host)
-	return &ProvisionResult{Machine: *m}, nil
+	res.Machine = *m
+	return res, nil
 }
 
 // PickHostInput asks which host will run a machine of a provider whose

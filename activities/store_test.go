@@ -170,3 +170,34 @@ func TestTerminateMachineShipsOutputAcrossAnOutage(t *testing.T) {
 		t.Fatalf("stored output %q (%v), want %q", got, err, "hello\nworld\n")
 	}
 }
+
+// A machine created while the store is down is returned all the same
+// (marked unwatched, for the job's safety check to record its watch once
+// the store is back): failing instead would leave the machine without a
+// job that knows it, and fail a job that has its machine.
+func TestProvisionDuringAnOutageReturnsTheMachine(t *testing.T) {
+	t.Parallel()
+	s := newPGStore(t)
+	id := s.job(t)
+	p := &fakeProvider{machines: map[string]*gpuflow.Machine{}, provisioned: map[string]*gpuflow.Machine{}}
+	acts := &Activities{Jobs: s.DB, Providers: gpuflow.Providers{p}, Watches: s.DB}
+	e := env(t, acts)
+	s.down(t)
+	v, err := e.ExecuteActivity(acts.Provision, &ProvisionInput{Provider: "fake", WorkflowID: "job-" + id,
+		Request: gpuflow.ProvisionRequest{JobID: id, IdempotencyKey: id + "-a1"}})
+	if err != nil {
+		t.Fatalf("provision while the store is down: %v", err)
+	}
+	var res ProvisionResult
+	if err := v.Get(&res); err != nil || res.Machine.ID == "" || !res.Unwatched {
+		t.Fatalf("result %+v (%v), want the machine, unwatched", res, err)
+	}
+	s.up(t)
+	// The safety check records the watch.
+	if _, err := e.ExecuteActivity(acts.CheckMachine, &CheckMachineInput{Provider: "fake", JobID: id, WorkflowID: "job-" + id, MachineID: res.Machine.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if w, err := s.GetWatch(context.Background(), id); err != nil || w == nil || w.MachineID != res.Machine.ID {
+		t.Fatalf("watch %+v (%v)", w, err)
+	}
+}

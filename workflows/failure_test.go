@@ -293,3 +293,33 @@ func TestRunJobOutcomeKeys(t *testing.T) {
 		t.Fatalf("outcome keys %q, want %q", got, want)
 	}
 }
+
+// A machine whose watch the store did not take (Provision during an
+// outage) is checked soon, not on the long safety timer: the check records
+// the watch, or finds the job's end itself.
+func TestRunJobUnwatchedMachineCheckedSoon(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.env.OnActivity(a.Admit, mock.Anything, mock.Anything).Return(admitted(&activities.SelectResult{Offer: testOffer}), nil)
+	b.env.OnActivity(a.Provision, mock.Anything, mock.Anything).Return(
+		&activities.ProvisionResult{Machine: gpuflow.Machine{ID: "m1", Provider: "local", State: gpuflow.MachinePending}, Unwatched: true}, nil)
+	b.terminateOK()
+	code := 0
+	b.check = func() *activities.CheckMachineResult { // no watcher signals this machine
+		return &activities.CheckMachineResult{Machine: &gpuflow.Machine{ID: "m1", State: gpuflow.MachineExited, ExitCode: &code}}
+	}
+	start := b.env.Now()
+	var end time.Time
+	b.env.SetOnActivityStartedListener(func(info *activity.Info, _ context.Context, _ converter.EncodedValues) {
+		if info.ActivityType.Name == "TerminateMachine" {
+			end = b.env.Now()
+		}
+	})
+	b.env.ExecuteWorkflow(RunJob, input())
+	if res := b.result(t); res.Status != gpuflow.StatusSucceeded {
+		t.Fatalf("result %+v", res)
+	}
+	if took := end.Sub(start); took >= safetyCheck {
+		t.Fatalf("the job's end was found after %s: the unwatched machine waited for the long safety timer", took)
+	}
+}

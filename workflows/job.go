@@ -96,6 +96,9 @@ type jobWorkflow struct {
 	// noCapacityTries counts the attempts refused for lack of capacity
 	// since the job's last machine.
 	noCapacityTries int
+	// unwatched: the current machine's watch is not recorded yet (the
+	// store was down as it was provisioned); the safety check comes soon.
+	unwatched bool
 
 	// seen are the machine states the watcher (or a safety check)
 	// reported and the watch has not handled yet, in order.
@@ -544,6 +547,7 @@ func (w *jobWorkflow) provision(ctx workflow.Context, sel *activities.SelectResu
 		w.outcome(o, oc, workflow.Now(ctx).Sub(attempt.StartedAt))
 		return nil, err
 	}
+	w.unwatched = res.Unwatched
 	w.snap.Attempts[n-1].MachineID = m.ID
 	w.snap.MachineID = m.ID
 	w.emit(gpuflow.JobUpdate{Type: gpuflow.EventStatus, MachineID: &m.ID, Attempts: w.attempts(),
@@ -588,7 +592,7 @@ func (w *jobWorkflow) machineTaskQueue() string { return machineQueue(w.provider
 func (w *jobWorkflow) watch(ctx workflow.Context) (exitCode *int, failure string) {
 	tctx, cancelTimers := workflow.WithCancel(ctx)
 	defer cancelTimers()
-	check := workflow.NewTimer(tctx, safetyCheck)
+	check := workflow.NewTimer(tctx, w.checkAfter())
 	var grace workflow.Future // waiting for the exit code of a machine that stopped
 	var exited *gpuflow.Machine
 	for {
@@ -638,7 +642,7 @@ func (w *jobWorkflow) watch(ctx workflow.Context) (exitCode *int, failure string
 		}
 		if check.IsReady() {
 			w.check(ctx)
-			check = workflow.NewTimer(tctx, safetyCheck)
+			check = workflow.NewTimer(tctx, w.checkAfter())
 			continue
 		}
 		_ = workflow.Await(ctx, func() bool {
@@ -682,9 +686,19 @@ func (w *jobWorkflow) check(ctx workflow.Context) {
 		w.logger.Warn("safety check of the machine failed; trying again on the next timer", "err", err)
 		return
 	}
+	w.unwatched = false // the check records a missing watch
 	if res.Machine != nil && res.Machine.ID == w.machine.ID {
 		w.seen = append(w.seen, *res.Machine)
 	}
+}
+
+// checkAfter is the wait before the next safety check: safetyCheck, or
+// unwatchedCheck while the machine's watch is not recorded.
+func (w *jobWorkflow) checkAfter() time.Duration {
+	if w.unwatched {
+		return unwatchedCheck
+	}
+	return safetyCheck
 }
 
 // historyLong reports whether the run's history is long enough to carry
@@ -883,7 +897,7 @@ func (w *jobWorkflow) recorder(ctx workflow.Context) {
 func (w *jobWorkflow) resume(ctx workflow.Context, r *JobResume) {
 	w.seq, w.snap, w.machine, w.provider, w.offer = r.Seq, r.Snapshot, r.Machine, r.Provider, r.Offer
 	w.ran, w.runningAt, w.launchRetries, w.lastReport, w.seen = r.Ran, r.RunningAt, r.LaunchRetries, r.LastReport, r.Seen
-	w.finished = r.Finished
+	w.finished, w.unwatched = r.Finished, r.Unwatched
 	if r.Blocked != nil {
 		w.blocked = r.Blocked
 	}
@@ -910,7 +924,7 @@ func (w *jobWorkflow) carryOn(ctx workflow.Context) error {
 	in.Resume = &JobResume{
 		Seq: w.seq, Snapshot: w.snap, Machine: w.machine, Provider: w.provider, Offer: w.offer,
 		Blocked: w.blocked, Ran: w.ran, RunningAt: w.runningAt, LaunchRetries: w.launchRetries,
-		LastReport: w.lastReport, Seen: w.seen, Finished: w.finished,
+		LastReport: w.lastReport, Seen: w.seen, Finished: w.finished, Unwatched: w.unwatched,
 	}
 	w.logger.Info("continuing as new", "history_length", workflow.GetInfo(ctx).GetCurrentHistoryLength())
 	return workflow.NewContinueAsNewError(ctx, JobWorkflowName, &in)

@@ -84,6 +84,8 @@ type JobResume struct {
 	// Finished is the agent's exit report when it arrived as the run
 	// ended (not handled yet).
 	Finished *FinishedSignal `json:"finished,omitempty"`
+	// Unwatched: the machine's watch is not recorded yet.
+	Unwatched bool `json:"unwatched,omitempty"`
 }
 
 // RunJobResult is the job's outcome.

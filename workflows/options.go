@@ -31,6 +31,10 @@ const (
 	// provider's watcher is dead). The watcher's signals make it rare
 	// work, not the way a job learns of its end.
 	safetyCheck = 30 * time.Minute
+	// unwatchedCheck replaces safetyCheck while a machine's watch is not
+	// recorded (it was provisioned while the store was down): the check
+	// records it.
+	unwatchedCheck = time.Minute
 	// checkTimeout bounds one safety check.
 	checkTimeout = time.Minute
 	// exitReportGrace is how long a job whose machine stopped without an
