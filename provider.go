@@ -92,6 +92,10 @@ type Machine struct {
 	PricePerHour float64           `json:"price_per_hour,omitempty"`
 	Tags         map[string]string `json:"tags,omitempty"`
 	CreatedAt    time.Time         `json:"created_at"`
+	// Host is the worker host the machine runs on, for providers whose
+	// machines run on the worker's own host (local): only that host can
+	// watch or stop it. "" for clouds.
+	Host string `json:"host,omitempty"`
 }
 
 // ProvisionRequest asks a provider for a machine running a job.

@@ -32,10 +32,24 @@ type QueueEntry struct {
 	JobStatus JobStatus `json:"-"`
 }
 
-// Block keeps one offer away from one job after a failure there.
+// Block keeps one offer away from one job after a failure there: until
+// Until, or for the admission's block TTL after At when Until is zero.
 type Block struct {
 	Reason string    `json:"reason"`
 	At     time.Time `json:"at"`
+	// Until ends the block (zero: At plus the block TTL): a job backs off
+	// an offer that keeps failing.
+	Until time.Time `json:"until,omitzero"`
+	// Count is how many times in a row the offer failed for the job.
+	Count int `json:"count,omitempty"`
+}
+
+// Expiry is when the block ends, given the default block TTL.
+func (b Block) Expiry(ttl time.Duration) time.Time {
+	if !b.Until.IsZero() {
+		return b.Until
+	}
+	return b.At.Add(ttl)
 }
 
 // Usage is what one owner runs now: jobs holding or making a machine
@@ -94,10 +108,15 @@ type ProvisionOutcome struct {
 	Outcome  string        `json:"outcome"` // scheduler.Outcome's String
 	Duration time.Duration `json:"duration"`
 	At       time.Time     `json:"at"`
+	// Key makes recording idempotent: an outcome with the key of one
+	// recorded before (a retried write) is not recorded again. The job
+	// workflow sets "<job id>/a<attempt>/<outcome>"; "" records always.
+	Key string `json:"key,omitempty"`
 }
 
 // OutcomeStore keeps provisioning outcomes.
 type OutcomeStore interface {
+	// RecordOutcome stores o, once per non-empty Key.
 	RecordOutcome(ctx context.Context, o ProvisionOutcome) error
 	// Outcomes returns up to limit outcomes with id > afterID and at >= since, by id.
 	Outcomes(ctx context.Context, afterID int64, since time.Time, limit int) ([]ProvisionOutcome, error)

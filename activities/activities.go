@@ -61,6 +61,9 @@ const (
 	ErrTypeUnschedulable  = "Unschedulable"
 	ErrTypeUnknownProvide = "UnknownProvider"
 	ErrTypeMachineExists  = "MachineStillExists"
+	// ErrTypeInvalidRecord: the job store refused a write for good (an
+	// invalid or unknown record), not for being down. Retrying cannot help.
+	ErrTypeInvalidRecord = "InvalidRecord"
 )
 
 // NonRetryable lists the error types the workflow must not retry in place.
@@ -108,6 +111,21 @@ func retryHint(err error) error {
 	return temporal.NewApplicationErrorWithOptions(err.Error(), string(pe.Kind), temporal.ApplicationErrorOptions{
 		Cause: err, NextRetryDelay: pe.RetryAfter,
 	})
+}
+
+// storeError classifies an error of the job store: a write it refuses for
+// good (invalid, unknown, in conflict) is non-retryable ErrTypeInvalidRecord;
+// anything else — the store down or unreachable — is retried, however long
+// it takes.
+func storeError(err error) error {
+	if err == nil {
+		return nil
+	}
+	switch gpuflow.ErrorCode(err) {
+	case gpuflow.EINVALID, gpuflow.ENOTFOUND, gpuflow.ECONFLICT:
+		return temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeInvalidRecord, err)
+	}
+	return err
 }
 
 func (a *Activities) provider(name string) (gpuflow.Provider, error) {

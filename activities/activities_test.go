@@ -27,6 +27,11 @@ type fakeProvider struct {
 	describe   []error // what Describe fails with next, in order
 	terminated []string
 	out        []byte
+	// onTerminate, when set, runs as Terminate removes a machine.
+	onTerminate func()
+	// provisioned, when not nil, makes Provision create machines (by
+	// idempotency key) instead of answering "no capacity".
+	provisioned map[string]*gpuflow.Machine
 }
 
 func (f *fakeProvider) Info() gpuflow.ProviderInfo { return gpuflow.ProviderInfo{Name: "fake"} }
@@ -34,7 +39,18 @@ func (f *fakeProvider) Offers(context.Context) ([]gpuflow.Offer, error) {
 	return []gpuflow.Offer{{Provider: "fake", GPUType: gpuflow.CPUOnly, Available: 1}}, nil
 }
 func (f *fakeProvider) Provision(_ context.Context, r gpuflow.ProvisionRequest) (*gpuflow.Machine, error) {
-	return nil, &gpuflow.ProviderError{Provider: "fake", Kind: gpuflow.KindNoCapacity, Message: "sold out"}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.provisioned == nil {
+		return nil, &gpuflow.ProviderError{Provider: "fake", Kind: gpuflow.KindNoCapacity, Message: "sold out"}
+	}
+	m, ok := f.provisioned[r.IdempotencyKey]
+	if !ok {
+		m = &gpuflow.Machine{ID: "m-" + r.IdempotencyKey, Provider: "fake", State: gpuflow.MachinePending}
+		f.provisioned[r.IdempotencyKey], f.machines[m.ID] = m, m
+	}
+	c := *m
+	return &c, nil
 }
 func (f *fakeProvider) Describe(_ context.Context, id string) (*gpuflow.Machine, error) {
 	f.mu.Lock()
@@ -67,6 +83,9 @@ func (f *fakeProvider) Terminate(_ context.Context, id string) error {
 	}
 	delete(f.machines, id)
 	f.terminated = append(f.terminated, id)
+	if f.onTerminate != nil {
+		f.onTerminate()
+	}
 	return nil
 }
 func (f *fakeProvider) List(context.Context) ([]gpuflow.Machine, error) {
@@ -346,5 +365,23 @@ func TestReconcileProvider(t *testing.T) {
 	}
 	if store.jobs["j-forced"].Status != gpuflow.StatusFailed || store.updates[0].Seq != 5 {
 		t.Fatalf("forced job %+v, updates %+v", store.jobs["j-forced"], store.updates)
+	}
+}
+
+func TestPickHostNamesTheWorkersOwnHost(t *testing.T) {
+	t.Parallel()
+	acts := &Activities{Jobs: &memStore{}, Providers: gpuflow.Providers{&fakeProvider{}}, Hosts: map[string]string{"fake": "h2"}}
+	e := env(t, acts)
+	v, err := e.ExecuteActivity(acts.PickHost, &PickHostInput{Provider: "fake"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res PickHostResult
+	if err := v.Get(&res); err != nil || res.Host != "h2" {
+		t.Fatalf("host %q (%v)", res.Host, err)
+	}
+	acts.Hosts = nil // a cloud: machines are not on the worker's host
+	if _, err := e.ExecuteActivity(acts.PickHost, &PickHostInput{Provider: "fake"}); err == nil {
+		t.Fatal("a worker without the provider's machines picked itself")
 	}
 }

@@ -22,12 +22,18 @@ type ProvisionInput struct {
 // ProvisionResult is the machine created (or found) for the request.
 type ProvisionResult struct {
 	Machine gpuflow.Machine `json:"machine"`
+	// Unwatched: the watch could not be recorded (the store is down); the
+	// job's safety check records it (CheckMachine), and soon.
+	Unwatched bool `json:"unwatched,omitempty"`
 }
 
 // Provision creates the job's machine and hands it to its provider's
 // watcher. The request's idempotency key makes a retry (after a crash or a
 // lost answer) return the machine created before; the watch is recorded
-// after the machine exists, so a retry records it too.
+// after the machine exists, so a retry records it too. A watch the store
+// does not take (an outage) does not fail the machine: it is returned
+// Unwatched, for the job to tear down whatever happens and its safety
+// check to record the watch.
 func (a *Activities) Provision(ctx context.Context, in *ProvisionInput) (*ProvisionResult, error) {
 	p, err := a.provider(in.Provider)
 	if err != nil {
@@ -47,15 +53,48 @@ func (a *Activities) Provision(ctx context.Context, in *ProvisionInput) (*Provis
 	if err != nil {
 		return nil, classify(fmt.Errorf("provision job %s on %s: %w", in.Request.JobID, in.Provider, err))
 	}
+	res := &ProvisionResult{}
 	if a.Watches != nil {
 		w := gpuflow.Watch{JobID: req.JobID, WorkflowID: in.WorkflowID, Provider: in.Provider, Host: a.Hosts[in.Provider], MachineID: m.ID}
 		if err := a.Watches.AddWatch(ctx, w); err != nil {
-			// Retried: the next attempt finds the same machine.
-			return nil, fmt.Errorf("watch machine %s of job %s: %w", m.ID, req.JobID, err)
+			a.logger().WarnContext(ctx, "machine provisioned but not watched; the job's safety check will record it",
+				"job_id", req.JobID, "machine_id", m.ID, "err", err)
+			res.Unwatched = true
 		}
 	}
-	a.logger().InfoContext(ctx, "machine provisioned", "job_id", in.Request.JobID, "provider", in.Provider, "machine_id", m.ID)
-	return &ProvisionResult{Machine: *m}, nil
+	if h := a.Hosts[in.Provider]; h != "" {
+		m.Host = h
+	}
+	a.logger().InfoContext(ctx, "machine provisioned", "job_id", in.Request.JobID, "provider", in.Provider, "machine_id", m.ID, "host", m.Host)
+	res.Machine = *m
+	return res, nil
+}
+
+// PickHostInput asks which host will run a machine of a provider whose
+// machines run on the worker's own host.
+type PickHostInput struct {
+	Provider string `json:"provider"`
+}
+
+// PickHostResult names the host: the one whose worker took the task.
+type PickHostResult struct {
+	Host string `json:"host"`
+}
+
+// PickHost runs on the provider's shared task queue, where every host that
+// runs the provider's machines listens: the worker that takes it answers
+// with its own host, and the job's machine activities then go to that
+// host's own task queue. It fails (non-retryable) on a worker whose
+// machines of that provider do not run on its host.
+func (a *Activities) PickHost(ctx context.Context, in *PickHostInput) (*PickHostResult, error) {
+	if _, err := a.provider(in.Provider); err != nil {
+		return nil, err
+	}
+	h := a.Hosts[in.Provider]
+	if h == "" {
+		return nil, temporal.NewNonRetryableApplicationError("provider "+in.Provider+" does not run machines on this worker's host", ErrTypeInvalidRequest, nil)
+	}
+	return &PickHostResult{Host: h}, nil
 }
 
 // CheckMachineInput is a job's safety check of its machine.
@@ -127,10 +166,10 @@ type TerminateResult struct {
 }
 
 // TerminateMachine ships the job's last output, terminates the machine and
-// succeeds only once the provider confirms it is gone; then the machine is
-// no longer watched. Otherwise it fails and the workflow's retry policy
-// tries again, after the provider's retry-after hint when it gave one (a
-// throttled call).
+// succeeds only once the provider confirms it is gone and the output it
+// still holds is in the store; then the machine is no longer watched.
+// Otherwise it fails and the workflow's retry policy tries again, after the
+// provider's retry-after hint when it gave one (a throttled call).
 func (a *Activities) TerminateMachine(ctx context.Context, in *TerminateInput) (*TerminateResult, error) {
 	p, err := a.provider(in.Provider)
 	if err != nil {
@@ -142,13 +181,15 @@ func (a *Activities) TerminateMachine(ctx context.Context, in *TerminateInput) (
 			offset = wt.LogOffset
 		}
 	}
-	if src, ok := p.(gpuflow.LogSource); ok {
-		// Output is never worth failing a teardown over: a failure is logged.
-		if n, err := gpuflow.CopyLogs(ctx, src, a.Jobs, in.JobID, in.MachineID, offset); err != nil {
-			a.logger().WarnContext(ctx, "store job output", "job_id", in.JobID, "err", err)
-		} else {
-			offset = n
+	src, logs := p.(gpuflow.LogSource)
+	if logs {
+		// Before the machine goes (with it, its output may go); what
+		// this misses is shipped again below.
+		n, err := gpuflow.CopyLogs(ctx, src, a.Jobs, in.JobID, in.MachineID, offset)
+		if err != nil {
+			a.logger().WarnContext(ctx, "store job output before the teardown", "job_id", in.JobID, "err", err)
 		}
+		offset = n
 	}
 	if err := p.Terminate(ctx, in.MachineID); err != nil {
 		return nil, retryHint(fmt.Errorf("terminate %s on %s: %w", in.MachineID, in.Provider, err))
@@ -160,6 +201,22 @@ func (a *Activities) TerminateMachine(ctx context.Context, in *TerminateInput) (
 	if err == nil && m.State != gpuflow.MachineGone {
 		return nil, temporal.NewApplicationError(fmt.Sprintf("machine %s on %s still %s", in.MachineID, in.Provider, m.State), ErrTypeMachineExists)
 	}
+	if logs {
+		// The output the provider still holds (the local provider keeps
+		// it after the job) must reach the store: a store that fails
+		// fails the teardown, which is retried, watch and all, until it
+		// takes the output. Output the provider cannot read is not
+		// worth failing over.
+		st := &appendErr{LogAppender: a.Jobs}
+		n, err := gpuflow.CopyLogs(ctx, src, st, in.JobID, in.MachineID, offset)
+		switch {
+		case st.err != nil:
+			return nil, fmt.Errorf("store the output of job %s (machine %s is gone): %w", in.JobID, in.MachineID, st.err)
+		case err != nil:
+			a.logger().WarnContext(ctx, "read job output", "job_id", in.JobID, "err", err)
+		}
+		offset = n
+	}
 	if a.Watches != nil {
 		if err := a.Watches.RemoveWatch(ctx, in.JobID, in.MachineID); err != nil {
 			return nil, fmt.Errorf("unwatch %s of job %s: %w", in.MachineID, in.JobID, err)
@@ -167,4 +224,19 @@ func (a *Activities) TerminateMachine(ctx context.Context, in *TerminateInput) (
 	}
 	a.logger().InfoContext(ctx, "machine gone", "job_id", in.JobID, "provider", in.Provider, "machine_id", in.MachineID)
 	return &TerminateResult{LogOffset: offset}, nil
+}
+
+// appendErr is a LogAppender that remembers its failure, telling a store
+// that failed from a provider that could not read.
+type appendErr struct {
+	gpuflow.LogAppender
+	err error
+}
+
+func (a *appendErr) AppendLog(ctx context.Context, jobID string, offset int64, data []byte) error {
+	err := a.LogAppender.AppendLog(ctx, jobID, offset, data)
+	if err != nil {
+		a.err = err
+	}
+	return err
 }

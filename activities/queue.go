@@ -68,7 +68,7 @@ func (a *Activities) LeaveQueue(ctx context.Context, in *LeaveQueueInput) (*Leav
 		return &LeaveQueueResult{}, nil
 	}
 	if err := a.Queue.Leave(ctx, in.JobID); err != nil {
-		return nil, fmt.Errorf("leave queue: job %s: %w", in.JobID, err)
+		return nil, storeError(fmt.Errorf("leave queue: job %s: %w", in.JobID, err))
 	}
 	return &LeaveQueueResult{}, nil
 }
@@ -87,7 +87,7 @@ func (a *Activities) RecordOutcome(ctx context.Context, in *RecordOutcomeInput) 
 		return &RecordOutcomeResult{}, nil
 	}
 	if err := a.Queue.RecordOutcome(ctx, in.Outcome); err != nil {
-		return nil, err
+		return nil, storeError(fmt.Errorf("record provisioning outcome: %w", err))
 	}
 	return &RecordOutcomeResult{}, nil
 }

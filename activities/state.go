@@ -17,7 +17,7 @@ type CreateJobInput struct {
 // never lost.
 func (a *Activities) CreateJob(ctx context.Context, in *CreateJobInput) (*CreateJobResult, error) {
 	if err := a.Jobs.CreateJob(ctx, &in.Job); err != nil {
-		return nil, fmt.Errorf("create job %s: %w", in.Job.ID, err)
+		return nil, storeError(fmt.Errorf("create job %s: %w", in.Job.ID, err))
 	}
 	return &CreateJobResult{}, nil
 }
@@ -34,11 +34,12 @@ type RecordUpdateInput struct {
 type RecordUpdateResult struct{}
 
 // RecordUpdate applies one state change of a job and publishes its event.
-// Replays of the same (job, seq) are no-ops.
+// Replays of the same (job, seq) are no-ops. A store that is down is an
+// error to retry; a change it refuses for good is ErrTypeInvalidRecord.
 func (a *Activities) RecordUpdate(ctx context.Context, in *RecordUpdateInput) (*RecordUpdateResult, error) {
 	u := in.Update
 	if _, err := a.Jobs.ApplyUpdate(ctx, u); err != nil {
-		return nil, fmt.Errorf("record %s of job %s: %w", u.Type, u.JobID, err)
+		return nil, storeError(fmt.Errorf("record %s of job %s: %w", u.Type, u.JobID, err))
 	}
 	return &RecordUpdateResult{}, nil
 }

@@ -30,7 +30,8 @@
 // # Blocks
 //
 // An offer that failed for a job (no capacity after all, a failed launch)
-// is blocked for that job for Config.BlockTTL; a job whose only
+// is blocked for that job for Config.BlockTTL, or until the block's Until
+// (the job backs off an offer that keeps failing); a job whose only
 // candidates are blocked waits until the blocks expire. A job that no
 // offer fits at all, with nothing blocked, is unschedulable.
 package admission
@@ -246,9 +247,13 @@ func (p *Planner) Plan(in Input) Result {
 			continue
 		}
 		blocked := map[string]string{}
+		var until time.Time // when the first block ends
 		for k, b := range e.Blocked {
-			if in.Now.Sub(b.At) < ttl {
+			if end := b.Expiry(ttl); in.Now.Before(end) {
 				blocked[k] = b.Reason
+				if until.IsZero() || end.Before(until) {
+					until = end
+				}
 			}
 		}
 		// Jobs alike rank alike: a pass over many waiting jobs ranks each
@@ -264,7 +269,10 @@ func (p *Planner) Plan(in Input) Result {
 		cands := r.cands
 		if len(cands) == 0 {
 			if len(blocked) > 0 {
-				res.Waiting[e.JobID] = fmt.Sprintf("offers blocked: every fitting offer failed for this job in the last %s; trying again when that passes", ttl)
+				// The time, not a countdown: the reason stays the same
+				// from pass to pass (a new reason is a new event).
+				res.Waiting[e.JobID] = "offers blocked: every fitting offer failed for this job lately; trying again after " +
+					until.UTC().Format(time.RFC3339)
 				continue
 			}
 			if down := unavailable(&e.Spec, in.Refused); down != "" {

@@ -139,6 +139,16 @@ func TestBlocksAndUnschedulable(t *testing.T) {
 	if admitted(r) != "a" {
 		t.Fatalf("after the block: %+v", r)
 	}
+	// A job backing off an offer blocks it until the block's Until.
+	e.Blocked = map[string]gpuflow.Block{cpuOffer(1).Key(): {Reason: "no capacity", At: t0, Until: t0.Add(time.Hour), Count: 6}}
+	r = p.Plan(Input{Now: t0.Add(59 * time.Minute), Offers: []gpuflow.Offer{cpuOffer(1)}, Entries: []gpuflow.QueueEntry{e}})
+	if len(r.Admitted) != 0 || !strings.HasSuffix(r.Waiting["a"], "trying again after "+t0.Add(time.Hour).UTC().Format(time.RFC3339)) {
+		t.Fatalf("backed off: %+v", r)
+	}
+	r = p.Plan(Input{Now: t0.Add(time.Hour), Offers: []gpuflow.Offer{cpuOffer(1)}, Entries: []gpuflow.QueueEntry{e}})
+	if admitted(r) != "a" {
+		t.Fatalf("after the backoff: %+v", r)
+	}
 	// Nothing fits at all: unschedulable, with reasons.
 	g := entry("g", 5, 0)
 	g.Spec.GPUType, g.Spec.GPUCount = "H100", 1

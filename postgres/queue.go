@@ -233,14 +233,16 @@ func (db *DB) QueuePosition(ctx context.Context, jobID string) (int, string, err
 	return pos, reason, nil
 }
 
-// RecordOutcome implements gpuflow.OutcomeStore.
+// RecordOutcome implements gpuflow.OutcomeStore: an outcome whose Key was
+// recorded before is not recorded again.
 func (db *DB) RecordOutcome(ctx context.Context, o gpuflow.ProvisionOutcome) error {
 	at := o.At
 	if at.IsZero() {
 		at = db.now()
 	}
-	_, err := db.Pool.Exec(ctx, `INSERT INTO provision_outcomes (provider, offer_key, outcome, duration_ms, at) VALUES ($1, $2, $3, $4, $5)`,
-		o.Provider, o.OfferKey, o.Outcome, max(o.Duration.Milliseconds(), 0), dbTime(at))
+	_, err := db.Pool.Exec(ctx, `INSERT INTO provision_outcomes (provider, offer_key, outcome, duration_ms, at, key) VALUES ($1, $2, $3, $4, $5, $6)
+		ON CONFLICT (key) DO NOTHING`,
+		o.Provider, o.OfferKey, o.Outcome, max(o.Duration.Milliseconds(), 0), dbTime(at), nullString(o.Key))
 	return translate(err, "record provisioning outcome", "provisioning outcome")
 }
 

@@ -132,6 +132,38 @@ func TestOutcomes(t *testing.T) {
 	}
 }
 
+// An outcome written again by a retried activity (its first write had
+// committed) is recorded once; outcomes without a key are all recorded.
+func TestOutcomeRecordedOncePerKey(t *testing.T) {
+	t.Parallel()
+	db, _ := newDB(t)
+	ctx := testCtx(t)
+	t0 := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	o := gpuflow.ProvisionOutcome{Provider: "runpod", OfferKey: "runpod/A100/US", Outcome: "started", Duration: time.Second, At: t0,
+		Key: "job-1/a1/started"}
+	for range 3 {
+		if err := db.RecordOutcome(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	other := o
+	other.Key, other.Outcome = "job-1/a2/started", "started"
+	if err := db.RecordOutcome(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	keyless := o
+	keyless.Key = ""
+	for range 2 {
+		if err := db.RecordOutcome(ctx, keyless); err != nil {
+			t.Fatal(err)
+		}
+	}
+	outs, err := db.Outcomes(ctx, 0, t0, 100)
+	if err != nil || len(outs) != 4 {
+		t.Fatalf("%d outcomes recorded (%v), want 4: one per key, and both without", len(outs), err)
+	}
+}
+
 func TestQueueForgetsEndedJobs(t *testing.T) {
 	t.Parallel()
 	db, _ := newDB(t)

@@ -1,7 +1,10 @@
 // Package worker registers gpuflow's workflows and activities with Temporal
 // workers: one on the workflow task queue, and one per provider on that
 // provider's activity task queue (so only hosts that can reach a provider —
-// for "local", the host that runs the jobs — pick up its activities).
+// for "local", the hosts that run the jobs — pick up its activities). A
+// host that runs a provider's machines itself (local) also serves its own
+// queue (workflows.HostTaskQueue), where the activities on the machines it
+// runs go.
 package worker
 
 import (
@@ -56,14 +59,29 @@ func New(c client.Client, acts *activities.Activities, opts Options) *Worker {
 	w := &Worker{workers: []sdkworker.Worker{main}}
 	w.loops = append(w.loops, opts.Services...)
 	for _, p := range acts.Providers {
-		pw := sdkworker.New(c, workflows.ProviderTaskQueue(p.Info().Name), wo)
-		pw.RegisterActivityWithOptions(acts.Provision, activity.RegisterOptions{Name: "Provision"})
-		pw.RegisterActivityWithOptions(acts.CheckMachine, activity.RegisterOptions{Name: "CheckMachine"})
-		pw.RegisterActivityWithOptions(acts.TerminateMachine, activity.RegisterOptions{Name: "TerminateMachine"})
+		name := p.Info().Name
+		pw := sdkworker.New(c, workflows.ProviderTaskQueue(name), wo)
+		registerMachine(pw, acts)
 		pw.RegisterActivityWithOptions(acts.ReconcileProvider, activity.RegisterOptions{Name: "ReconcileProvider"})
 		w.workers = append(w.workers, pw)
+		if host := acts.Hosts[name]; host != "" {
+			// The provider's machines run on this host: it offers itself
+			// for new ones on the shared queue (PickHost) and serves
+			// those it runs on its own queue.
+			pw.RegisterActivityWithOptions(acts.PickHost, activity.RegisterOptions{Name: "PickHost"})
+			hw := sdkworker.New(c, workflows.HostTaskQueue(name, host), wo)
+			registerMachine(hw, acts)
+			w.workers = append(w.workers, hw)
+		}
 	}
 	return w
+}
+
+// registerMachine registers the activities on one machine.
+func registerMachine(w sdkworker.Worker, acts *activities.Activities) {
+	w.RegisterActivityWithOptions(acts.Provision, activity.RegisterOptions{Name: "Provision"})
+	w.RegisterActivityWithOptions(acts.CheckMachine, activity.RegisterOptions{Name: "CheckMachine"})
+	w.RegisterActivityWithOptions(acts.TerminateMachine, activity.RegisterOptions{Name: "TerminateMachine"})
 }
 
 // Start starts every worker; on failure the ones started are stopped.

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
@@ -67,12 +68,19 @@ type jobWorkflow struct {
 	seq     int
 	queue   []gpuflow.JobUpdate // state changes not yet recorded, in order
 	writing bool
+	// outcomes are provisioning outcomes not yet recorded (outcomeWriter).
+	outcomes       []gpuflow.ProvisionOutcome
+	writingOutcome bool
 
 	cancelWork  workflow.CancelFunc
 	cancelReq   *CancelSignal
 	finished    *FinishedSignal
 	timedOut    bool
-	tearingDown bool
+	tearingDown bool // the current machine is being torn down: its reports are dropped
+	// ending: the work is over and the final teardown runs; a cancel
+	// changes nothing any more. (A teardown before the job is tried
+	// again is not the end: a cancel then ends the job cancelled.)
+	ending bool
 
 	machine   *gpuflow.Machine
 	preempted bool // the last watch ended with the spot machine taken back
@@ -85,6 +93,12 @@ type jobWorkflow struct {
 	// the job; launchRetries counts the launches tried again elsewhere.
 	launchFailed  bool
 	launchRetries int
+	// noCapacityTries counts the attempts refused for lack of capacity
+	// since the job's last machine.
+	noCapacityTries int
+	// unwatched: the current machine's watch is not recorded yet (the
+	// store was down as it was provisioned); the safety check comes soon.
+	unwatched bool
 
 	// seen are the machine states the watcher (or a safety check)
 	// reported and the watch has not handled yet, in order.
@@ -137,7 +151,8 @@ func (w *jobWorkflow) setup(ctx workflow.Context) error {
 		WorkflowID: info.WorkflowExecution.ID, RunID: info.WorkflowExecution.RunID,
 		CreatedAt: w.in.CreatedAt, UpdatedAt: w.in.CreatedAt,
 	}
-	if err := workflow.ExecuteLocalActivity(withRecordOptions(w.dctx), a.CreateJob, &activities.CreateJobInput{Job: job}).Get(w.dctx, nil); err != nil {
+	// Retried until the store takes it: the API has answered for the job.
+	if err := w.write(w.dctx, "creating the job's row", a.CreateJob, &activities.CreateJobInput{Job: job}); err != nil {
 		return err
 	}
 	w.startHandlers()
@@ -146,6 +161,7 @@ func (w *jobWorkflow) setup(ctx workflow.Context) error {
 
 func (w *jobWorkflow) startHandlers() {
 	workflow.Go(w.dctx, w.recorder)
+	workflow.Go(w.dctx, w.outcomeWriter)
 	workflow.Go(w.dctx, w.onCancelSignal)
 	workflow.Go(w.dctx, w.onProgressSignal)
 	workflow.Go(w.dctx, w.onFinishedSignal)
@@ -161,8 +177,13 @@ func (w *jobWorkflow) run(ctx workflow.Context) (*RunJobResult, error) {
 	exitCode, failure := w.work(workCtx)
 	stopTimer()
 	if w.continueAsNew {
-		return nil, w.carryOn(ctx)
+		_ = workflow.Await(w.dctx, w.written)
+		if w.cancelReq == nil && ctx.Err() == nil {
+			return nil, w.carryOn(ctx)
+		}
+		// Cancelled while the writes finished: the job ends in this run.
 	}
+	w.ending = true
 
 	temporalCancel := ctx.Err() != nil
 	if temporalCancel && w.cancelReq == nil {
@@ -207,13 +228,19 @@ func (w *jobWorkflow) work(ctx workflow.Context) (exitCode *int, failure string)
 				return nil, failure
 			}
 			m, err := w.provision(ctx, sel)
-			w.leaveQueue() // the machine exists (or the attempt failed): release the room held for it
+			w.leaveQueue(ctx) // the machine exists (or the attempt failed): release the room held for it
 			if err != nil {
 				if isType(err, activities.ErrTypeNoCapacity) {
-					w.blocked[sel.Offer.Key()] = gpuflow.Block{Reason: "no capacity", At: workflow.Now(ctx)}
+					if failure := w.noCapacity(sel.Offer, err); failure != "" {
+						return nil, failure
+					}
 					continue
 				}
 				return nil, "provisioning: " + errMessage(err)
+			}
+			w.noCapacityTries = 0
+			if b := w.blocked[sel.Offer.Key()]; b.Reason == blockNoCapacity {
+				delete(w.blocked, sel.Offer.Key())
 			}
 			w.machine = m
 			if ctx.Err() != nil { // cancelled while provisioning: teardown follows
@@ -320,7 +347,35 @@ func (w *jobWorkflow) awaitAdmission(ctx workflow.Context, ch workflow.ReceiveCh
 // blocked still.
 func (w *jobWorkflow) blockedNow(o gpuflow.Offer) bool {
 	b, ok := w.blocked[o.Key()]
-	return ok && workflow.Now(w.dctx).Sub(b.At) < admission.DefaultBlockTTL
+	return ok && workflow.Now(w.dctx).Before(b.Expiry(admission.DefaultBlockTTL))
+}
+
+// blockNoCapacity is the reason of an offer blocked after "no capacity".
+const blockNoCapacity = "no capacity"
+
+// noCapacity handles an attempt refused for lack of capacity (an offer
+// that does not say its stock, or a stale count): the offer is blocked for
+// the job, for the admission's block TTL doubled with each refusal in a row
+// up to maxNoCapacityBackoff, and the job waits in the queue for another
+// offer or the block's end. After maxNoCapacityAttempts refusals since its
+// last machine the job fails: it returns the failure then, "" otherwise.
+func (w *jobWorkflow) noCapacity(o gpuflow.Offer, err error) string {
+	w.noCapacityTries++
+	now := workflow.Now(w.dctx)
+	n := 1
+	if prev, ok := w.blocked[o.Key()]; ok && prev.Reason == blockNoCapacity {
+		n = max(prev.Count, 1) + 1
+	}
+	wait := admission.DefaultBlockTTL
+	for i := 1; i < n && wait < maxNoCapacityBackoff; i++ {
+		wait *= 2
+	}
+	wait = min(wait, maxNoCapacityBackoff)
+	w.blocked[o.Key()] = gpuflow.Block{Reason: blockNoCapacity, At: now, Until: now.Add(wait), Count: n}
+	if w.noCapacityTries >= maxNoCapacityAttempts {
+		return fmt.Sprintf("provisioning: no capacity after %d attempts; the last: %s", w.noCapacityTries, errMessage(err))
+	}
+	return ""
 }
 
 // waitReason records that the job waits in the queue, and why.
@@ -336,31 +391,71 @@ func (w *jobWorkflow) waitReason(reason string) {
 // leaveQueue removes the job's queue entry, waking the dispatchers: room
 // it held (or its share of the owner's limits) may be free now.
 //
-// It is retried until it succeeds: an entry left behind would hold room
-// and the owner's share. (Passes also drop the entries of ended jobs.)
-func (w *jobWorkflow) leaveQueue() {
+// It is retried until it succeeds (or ctx is cancelled: the job's end
+// leaves the queue again, in the never-cancelled context): an entry left
+// behind would hold room and the owner's share. (Passes also drop the
+// entries of ended jobs.)
+func (w *jobWorkflow) leaveQueue(ctx workflow.Context) {
+	if err := w.write(ctx, "leaving the queue", a.LeaveQueue, &activities.LeaveQueueInput{JobID: w.in.JobID}); err != nil && ctx.Err() == nil {
+		w.logger.Error("leaving the queue failed for good", "err", err)
+	}
+}
+
+// write runs one write to the job store (fn, a store activity, with in):
+// as a local activity first, and when that does not succeed in
+// recordTimeout (the store is down), as a regular activity that the
+// server retries without a limit on attempts or time until the store
+// answers. It returns an error only for a write the store refuses for good
+// (activities.ErrTypeInvalidRecord), or when ctx is cancelled.
+func (w *jobWorkflow) write(ctx workflow.Context, what string, fn, in any) error {
+	err := workflow.ExecuteLocalActivity(withRecordOptions(ctx), fn, in).Get(ctx, nil)
+	if err == nil || isType(err, activities.ErrTypeInvalidRecord) || ctx.Err() != nil {
+		return err
+	}
+	w.logger.Warn(what+" failed; trying again until the job store answers", "err", err)
 	for {
-		err := workflow.ExecuteLocalActivity(withRecordOptions(w.dctx), a.LeaveQueue, &activities.LeaveQueueInput{JobID: w.in.JobID}).Get(w.dctx, nil)
-		if err == nil {
-			return
+		err = workflow.ExecuteActivity(withStoreOptions(ctx), fn, in).Get(ctx, nil)
+		if err == nil || isType(err, activities.ErrTypeInvalidRecord) || ctx.Err() != nil {
+			return err
 		}
-		w.logger.Error("leaving the queue failed; trying again", "err", err)
-		_ = workflow.Sleep(w.dctx, recordTimeout)
+		// The server retries without a limit; were a limit imposed
+		// anyway (the test suite caps attempts at 10), schedule it anew.
+		w.logger.Warn(what+" still failing; trying again", "err", err)
 	}
 }
 
 // outcome records a provisioning outcome for the scheduler's statistics
-// and the metrics.
+// and the metrics. The write is queued (outcomeWriter), so a store that is
+// down never holds up the job, its teardown above all.
 func (w *jobWorkflow) outcome(o gpuflow.Offer, oc scheduler.Outcome, d time.Duration) {
 	mh := workflow.GetMetricsHandler(w.dctx).WithTags(map[string]string{"provider": o.Provider, "outcome": oc.String()})
 	mh.Counter("gpuflow_provisioning_outcomes_total").Inc(1)
 	if oc != scheduler.Preempted && oc != scheduler.SpotFinished {
 		mh.Timer("gpuflow_provisioning_duration_seconds").Record(d)
 	}
-	rec := &activities.RecordOutcomeInput{Outcome: gpuflow.ProvisionOutcome{Provider: o.Provider, OfferKey: o.Key(), Outcome: oc.String(), Duration: d, At: workflow.Now(w.dctx)}}
-	if err := workflow.ExecuteLocalActivity(withRecordOptions(w.dctx), a.RecordOutcome, rec).Get(w.dctx, nil); err != nil {
-		w.logger.Warn("recording a provisioning outcome failed", "err", err)
+	// The key makes the write idempotent: one outcome of each kind per attempt.
+	key := fmt.Sprintf("%s/a%d/%s", w.in.JobID, len(w.snap.Attempts), oc)
+	w.outcomes = append(w.outcomes, gpuflow.ProvisionOutcome{Provider: o.Provider, OfferKey: o.Key(), Outcome: oc.String(), Duration: d,
+		At: workflow.Now(w.dctx), Key: key})
+}
+
+// outcomeWriter records queued provisioning outcomes, one at a time.
+func (w *jobWorkflow) outcomeWriter(ctx workflow.Context) {
+	for {
+		_ = workflow.Await(ctx, func() bool { return len(w.outcomes) > 0 })
+		w.writingOutcome = true
+		if err := w.write(ctx, "recording a provisioning outcome", a.RecordOutcome, &activities.RecordOutcomeInput{Outcome: w.outcomes[0]}); err != nil {
+			w.logger.Error("a provisioning outcome the store refuses is dropped", "err", err)
+		}
+		w.outcomes = w.outcomes[1:]
+		w.writingOutcome = false
 	}
+}
+
+// written reports whether every queued state change and outcome is in the
+// store.
+func (w *jobWorkflow) written() bool {
+	return len(w.queue) == 0 && !w.writing && len(w.outcomes) == 0 && !w.writingOutcome
 }
 
 // reasonsText formats reasons by provider for a failure message.
@@ -430,9 +525,18 @@ func (w *jobWorkflow) provision(ctx workflow.Context, sel *activities.SelectResu
 	}
 	var res activities.ProvisionResult
 	w.seen = nil // reports from here on are on this attempt's machine (or dropped by the watch)
-	err := workflow.ExecuteActivity(withProvisionOptions(w.dctx, o.Provider), a.Provision,
-		&activities.ProvisionInput{Provider: o.Provider, Request: req, WorkflowID: workflow.GetInfo(ctx).WorkflowExecution.ID}).Get(w.dctx, &res)
+	host, err := w.pickHost(sel)
+	if err == nil {
+		err = workflow.ExecuteActivity(withProvisionOptions(w.dctx, machineQueue(o.Provider, host), host), a.Provision,
+			&activities.ProvisionInput{Provider: o.Provider, Request: req, WorkflowID: workflow.GetInfo(ctx).WorkflowExecution.ID}).Get(w.dctx, &res)
+		if isScheduleToStart(err) {
+			err = temporal.NewNonRetryableApplicationError(fmt.Sprintf("host %s did not take the job within %s", host, hostPickup), activities.ErrTypeNoCapacity, err)
+		}
+	}
 	m := res.Machine
+	if m.Host == "" {
+		m.Host = host
+	}
 	w.offer, w.ran, w.launchFailed, w.runningAt, w.agentRan = o, false, false, time.Time{}, false
 	if err != nil {
 		outcome, oc := "provision failed: "+errMessage(err), scheduler.Failed
@@ -443,12 +547,40 @@ func (w *jobWorkflow) provision(ctx workflow.Context, sel *activities.SelectResu
 		w.outcome(o, oc, workflow.Now(ctx).Sub(attempt.StartedAt))
 		return nil, err
 	}
+	w.unwatched = res.Unwatched
 	w.snap.Attempts[n-1].MachineID = m.ID
 	w.snap.MachineID = m.ID
 	w.emit(gpuflow.JobUpdate{Type: gpuflow.EventStatus, MachineID: &m.ID, Attempts: w.attempts(),
 		Data: jsonData(map[string]any{"machine": m})})
 	return &m, nil
 }
+
+// pickHost chooses the host for a machine of a provider that runs machines
+// on the worker's own host (mode local): whichever of its hosts takes
+// PickHost on the provider's shared queue. The machine's activities then
+// go to that host's own queue (HostTaskQueue), retries included, so they
+// never reach a host without the job. "" for clouds.
+func (w *jobWorkflow) pickHost(sel *activities.SelectResult) (string, error) {
+	if sel.Mode != gpuflow.ModeLocal {
+		return "", nil
+	}
+	var res activities.PickHostResult
+	err := workflow.ExecuteActivity(withPickHostOptions(w.dctx, sel.Offer.Provider), a.PickHost,
+		&activities.PickHostInput{Provider: sel.Offer.Provider}).Get(w.dctx, &res)
+	return res.Host, err
+}
+
+// machineQueue is the task queue of the activities on a machine of
+// provider on host ("" for clouds).
+func machineQueue(provider, host string) string {
+	if host == "" {
+		return ProviderTaskQueue(provider)
+	}
+	return HostTaskQueue(provider, host)
+}
+
+// machineTaskQueue is the task queue of the current machine's activities.
+func (w *jobWorkflow) machineTaskQueue() string { return machineQueue(w.provider, w.machine.Host) }
 
 // watch waits until the job on the machine ends, without polling: the
 // provider's watcher signals when the machine runs, exits, fails or
@@ -460,7 +592,7 @@ func (w *jobWorkflow) provision(ctx workflow.Context, sel *activities.SelectResu
 func (w *jobWorkflow) watch(ctx workflow.Context) (exitCode *int, failure string) {
 	tctx, cancelTimers := workflow.WithCancel(ctx)
 	defer cancelTimers()
-	check := workflow.NewTimer(tctx, safetyCheck)
+	check := workflow.NewTimer(tctx, w.checkAfter())
 	var grace workflow.Future // waiting for the exit code of a machine that stopped
 	var exited *gpuflow.Machine
 	for {
@@ -510,7 +642,7 @@ func (w *jobWorkflow) watch(ctx workflow.Context) (exitCode *int, failure string
 		}
 		if check.IsReady() {
 			w.check(ctx)
-			check = workflow.NewTimer(tctx, safetyCheck)
+			check = workflow.NewTimer(tctx, w.checkAfter())
 			continue
 		}
 		_ = workflow.Await(ctx, func() bool {
@@ -550,13 +682,23 @@ func (w *jobWorkflow) check(ctx workflow.Context) {
 	in := &activities.CheckMachineInput{Provider: w.provider, JobID: w.in.JobID,
 		WorkflowID: workflow.GetInfo(ctx).WorkflowExecution.ID, MachineID: w.machine.ID}
 	var res activities.CheckMachineResult
-	if err := workflow.ExecuteActivity(withCheckOptions(ctx, w.provider), a.CheckMachine, in).Get(ctx, &res); err != nil {
+	if err := workflow.ExecuteActivity(withCheckOptions(ctx, w.machineTaskQueue()), a.CheckMachine, in).Get(ctx, &res); err != nil {
 		w.logger.Warn("safety check of the machine failed; trying again on the next timer", "err", err)
 		return
 	}
+	w.unwatched = false // the check records a missing watch
 	if res.Machine != nil && res.Machine.ID == w.machine.ID {
 		w.seen = append(w.seen, *res.Machine)
 	}
+}
+
+// checkAfter is the wait before the next safety check: safetyCheck, or
+// unwatchedCheck while the machine's watch is not recorded.
+func (w *jobWorkflow) checkAfter() time.Duration {
+	if w.unwatched {
+		return unwatchedCheck
+	}
+	return safetyCheck
 }
 
 // historyLong reports whether the run's history is long enough to carry
@@ -606,7 +748,7 @@ func (w *jobWorkflow) teardown() {
 	in := activities.TerminateInput{Provider: w.provider, JobID: w.in.JobID, MachineID: w.machine.ID}
 	var res activities.TerminateResult
 	for {
-		err := workflow.ExecuteActivity(withTerminateOptions(w.dctx, w.provider), a.TerminateMachine, &in).Get(w.dctx, &res)
+		err := workflow.ExecuteActivity(withTerminateOptions(w.dctx, w.machineTaskQueue()), a.TerminateMachine, &in).Get(w.dctx, &res)
 		if err == nil {
 			break
 		}
@@ -631,10 +773,10 @@ func (w *jobWorkflow) finish(res *RunJobResult) {
 	}
 	w.emit(u)
 	w.setStatus(res.Status)
-	_ = workflow.Await(w.dctx, func() bool { return len(w.queue) == 0 && !w.writing })
+	_ = workflow.Await(w.dctx, w.written)
 	// Last, with the final status written: the pass this wakes counts the
 	// room and the owner's share this job held as free.
-	w.leaveQueue()
+	w.leaveQueue(w.dctx)
 }
 
 // startDeadline cancels the work when max_duration_minutes is reached.
@@ -658,7 +800,7 @@ func (w *jobWorkflow) onCancelSignal(ctx workflow.Context) {
 	for {
 		var s CancelSignal
 		ch.Receive(ctx, &s)
-		if w.cancelReq != nil || w.tearingDown || w.snap.Status.Terminal() {
+		if w.cancelReq != nil || w.ending || w.snap.Status.Terminal() {
 			continue
 		}
 		if s.Reason == "" {
@@ -734,15 +876,16 @@ func (w *jobWorkflow) onFinishedSignal(ctx workflow.Context) {
 }
 
 // recorder writes queued state changes one at a time, in order, so that
-// per-job sequence numbers reach the store in sequence.
+// per-job sequence numbers reach the store in sequence. A store that is
+// down holds the queue until it answers again (write), however long that
+// takes; only a change the store refuses for good is dropped.
 func (w *jobWorkflow) recorder(ctx workflow.Context) {
-	lctx := withRecordOptions(ctx)
 	for {
 		_ = workflow.Await(ctx, func() bool { return len(w.queue) > 0 })
 		w.writing = true
 		u := w.queue[0]
-		if err := workflow.ExecuteLocalActivity(lctx, a.RecordUpdate, &activities.RecordUpdateInput{Update: u}).Get(lctx, nil); err != nil {
-			w.logger.Error("recording a state change failed", "seq", u.Seq, "err", err)
+		if err := w.write(ctx, "recording a state change", a.RecordUpdate, &activities.RecordUpdateInput{Update: u}); err != nil {
+			w.logger.Error("a state change the store refuses is dropped", "seq", u.Seq, "err", err)
 		}
 		w.queue = w.queue[1:]
 		w.writing = false
@@ -754,6 +897,7 @@ func (w *jobWorkflow) recorder(ctx workflow.Context) {
 func (w *jobWorkflow) resume(ctx workflow.Context, r *JobResume) {
 	w.seq, w.snap, w.machine, w.provider, w.offer = r.Seq, r.Snapshot, r.Machine, r.Provider, r.Offer
 	w.ran, w.runningAt, w.launchRetries, w.lastReport, w.seen = r.Ran, r.RunningAt, r.LaunchRetries, r.LastReport, r.Seen
+	w.finished, w.unwatched = r.Finished, r.Unwatched
 	if r.Blocked != nil {
 		w.blocked = r.Blocked
 	}
@@ -775,12 +919,12 @@ func (w *jobWorkflow) resume(ctx workflow.Context, r *JobResume) {
 // taken by their handlers (and Temporal refuses to continue while new ones
 // wait, so none is lost).
 func (w *jobWorkflow) carryOn(ctx workflow.Context) error {
-	_ = workflow.Await(w.dctx, func() bool { return len(w.queue) == 0 && !w.writing })
+	_ = workflow.Await(w.dctx, w.written)
 	in := *w.in
 	in.Resume = &JobResume{
 		Seq: w.seq, Snapshot: w.snap, Machine: w.machine, Provider: w.provider, Offer: w.offer,
 		Blocked: w.blocked, Ran: w.ran, RunningAt: w.runningAt, LaunchRetries: w.launchRetries,
-		LastReport: w.lastReport, Seen: w.seen,
+		LastReport: w.lastReport, Seen: w.seen, Finished: w.finished, Unwatched: w.unwatched,
 	}
 	w.logger.Info("continuing as new", "history_length", workflow.GetInfo(ctx).GetCurrentHistoryLength())
 	return workflow.NewContinueAsNewError(ctx, JobWorkflowName, &in)
@@ -826,6 +970,13 @@ func (w *jobWorkflow) endAttempt(outcome string) {
 
 func (w *jobWorkflow) attempts() []gpuflow.Attempt {
 	return append([]gpuflow.Attempt(nil), w.snap.Attempts...)
+}
+
+// isScheduleToStart reports whether err is an activity that no worker
+// took in time.
+func isScheduleToStart(err error) bool {
+	var te *temporal.TimeoutError
+	return errors.As(err, &te) && te.TimeoutType() == enumspb.TIMEOUT_TYPE_SCHEDULE_TO_START
 }
 
 func isType(err error, typ string) bool {

@@ -36,6 +36,31 @@ type bundle struct {
 	// check answers the safety check (nil: the watcher is alive).
 	check    func() *activities.CheckMachineResult
 	outcomes []gpuflow.ProvisionOutcome
+	// down: the job store is unreachable (an outage); every write fails.
+	down bool
+}
+
+// errStoreDown is what the store's writes fail with during an outage.
+var errStoreDown = errors.New("database unavailable: connection refused")
+
+// storeDown reports whether the store is down now.
+func (b *bundle) storeDown() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.down
+}
+
+// outage makes the store unreachable from `from` to `to` into the test.
+func (b *bundle) outage(from, to time.Duration) {
+	set := func(v bool) func() {
+		return func() { b.mu.Lock(); b.down = v; b.mu.Unlock() }
+	}
+	if from == 0 {
+		set(true)()
+	} else {
+		b.env.RegisterDelayedCallback(set(true), from)
+	}
+	b.env.RegisterDelayedCallback(set(false), to)
 }
 
 func setup(t *testing.T) *bundle {
@@ -44,16 +69,27 @@ func setup(t *testing.T) *bundle {
 	b := &bundle{env: s.NewTestWorkflowEnvironment()}
 	b.env.RegisterWorkflowWithOptions(RunJob, workflow.RegisterOptions{Name: JobWorkflowName})
 	b.env.RegisterActivity(&activities.Activities{})
-	b.env.OnActivity(a.CreateJob, mock.Anything, mock.Anything).Return(&activities.CreateJobResult{}, nil)
+	b.env.OnActivity(a.CreateJob, mock.Anything, mock.Anything).Return(func(context.Context, *activities.CreateJobInput) (*activities.CreateJobResult, error) {
+		if b.storeDown() {
+			return nil, errStoreDown
+		}
+		return &activities.CreateJobResult{}, nil
+	})
 	b.env.OnActivity(a.LeaveQueue, mock.Anything, mock.Anything).Return(func(context.Context, *activities.LeaveQueueInput) (*activities.LeaveQueueResult, error) {
 		b.mu.Lock()
 		defer b.mu.Unlock()
+		if b.down {
+			return nil, errStoreDown
+		}
 		b.leaves++
 		return &activities.LeaveQueueResult{}, nil
 	})
 	b.env.OnActivity(a.RecordOutcome, mock.Anything, mock.Anything).Return(func(_ context.Context, in *activities.RecordOutcomeInput) (*activities.RecordOutcomeResult, error) {
 		b.mu.Lock()
 		defer b.mu.Unlock()
+		if b.down {
+			return nil, errStoreDown
+		}
 		b.outcomes = append(b.outcomes, in.Outcome)
 		return &activities.RecordOutcomeResult{}, nil
 	})
@@ -61,9 +97,14 @@ func setup(t *testing.T) *bundle {
 		func(_ context.Context, in *activities.RecordUpdateInput) (*activities.RecordUpdateResult, error) {
 			b.mu.Lock()
 			defer b.mu.Unlock()
+			if b.down {
+				return nil, errStoreDown
+			}
 			b.updates = append(b.updates, in.Update)
 			return &activities.RecordUpdateResult{}, nil
 		})
+	// A local job's host: whichever took PickHost.
+	b.env.OnActivity(a.PickHost, mock.Anything, mock.Anything).Return(&activities.PickHostResult{Host: "h1"}, nil).Maybe()
 	// The provider's watcher is alive unless a test says otherwise: the
 	// safety check has nothing to add.
 	b.env.OnActivity(a.CheckMachine, mock.Anything, mock.Anything).Return(

@@ -49,6 +49,13 @@ func JobWorkflowID(taskID string) string { return gpuflow.WorkflowIDOf(taskID) }
 // can reach the provider (for "local", the host that runs the jobs) poll it.
 func ProviderTaskQueue(provider string) string { return "gpuflow-" + provider }
 
+// HostTaskQueue is the activity task queue of one host of a provider whose
+// machines run on the worker's own host (local): the activities on a
+// machine there (provisioning, the safety check, teardown) go to the host
+// that has it, named in gpuflow.Machine.Host; only that host's workers
+// poll it.
+func HostTaskQueue(provider, host string) string { return "gpuflow-" + provider + "-" + host }
+
 // RunJobInput starts a job workflow. Fields may be added, never renamed.
 type RunJobInput struct {
 	JobID     string          `json:"job_id"`
@@ -74,6 +81,11 @@ type JobResume struct {
 	LastReport    int64                    `json:"last_report,omitempty"`
 	// Seen are machine reports not handled yet.
 	Seen []gpuflow.Machine `json:"seen,omitempty"`
+	// Finished is the agent's exit report when it arrived as the run
+	// ended (not handled yet).
+	Finished *FinishedSignal `json:"finished,omitempty"`
+	// Unwatched: the machine's watch is not recorded yet.
+	Unwatched bool `json:"unwatched,omitempty"`
 }
 
 // RunJobResult is the job's outcome.

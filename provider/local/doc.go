@@ -18,7 +18,11 @@
 // as the worker's user and can do what that user can. The wrapper's pid and
 // start time are kept in the pid file, so a worker that restarts (a new
 // Provider over the same Dir) re-attaches to running jobs and learns how
-// finished ones ended, and a reused pid is never mistaken for the job.
+// finished ones ended, and a reused pid is never mistaken for the job. The
+// wrapper runs the job only once the pid file names it (it waits on a pipe
+// the worker closes after writing the file, or that closes when the worker
+// dies), so a worker killed between starting a job and recording it leaves
+// nothing running, and the retried Provision starts the job exactly once.
 //
 // Jobs with an image run through docker or podman ("docker run --rm --name
 // gpuflow-<job_id> ..."). GPUs come from nvidia-smi; each job gets its own

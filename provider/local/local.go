@@ -227,9 +227,19 @@ func New(cfg Config) (*Provider, error) {
 // never interprets it; stdout and stderr are inherited (the log file).
 // The exit status goes, in one write of a line, to descriptor 3: the
 // exit_code file, which the worker opened (so a job running as another
-// user needs no right in the job directory to have it recorded). The job
-// itself does not get descriptor 3.
-const wrapperScript = `"$@" </dev/null 3>&-
+// user needs no right in the job directory to have it recorded).
+//
+// The wrapper first waits at a gate: descriptor 4 is a pipe on which the
+// worker writes the wrapper's pid once the pid file names it, then closes
+// it; the kernel closes it when the worker dies first. The job runs only if
+// the gate said this wrapper's pid ($$), so a worker killed between
+// starting the wrapper and writing the pid file leaves a wrapper that exits
+// without running anything, and the retried Provision starts the job
+// exactly once. The job itself gets neither descriptor.
+const wrapperScript = `read -r p _ <&4
+exec 4<&-
+[ "$p" = "$$" ] || exit 0
+"$@" </dev/null 3>&-
 c=$?
 printf '%s\n' "$c" >&3
 exit "$c"

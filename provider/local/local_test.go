@@ -33,10 +33,16 @@ func runHelper(spec string) int {
 	var h struct {
 		Dir string
 		Req gpuflow.ProvisionRequest
+		// KillAfterStart: the worker is killed (SIGKILL, by itself)
+		// between starting the job and writing its pid file.
+		KillAfterStart bool
 	}
 	if err := json.Unmarshal([]byte(spec), &h); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
+	}
+	if h.KillAfterStart {
+		afterStartHook = func() { _ = syscall.Kill(os.Getpid(), syscall.SIGKILL) }
 	}
 	p, err := New(Config{Dir: h.Dir, LookPath: noRuntimes})
 	if err != nil {
@@ -861,3 +867,34 @@ func TestNeverStartedIsStartedAgain(t *testing.T) {
 }
 
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+// A worker killed (kill -9) after starting a job and before writing its
+// pid file leaves a job directory without a pid: the retried Provision
+// starts the job, and the job runs once, not twice.
+func TestKilledBeforePidFileRunsOnce(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	req := cpuJob("once", "sh", "-c", `echo ran >>runs; sleep 1`)
+	spec, err := json.Marshal(map[string]any{"Dir": dir, "Req": req, "KillAfterStart": true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	worker := exec.Command(os.Args[0], "-test.run=^$")
+	worker.Env = append(os.Environ(), helperEnv+"="+string(spec))
+	err = worker.Run()
+	if ws, ok := worker.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		t.Fatalf("helper worker: %v, want killed by SIGKILL", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "once", pidFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("pid file after the kill: %v; want none", err)
+	}
+
+	// The workflow retries Provision on a restarted worker.
+	p := newProvider(t, Config{Dir: dir})
+	provision(t, p, req)
+	waitState(t, p, "once", gpuflow.MachineExited)
+	b, err := os.ReadFile(filepath.Join(dir, "once", "runs"))
+	if err != nil || string(b) != "ran\n" {
+		t.Fatalf("the job ran %d times (%q, %v), want once", strings.Count(string(b), "ran"), b, err)
+	}
+}

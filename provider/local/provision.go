@@ -167,7 +167,9 @@ func archive(dir string, n int) error {
 }
 
 // start writes the job's files and starts its wrapper. The caller holds
-// the exclusive lock, so the pid file exists before anyone else looks.
+// the exclusive lock, so the pid file exists before anyone else looks; the
+// wrapper runs the job only once the pid file names it (the gate), so a
+// worker killed in between never leaves a job that is started again.
 func (p *Provider) start(ctx context.Context, dir string, m *meta, pl *jobPlan, spec gpuflow.JobSpec) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return p.transient("create job directory", err)
@@ -215,17 +217,26 @@ func (p *Provider) start(ctx context.Context, dir string, m *meta, pl *jobPlan, 
 		_, _ = fmt.Fprintf(logf, "--- gpuflow: attempt %d started %s ---\n", m.Attempt, m.CreatedAt.Format(time.RFC3339))
 	}
 
+	// The gate (see wrapperScript): the wrapper runs the job once it reads
+	// its own pid here, written after the pid file.
+	gateR, gateW, err := os.Pipe()
+	if err != nil {
+		return p.transient("start job", err)
+	}
+	defer gateW.Close()
 	cmd := exec.Command("/bin/sh", append([]string{"-c", p.script, "sh"}, argv...)...)
 	cmd.Dir = cwd
 	cmd.Env = envList(env)
 	cmd.Stdout = logf
 	cmd.Stderr = logf
-	cmd.ExtraFiles = []*os.File{exitf}
+	cmd.ExtraFiles = []*os.File{exitf, gateR} // fds 3 and 4
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if p.runAs != nil {
 		cmd.SysProcAttr.Credential = p.runAs.credential()
 	}
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	_ = gateR.Close()
+	if err != nil {
 		return p.transient("start job", err)
 	}
 	// Reap our own child so that it never lingers as a zombie, and tell
@@ -236,15 +247,25 @@ func (p *Provider) start(ctx context.Context, dir string, m *meta, pl *jobPlan, 
 		p.changed(m.JobID)
 	}()
 
+	if afterStartHook != nil {
+		afterStartHook() // tests: a worker killed here
+	}
 	rec := pidRecord{PID: cmd.Process.Pid, Start: startTime(cmd.Process.Pid)}
 	if err := writeAtomic(filepath.Join(dir, pidFile), []byte(rec.String())); err != nil {
 		_ = syscall.Kill(-rec.PID, syscall.SIGKILL)
 		return p.transient("write pid file", err)
 	}
+	// The pid file names the wrapper: the job may run.
+	_, _ = fmt.Fprintf(gateW, "%d\n", rec.PID)
+	_ = gateW.Close()
 	p.log.InfoContext(ctx, "job started", "job_id", m.JobID, "attempt", m.Attempt, "pid", rec.PID,
 		"gpus", joinInts(m.GPUs), "image", m.Image != "")
 	return nil
 }
+
+// afterStartHook, when set (by tests), runs between starting the wrapper
+// and writing its pid file.
+var afterStartHook func()
 
 // containerArgv is "docker run ..." for an image job.
 func containerArgv(pl *jobPlan, m *meta, spec gpuflow.JobSpec) []string {
