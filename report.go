@@ -16,6 +16,13 @@ const (
 	// ReportFinished is the job's exit code. The first one of a job is
 	// kept; later ones are acknowledged and ignored.
 	ReportFinished ReportKind = "finished"
+	// ReportWithdraw is not an agent's: the API records it when it could
+	// not tell whether a submission's workflow started (the start and the
+	// look-up after it both failed) and answered 503. Message is the
+	// reason. The relay delivers it as the workflow's cancel signal, so a
+	// workflow that did start never runs the job; one that did not start
+	// is unknown to Temporal and the report is dropped. One per job.
+	ReportWithdraw ReportKind = "withdraw"
 )
 
 // AgentReport is a report from a job's machine, recorded in the store
@@ -29,7 +36,8 @@ type AgentReport struct {
 	ID    int64      `json:"id"`
 	JobID string     `json:"job_id"`
 	Kind  ReportKind `json:"kind"`
-	// Percent (0 to 100) and Message are a progress report's.
+	// Percent (0 to 100) and Message are a progress report's; Message
+	// is also a withdraw's reason.
 	Percent float64 `json:"percent,omitempty"`
 	Message string  `json:"message,omitempty"`
 	// ExitCode is a finished report's (-1 to 255).
@@ -44,8 +52,8 @@ type ReportRecorder interface {
 	// RecordReport records r (ID is assigned; ReceivedAt is the store's
 	// clock when zero) and returns the report as kept. created is false
 	// for a finished report of a job that already has one: the kept one
-	// is returned and r is ignored. A progress replaces the job's
-	// undelivered progress, if any. ECONFLICT when the job is known to
+	// is returned and r is ignored; so for a second withdraw. A progress
+	// replaces the job's undelivered progress, if any. ECONFLICT when the job is known to
 	// have ended; EUNAVAILABLE when the store is down.
 	RecordReport(ctx context.Context, r AgentReport) (kept AgentReport, created bool, err error)
 }
@@ -78,9 +86,9 @@ type ReportOutcome struct {
 // ReportOutbox is what the relay delivers from: the recorded reports
 // not yet delivered.
 type ReportOutbox interface {
-	// ClaimReports claims undelivered reports due by c.Now, finished ones
-	// first, for c.Lease. Several claimers never get the same report
-	// while a lease runs.
+	// ClaimReports claims undelivered reports due by c.Now, withdraws
+	// and finished ones first, for c.Lease. Several claimers never get
+	// the same report while a lease runs.
 	ClaimReports(ctx context.Context, c ReportClaim) ([]AgentReport, error)
 	// CompleteReports records outcomes of reports claimed with token. A
 	// delivered progress makes the job's next progress wait until now +

@@ -360,6 +360,8 @@ func TestSubmit(t *testing.T) {
 		b := setup(t)
 		b.temporal.On("ExecuteWorkflow", mock.Anything, mock.Anything, mock.Anything, mock.Anything).
 			Return(nil, errors.New("connection refused: secret-host:7233")).Once()
+		b.temporal.On("DescribeWorkflowExecution", mock.Anything, mock.Anything, "").
+			Return(nil, serviceerror.NewNotFound("workflow not found")).Once()
 		rec := b.submit(t, `{"command":["x"],"gpu_type":"RTX4090"}`)
 		e := wantError(t, rec, http.StatusServiceUnavailable, "unavailable")
 		if strings.Contains(rec.Body.String(), "secret-host") {

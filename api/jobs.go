@@ -133,7 +133,8 @@ type gpuSpec struct {
 // plans it onto a provider, starts the job's workflow and records the job.
 // 400/413/415 for bad input, 403 for a job on the worker's host from an
 // account that may not run there, 422 when no provider can run the job, 503 when
-// the workflow cannot be started (nothing is stored then); 429 with
+// Temporal is unavailable: the workflow surely did not start, or was
+// withdrawn (see resolveStart); nothing but a withdrawal is stored then; 429 with
 // Retry-After past the user's submit rate. With an
 // Idempotency-Key, a repeated submission answers with the first job (see
 // idempotency.go).
@@ -209,6 +210,7 @@ func (s *Server) handleSubmit(c echo.Context) error {
 		// A finished job's id must not start again either.
 		opts.WorkflowIDReusePolicy = enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE
 	}
+	var runID string
 	run, err := s.cfg.Temporal.ExecuteWorkflow(ctx, opts, workflows.JobWorkflowName, input)
 	if err == nil && run == nil {
 		err = errors.New("temporal returned no run")
@@ -226,11 +228,13 @@ func (s *Server) handleSubmit(c echo.Context) error {
 			}
 			return &gpuflow.Error{Code: gpuflow.ECONFLICT, Message: "a job with this id already exists", Err: err}
 		}
-		return &gpuflow.Error{Code: gpuflow.EUNAVAILABLE,
-			Message: "the job could not be started (temporal is unavailable); nothing was submitted",
-			Err:     fmt.Errorf("start workflow %s: %w", wfID, err)}
+		// A timeout or a dropped connection may have started it all the same.
+		if runID, err = s.resolveStart(ctx, id, wfID, err); err != nil {
+			return err
+		}
+	} else {
+		runID = run.GetRunID()
 	}
-	runID := run.GetRunID()
 
 	job := &gpuflow.Job{
 		ID: id, OwnerID: caller.UserID, Status: gpuflow.StatusQueued, Spec: spec, Provider: provider,
@@ -248,6 +252,90 @@ func (s *Server) handleSubmit(c echo.Context) error {
 
 	return c.JSON(http.StatusAccepted, submitAnswer(id, wfID, runID, provider, gpuflow.StatusQueued, spec,
 		&decision, now, "Job intelligently scheduled to "+provider))
+}
+
+// Settling a failed workflow start (resolveStart).
+const (
+	// describeTimeout bounds the look-up of a workflow whose start failed.
+	describeTimeout = 5 * time.Second
+	// withdrawTimeout bounds recording the withdrawal of a submission.
+	withdrawTimeout = 5 * time.Second
+	// WithdrawReason is the reason of the cancel a withdrawn submission's
+	// workflow gets, should it have started.
+	WithdrawReason = "submission withdrawn: the API could not confirm it started"
+)
+
+// resolveStart settles a workflow start that failed with startErr (not
+// AlreadyStarted): a timeout or a dropped connection may have started the
+// workflow all the same, and answering "nothing was submitted" then would
+// make a client retrying without an Idempotency-Key get two jobs. It
+// looks the workflow up, with a fresh deadline:
+//
+//   - found: the start happened; it returns the run id and the submission
+//     goes on as a success;
+//   - not found: nothing started; 503 naming Temporal, nothing stored;
+//   - the look-up fails too: it records a withdraw report for the job in
+//     the store (the relay delivers it as the workflow's cancel signal,
+//     retrying while Temporal is away, and drops it when the workflow is
+//     unknown) and answers 503 saying the submission was withdrawn. A
+//     workflow that did start takes its normal cancel path (the job ends
+//     cancelled with WithdrawReason) rather than running the job to
+//     completion. The API records no job row of its own then.
+//
+// When the withdrawal cannot be recorded either (the store is down too:
+// a double fault) it answers 503 naming both and logs an error: a
+// workflow that did start then runs its job though the client was told
+// 503. Not covered either: a start Temporal applies only after the
+// look-up said not found (or after the relay dropped the withdraw as
+// unknown), and a retry with the same Idempotency-Key that starts the
+// workflow while its withdraw is undelivered (the withdraw cancels it).
+func (s *Server) resolveStart(ctx context.Context, jobID, wfID string, startErr error) (string, error) {
+	// The caller may have gone (the start timed out on its deadline): the
+	// outcome must be settled all the same.
+	bg := context.WithoutCancel(ctx)
+	dctx, cancel := context.WithTimeout(bg, describeTimeout)
+	desc, derr := s.cfg.Temporal.DescribeWorkflowExecution(dctx, wfID, "")
+	cancel()
+	if derr == nil {
+		runID := desc.GetWorkflowExecutionInfo().GetExecution().GetRunId()
+		s.log.WarnContext(ctx, "workflow start failed but the workflow exists: the submission stands",
+			"job_id", jobID, "workflow_id", wfID, "run_id", runID, "start_err", startErr)
+		return runID, nil
+	}
+	var notFound *serviceerror.NotFound
+	if errors.As(derr, &notFound) {
+		return "", &gpuflow.Error{Code: gpuflow.EUNAVAILABLE,
+			Message: "the job could not be started (temporal is unavailable); nothing was submitted",
+			Details: map[string]any{"unavailable": []string{"temporal"}},
+			Err:     fmt.Errorf("start workflow %s: %w", wfID, startErr)}
+	}
+	var werr error
+	rec, ok := s.cfg.Jobs.(gpuflow.ReportRecorder)
+	if !ok {
+		werr = errors.New("the job store cannot record a withdrawal")
+	} else {
+		wctx, cancel := context.WithTimeout(bg, withdrawTimeout)
+		_, _, werr = rec.RecordReport(wctx, gpuflow.AgentReport{JobID: jobID, Kind: gpuflow.ReportWithdraw,
+			Message: WithdrawReason, ReceivedAt: s.now().UTC()})
+		cancel()
+	}
+	if werr != nil {
+		s.log.ErrorContext(ctx, "submission unconfirmed and not withdrawn: its workflow may have started and run the job "+
+			"though the client was answered 503", "job_id", jobID, "workflow_id", wfID,
+			"start_err", startErr, "describe_err", derr, "withdraw_err", werr)
+		return "", &gpuflow.Error{Code: gpuflow.EUNAVAILABLE,
+			Message: "the job could not be confirmed as started (temporal is unavailable) nor withdrawn " +
+				"(postgresql is unavailable); it may still run: check the job list before submitting again",
+			Details: map[string]any{"unavailable": []string{"temporal", "postgresql"}, "task_id": jobID},
+			Err:     fmt.Errorf("start workflow %s: %w", wfID, startErr)}
+	}
+	s.log.WarnContext(ctx, "workflow start unconfirmed: the submission is withdrawn",
+		"job_id", jobID, "workflow_id", wfID, "start_err", startErr, "describe_err", derr)
+	return "", &gpuflow.Error{Code: gpuflow.EUNAVAILABLE,
+		Message: "the job could not be confirmed as started (temporal is unavailable); the submission was " +
+			"withdrawn and will not run",
+		Details: map[string]any{"unavailable": []string{"temporal"}},
+		Err:     fmt.Errorf("start workflow %s: %w", wfID, startErr)}
 }
 
 // submitAnswer is the 202 answer of a submission.

@@ -37,14 +37,22 @@ const (
 		ON CONFLICT (job_id) WHERE kind = 'finished' DO NOTHING
 		RETURNING id`
 
+	insertWithdrawSQL = `INSERT INTO agent_reports (job_id, kind, message, received_at, not_before)
+		VALUES ($1, 'withdraw', $2, $3, $3)
+		ON CONFLICT (job_id) WHERE kind = 'withdraw' DO NOTHING
+		RETURNING id`
+
 	reportColumns = `id, job_id::text, kind, COALESCE(percent, 0), message, COALESCE(exit_code, 0), received_at, attempts`
 
-	finishedOfJobSQL = `SELECT ` + reportColumns + ` FROM agent_reports WHERE job_id = $1 AND kind = 'finished'`
+	reportOfJobSQL = `SELECT ` + reportColumns + ` FROM agent_reports WHERE job_id = $1 AND kind = $2`
 
 	// Due rows of each kind, oldest first, skipping those another claimer
 	// is locking this instant; claimed ones are due again when the lease
 	// ends.
-	claimReportsSQL = `WITH f AS (
+	claimReportsSQL = `WITH w AS (
+			SELECT id FROM agent_reports WHERE delivered_at IS NULL AND kind = 'withdraw' AND not_before <= $1
+			ORDER BY not_before LIMIT $2 FOR UPDATE SKIP LOCKED
+		), f AS (
 			SELECT id FROM agent_reports WHERE delivered_at IS NULL AND kind = 'finished' AND not_before <= $1
 			ORDER BY not_before LIMIT $2 FOR UPDATE SKIP LOCKED
 		), p AS (
@@ -52,7 +60,7 @@ const (
 			ORDER BY not_before LIMIT $2 FOR UPDATE SKIP LOCKED
 		)
 		UPDATE agent_reports SET claim = $3, not_before = $4
-		WHERE id IN (SELECT id FROM f UNION ALL SELECT id FROM p)
+		WHERE id IN (SELECT id FROM w UNION ALL SELECT id FROM f UNION ALL SELECT id FROM p)
 		RETURNING ` + reportColumns
 
 	finishedDoneSQL = `UPDATE agent_reports r SET delivered_at = $2, note = NULLIF(d.note, ''), claim = NULL, last_error = NULL
@@ -77,6 +85,7 @@ const (
 		WHERE r.kind = 'progress' AND r.job_id = d.job_id AND r.claim = $1`
 
 	nextReportDueSQL = `SELECT LEAST(
+		(SELECT min(not_before) FROM agent_reports WHERE delivered_at IS NULL AND kind = 'withdraw'),
 		(SELECT min(not_before) FROM agent_reports WHERE delivered_at IS NULL AND kind = 'finished'),
 		(SELECT min(not_before) FROM agent_reports WHERE delivered_at IS NULL AND kind = 'progress'))`
 
@@ -97,7 +106,9 @@ func scanReport(row pgx.Row) (gpuflow.AgentReport, error) {
 // without a row there (not expected: the machine exists because the
 // workflow recorded the job) has its report recorded all the same; the
 // relay drops it if its workflow is unknown. A report due at once is
-// announced on ReportsChannel in the same transaction.
+// announced on ReportsChannel in the same transaction. A withdraw (the
+// API's, for a submission it could not confirm) is kept once per job like
+// a finished report.
 func (db *DB) RecordReport(ctx context.Context, r gpuflow.AgentReport) (gpuflow.AgentReport, bool, error) {
 	id, ok := canonicalUUID(r.JobID)
 	if !ok {
@@ -112,6 +123,10 @@ func (db *DB) RecordReport(ctx context.Context, r gpuflow.AgentReport) (gpuflow.
 	case gpuflow.ReportFinished:
 		if r.ExitCode < -1 || r.ExitCode > 255 {
 			return r, false, &gpuflow.Error{Code: gpuflow.EINVALID, Message: "exit_code must be between -1 and 255"}
+		}
+	case gpuflow.ReportWithdraw:
+		if len(r.Message) > 1000 {
+			return r, false, &gpuflow.Error{Code: gpuflow.EINVALID, Message: "a withdraw's reason must be at most 1000 bytes"}
 		}
 	default:
 		return r, false, &gpuflow.Error{Code: gpuflow.EINVALID, Message: fmt.Sprintf("unknown report kind %q", r.Kind)}
@@ -134,14 +149,19 @@ func (db *DB) RecordReport(ctx context.Context, r gpuflow.AgentReport) (gpuflow.
 		return r, false, gpuflow.Errorf(gpuflow.ECONFLICT, "the job has finished")
 	}
 	created, due := true, false
-	if r.Kind == gpuflow.ReportProgress {
+	switch r.Kind {
+	case gpuflow.ReportProgress:
 		err = tx.QueryRow(ctx, upsertProgressSQL, id, r.Percent, r.Message, r.ReceivedAt).Scan(&r.ID, &due)
-	} else {
-		err = tx.QueryRow(ctx, insertFinishedSQL, id, r.ExitCode, r.ReceivedAt).Scan(&r.ID)
+	default:
+		if r.Kind == gpuflow.ReportFinished {
+			err = tx.QueryRow(ctx, insertFinishedSQL, id, r.ExitCode, r.ReceivedAt).Scan(&r.ID)
+		} else {
+			err = tx.QueryRow(ctx, insertWithdrawSQL, id, r.Message, r.ReceivedAt).Scan(&r.ID)
+		}
 		due = err == nil
 		if errors.Is(err, pgx.ErrNoRows) { // the job has one already: keep it
 			created = false
-			r, err = scanReport(tx.QueryRow(ctx, finishedOfJobSQL, id))
+			r, err = scanReport(tx.QueryRow(ctx, reportOfJobSQL, id, string(r.Kind)))
 		}
 	}
 	if err != nil {
@@ -205,9 +225,10 @@ func (db *DB) CompleteReports(ctx context.Context, token string, now time.Time, 
 	for _, o := range outcomes {
 		r := o.Report
 		switch {
-		case r.Kind == gpuflow.ReportFinished && o.Done:
+		// Finished and withdraw rows are one per job, matched by id.
+		case r.Kind != gpuflow.ReportProgress && o.Done:
 			fDoneIDs, fDoneNotes = append(fDoneIDs, r.ID), append(fDoneNotes, o.Note)
-		case r.Kind == gpuflow.ReportFinished:
+		case r.Kind != gpuflow.ReportProgress:
 			fRetryIDs, fRetryAt, fRetryErrs = append(fRetryIDs, r.ID), append(fRetryAt, retryAt(o)), append(fRetryErrs, o.Error)
 		case o.Done:
 			pDoneJobs, pDoneIDs, pDoneNotes = append(pDoneJobs, r.JobID), append(pDoneIDs, r.ID), append(pDoneNotes, o.Note)

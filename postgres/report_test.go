@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -378,4 +379,48 @@ func TestListenReports(t *testing.T) {
 	wait("finished recorded")
 	mustRecord(t, db, progress(j.ID, 1, time.Now()))
 	wait("progress recorded")
+}
+
+func TestRecordReportWithdrawOnce(t *testing.T) {
+	t.Parallel()
+	db, _ := newDB(t)
+	t0 := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	// The job has no row: the API withdraws a submission it did not record.
+	job := newJob().ID
+	withdraw := func(reason string, at time.Time) gpuflow.AgentReport {
+		return gpuflow.AgentReport{JobID: job, Kind: gpuflow.ReportWithdraw, Message: reason, ReceivedAt: at}
+	}
+	first, created := mustRecord(t, db, withdraw("not confirmed", t0))
+	if !created || first.ID == 0 || first.Kind != gpuflow.ReportWithdraw || first.Message != "not confirmed" {
+		t.Fatalf("first withdraw: %+v %v", first, created)
+	}
+	again, created := mustRecord(t, db, withdraw("again", t0.Add(time.Second)))
+	if created || again.ID != first.ID || again.Message != "not confirmed" || again.Kind != gpuflow.ReportWithdraw {
+		t.Fatalf("second withdraw: %+v %v, want the first kept", again, created)
+	}
+	// It lives beside the job's other reports, and is claimed first.
+	mustRecord(t, db, finished(job, 0, t0))
+	rows := reportRows(t, db, job)
+	if len(rows) != 2 || rows[1].kind != "withdraw" || rows[1].percent != nil || rows[1].exitCode != nil {
+		t.Fatalf("rows %+v", rows)
+	}
+	claimed, err := db.ClaimReports(testCtx(t), gpuflow.ReportClaim{Token: "c", Now: t0.Add(time.Minute), Lease: time.Minute, Limit: 10})
+	if err != nil || len(claimed) != 2 {
+		t.Fatalf("claimed %+v, %v", claimed, err)
+	}
+	outcomes := []gpuflow.ReportOutcome{}
+	for _, r := range claimed {
+		outcomes = append(outcomes, gpuflow.ReportOutcome{Report: r, Done: true})
+	}
+	if err := db.CompleteReports(testCtx(t), "c", t0.Add(time.Minute), 0, outcomes); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range reportRows(t, db, job) {
+		if r.delivered == nil {
+			t.Fatalf("%s not marked delivered: %+v", r.kind, r)
+		}
+	}
+	if _, _, err := db.RecordReport(testCtx(t), withdraw(strings.Repeat("x", 1001), t0)); gpuflow.ErrorCode(err) != gpuflow.EINVALID {
+		t.Fatalf("an over-long reason: %v", err)
+	}
 }

@@ -1,6 +1,8 @@
 // Package relay delivers the agent reports the API has recorded (progress,
 // exit codes from jobs' machines) to the jobs' workflows as their progress
-// and finished signals. It is a long-running service of every API process.
+// and finished signals, and the API's withdrawals of submissions it could
+// not confirm as their cancel signal. It is a long-running service of
+// every API process.
 //
 // Delivery is exactly once in effect: a relay claims due reports for a
 // lease (so several replicas never send the same one at once), signals,
@@ -34,6 +36,10 @@ import (
 	"github.com/gpuflow/gpuflow"
 	"github.com/gpuflow/gpuflow/workflows"
 )
+
+// WithdrawRequestedBy is the RequestedBy of the cancel signal a withdraw
+// report is delivered as.
+const WithdrawRequestedBy = "api"
 
 // Signaler is the part of the Temporal client the relay signals with.
 type Signaler interface {
@@ -261,7 +267,8 @@ func (r *Relay) full(batch []gpuflow.AgentReport) bool {
 	for _, rep := range batch {
 		n[rep.Kind]++
 	}
-	return n[gpuflow.ReportFinished] >= r.opt.Batch || n[gpuflow.ReportProgress] >= r.opt.Batch
+	return n[gpuflow.ReportFinished] >= r.opt.Batch || n[gpuflow.ReportProgress] >= r.opt.Batch ||
+		n[gpuflow.ReportWithdraw] >= r.opt.Batch
 }
 
 // deliver signals each report of batch, Parallel at a time. Once one
@@ -334,6 +341,10 @@ func (r *Relay) deliverOne(ctx context.Context, rep gpuflow.AgentReport) (o gpuf
 		name, payload = workflows.SignalFinished, workflows.FinishedSignal{ExitCode: rep.ExitCode, ReportID: rep.ID}
 	case gpuflow.ReportProgress:
 		name, payload = workflows.SignalProgress, workflows.ProgressSignal{Percent: rep.Percent, Message: rep.Message, ReportID: rep.ID}
+	case gpuflow.ReportWithdraw:
+		// The workflow takes the first cancel and ignores later ones, so a
+		// redelivery is harmless; NotFound (it never started) drops it.
+		name, payload = workflows.SignalCancel, workflows.CancelSignal{Reason: rep.Message, RequestedBy: WithdrawRequestedBy}
 	default:
 		o.Done, o.Note = true, "unknown report kind "+string(rep.Kind)
 		return o, false

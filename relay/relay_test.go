@@ -439,3 +439,50 @@ func TestRelaysRunConcurrently(t *testing.T) {
 		}
 	}
 }
+
+// TestRelayDeliversWithdrawals: the API's withdrawal of a submission it
+// could not confirm is delivered as the workflow's cancel signal, kept
+// while Temporal is away, and dropped when the workflow never started.
+func TestRelayDeliversWithdrawals(t *testing.T) {
+	t.Parallel()
+	db, _ := newDB(t)
+	sig := &fakeSignaler{}
+	c := &clock{t: t0}
+	r := relay.New(db, sig, relay.Options{Now: c.Now, Parallel: 1, MinBackoff: time.Second, MaxBackoff: time.Second})
+	const reason = "submission withdrawn: the API could not confirm it started"
+	// No job rows: the API records none for a withdrawn submission.
+	started, never := uuid.NewString(), uuid.NewString()
+	for _, j := range []string{started, never} {
+		record(t, db, gpuflow.AgentReport{JobID: j, Kind: gpuflow.ReportWithdraw, Message: reason, ReceivedAt: t0})
+	}
+
+	sig.setFail(func(signal) error { return serviceerror.NewUnavailable("connection refused") })
+	next := pass(t, r, c, t0)
+	if sent, _ := sig.take(); len(sent) != 0 || undelivered(t, db) != 2 || next.IsZero() {
+		t.Fatalf("while temporal is away: sent %+v, %d undelivered, next %v", sent, undelivered(t, db), next)
+	}
+
+	sig.setFail(func(s signal) error {
+		if s.WorkflowID == workflows.JobWorkflowID(never) {
+			return serviceerror.NewNotFound("workflow execution not found")
+		}
+		return nil
+	})
+	if next := pass(t, r, c, next); !next.IsZero() {
+		t.Fatalf("due again at %v after delivery", next)
+	}
+	sent, calls := sig.take()
+	want := signal{WorkflowID: workflows.JobWorkflowID(started), Name: workflows.SignalCancel,
+		Payload: workflows.CancelSignal{Reason: reason, RequestedBy: relay.WithdrawRequestedBy}}
+	if calls != 2 || len(sent) != 1 || sent[0] != want {
+		t.Fatalf("sent %+v in %d calls, want %+v", sent, calls, want)
+	}
+	var note string
+	if err := db.Pool.QueryRow(testCtx(t), `SELECT note FROM agent_reports WHERE job_id = $1 AND delivered_at IS NOT NULL`,
+		never).Scan(&note); err != nil || note == "" {
+		t.Fatalf("the withdrawal of a workflow that never started is not dropped with a note: %q %v", note, err)
+	}
+	if st := r.Stats(); st.Delivered != 1 || st.Dropped != 1 || undelivered(t, db) != 0 {
+		t.Fatalf("stats %+v, %d undelivered", st, undelivered(t, db))
+	}
+}
