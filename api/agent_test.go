@@ -82,7 +82,7 @@ func (s *reportStore) get(fn func(s *reportStore)) { s.set(fn) }
 
 // agentSetup is a server with agent tokens and a report store, whose
 // Temporal is unreachable: every call to it fails.
-func agentSetup(t *testing.T) (*bundle, *reportStore, *auth.AgentTokens) {
+func agentSetup(t testing.TB) (*bundle, *reportStore, *auth.AgentTokens) {
 	t.Helper()
 	b := setup(t)
 	agents, err := auth.NewAgentTokens(testSecret, nil)
