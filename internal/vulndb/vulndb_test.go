@@ -41,12 +41,8 @@ func TestLatestFixed(t *testing.T) {
 
 // osvEntry is a minimal OSV entry in the vulndb module's form.
 func osvEntry(id string, affected ...string) string {
-	var parts []string
-	for _, a := range affected {
-		parts = append(parts, a)
-	}
 	return `{"schema_version":"1.3.1","id":"` + id + `","modified":"0001-01-01T00:00:00Z","published":"0001-01-01T00:00:00Z",` +
-		`"aliases":["CVE-2099-` + id[len(id)-4:] + `"],"summary":"s","affected":[` + strings.Join(parts, ",") + `]}`
+		`"aliases":["CVE-2099-` + id[len(id)-4:] + `"],"summary":"s","affected":[` + strings.Join(affected, ",") + `]}`
 }
 
 func aff(module string, events string) string {
