@@ -22,7 +22,9 @@
 # byte-for-byte reproducible builds; the tags below pin the versions.
 
 # ---- build stage ------------------------------------------------------------
-FROM golang:1.26.8-bookworm AS build
+# 1.26.10, not the 1.26.8 of the dev machines: it has the standard-library fixes that
+# govulncheck.allow lists (docs/SECURITY-SUPPLY-CHAIN.md).
+FROM golang:1.26.10-bookworm AS build
 
 WORKDIR /src
 # A pure-Go binary (pgx, the Temporal SDK): no cgo, so it runs on any libc.

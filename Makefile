@@ -5,12 +5,29 @@ SHELL := /bin/bash
 GO        ?= go
 TOOLS     := $(CURDIR)/.tools
 STATICCHECK_VERSION := v0.8.2
+# The supply-chain checks of `make lint` (docs/SECURITY-SUPPLY-CHAIN.md).
+GOSEC_VERSION       := v2.30.0
+GOVULNCHECK_VERSION := v1.9.0
+# The Go vulnerability database, as the module golang.org/x/vulndb (its
+# pseudo-version dates the data): built into the layout govulncheck reads
+# from disk, so the scan itself asks no server.
+VULNDB_VERSION      := v0.0.0-20261105234957-e22db6528018
+VULNDB              := $(TOOLS)/vulndb-$(VULNDB_VERSION)
+# Dev- and test-only code that gosec skips: never linked into bin/gpuflow
+# (the emulators, the embedded dev servers, the scheduling simulator).
+GOSEC_SKIP := internal/pgcluster internal/devstack internal/devtemporal internal/e2e \
+	provider/emulate provider/runpod/emulator provider/tencent/emulator provider/alibaba/emulator \
+	scheduler/sim cmd/gpuflow-sim
+# G104 (unchecked errors): the hits are Close calls on error paths and on
+# read bodies, where the first error is the one returned.
+GOSEC_FLAGS := -quiet -exclude-generated -exclude=G104 $(addprefix -exclude-dir=,$(GOSEC_SKIP))
+FUZZTIME ?= 1m
 # Packages whose tests link the embedded Temporal server: slow to build,
 # so they run without the race detector and with a longer timeout.
 SERVER_PKGS := ./internal/e2e/... ./internal/devtemporal/... ./internal/devstack/...
 UNIT_PKGS    = $(shell $(GO) list ./... | grep -v -e /internal/e2e -e /internal/devtemporal -e /internal/devstack)
 
-.PHONY: help run build test test/unit test/integration test/ui web lint bench clean postgres replay-capture
+.PHONY: help run build test test/unit test/integration test/ui web lint lint/go lint/gosec lint/vuln fuzz bench clean postgres replay-capture
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z/_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -42,14 +59,37 @@ replay-capture: postgres ## run every workflow path on real stacks and add their
 web: ## rebuild the web dashboard into web/dist (commit it with its sources)
 	cd web && npm ci --no-audit --no-fund && npm run build
 
-lint: $(TOOLS)/staticcheck ## gofmt, go vet and staticcheck (installed into .tools by this Makefile)
+lint: lint/go lint/gosec lint/vuln ## gofmt, go vet, staticcheck, gosec and govulncheck (tools and the vulnerability database go into .tools)
+
+lint/go: $(TOOLS)/staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags dev ./cmd/...
 	$(TOOLS)/staticcheck ./...
 
+lint/gosec: $(TOOLS)/gosec ## gosec over the code of the production binary (exclusions: GOSEC_FLAGS and #nosec comments)
+	$(TOOLS)/gosec $(GOSEC_FLAGS) ./...
+
+lint/vuln: $(TOOLS)/govulncheck $(VULNDB)/index/db.json ## known vulnerabilities that ./cmd/... calls, from the local database; govulncheck.allow lists the accepted ones
+	set -o pipefail; $(TOOLS)/govulncheck -db file://$(VULNDB) -format json ./cmd/... | $(GO) run ./internal/vulndb/vulngate -allow govulncheck.allow
+
 $(TOOLS)/staticcheck:
 	GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+$(TOOLS)/gosec:
+	GOBIN=$(TOOLS) $(GO) install github.com/securego/gosec/v2/cmd/gosec@$(GOSEC_VERSION)
+
+$(TOOLS)/govulncheck:
+	GOBIN=$(TOOLS) $(GO) install golang.org/x/vuln/cmd/govulncheck@$(GOVULNCHECK_VERSION)
+
+$(VULNDB)/index/db.json:
+	$(GO) run ./internal/vulndb/mkvulndb -version $(VULNDB_VERSION) -out $(VULNDB)
+
+fuzz: ## run every fuzz target (func FuzzX in a _test.go) for FUZZTIME each (default 1m), one after another; a crasher is written to the package's testdata/fuzz/FuzzX/
+	@set -e; git grep --untracked -E -o '^func Fuzz[A-Za-z0-9_]+' -- '*_test.go' | sed 's/:func / /' | while read -r file name; do \
+	  pkg=./$$(dirname $$file); echo "== $$pkg $$name for $(FUZZTIME)"; \
+	  $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -parallel $${FUZZ_PARALLEL:-1} $$pkg; \
+	done
 
 bench: postgres ## benchmarks and the scheduling simulation; results go into docs/BENCHMARKS.md by hand
 	$(GO) test -run '^$$' -bench . -benchmem ./scheduler/... ./admission/

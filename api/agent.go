@@ -118,8 +118,10 @@ func (s *Server) handleAgentLogs(c echo.Context) error {
 		if err != nil || off < 0 {
 			return agentFieldError("offset", HeaderLogOffset+" must be a byte offset, a whole number from 0")
 		}
+		// The chunk's end must be a byte offset too (found by
+		// FuzzAgentLogOffset: next_offset wrapped around).
 		if off > math.MaxInt64-int64(len(body)) {
-			return agentFieldError("offset", HeaderLogOffset+" plus the chunk's length is past the largest offset")
+			return agentFieldError("offset", HeaderLogOffset+" is too large: the chunk would end past the largest byte offset")
 		}
 		if oa, ok := s.cfg.Jobs.(OffsetLogAppender); ok {
 			if err := oa.AppendLog(c.Request().Context(), c.Param("id"), off, body); err != nil {

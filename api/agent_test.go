@@ -82,7 +82,7 @@ func (s *reportStore) get(fn func(s *reportStore)) { s.set(fn) }
 
 // agentSetup is a server with agent tokens and a report store, whose
 // Temporal is unreachable: every call to it fails.
-func agentSetup(t *testing.T) (*bundle, *reportStore, *auth.AgentTokens) {
+func agentSetup(t testing.TB) (*bundle, *reportStore, *auth.AgentTokens) {
 	t.Helper()
 	b := setup(t)
 	agents, err := auth.NewAgentTokens(testSecret, nil)
@@ -247,4 +247,25 @@ func TestAgentStoreDown(t *testing.T) {
 		t.Errorf("finished without a report store: %d, want 503", rec.Code)
 	}
 	b.temporal.AssertNotCalled(t, "SignalWorkflow", mock.Anything, mock.Anything, mock.Anything, mock.Anything, mock.Anything)
+}
+
+// TestAgentEmptyJobID: a path with an empty job id is refused, whatever
+// job the token is for (a token once passed for the empty id).
+func TestAgentEmptyJobID(t *testing.T) {
+	t.Parallel()
+	b, rs, agents := agentSetup(t)
+	tok, _ := agents.Issue(uuid.NewString(), time.Hour)
+	for _, p := range []string{"/agent/v1/jobs//finished", "/agent/v1/jobs//progress", "/agent/v1/jobs//logs"} {
+		if rec := b.do(t, http.MethodPost, p, `{"exit_code":0,"percent":1}`, jsonCT, bearer(tok)); rec.Code != http.StatusUnauthorized {
+			t.Errorf("%s: %d %s, want 401", p, rec.Code, rec.Body)
+		}
+	}
+	rs.get(func(rs *reportStore) {
+		if rs.calls != 0 {
+			t.Errorf("%d reports recorded", rs.calls)
+		}
+	})
+	if len(b.store.logs[""]) != 0 {
+		t.Errorf("output stored for the empty job id: %q", b.store.logs[""])
+	}
 }

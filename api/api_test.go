@@ -52,7 +52,7 @@ type bundle struct {
 	checks   map[string]func(context.Context) error
 }
 
-func setup(t *testing.T) *bundle {
+func setup(t testing.TB) *bundle {
 	t.Helper()
 	b := &bundle{
 		store:    newFakeStore(),
@@ -105,7 +105,7 @@ func setup(t *testing.T) *bundle {
 
 // addUser creates an active account whose password is its email followed
 // by "-password", and a token for it.
-func (b *bundle) addUser(t *testing.T, id, email string, superuser bool) {
+func (b *bundle) addUser(t testing.TB, id, email string, superuser bool) {
 	t.Helper()
 	hash, err := b.srv.auth.hasher.Hash(email + "-password")
 	if err != nil {

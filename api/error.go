@@ -61,7 +61,7 @@ const (
 	// fastapi-users' codes, which the earlier system's clients know.
 	codeRegisterUserAlreadyExists = "REGISTER_USER_ALREADY_EXISTS"
 	codeRegisterInvalidPassword   = "REGISTER_INVALID_PASSWORD"
-	codeLoginBadCredentials       = "LOGIN_BAD_CREDENTIALS"
+	codeLoginBadCredentials       = "LOGIN_BAD_CREDENTIALS" // #nosec G101 -- an error code, not a credential
 
 	// Ours, in the same style: registration refused by the server's mode,
 	// and an invitation code that cannot be used.

@@ -54,6 +54,15 @@ func (t *AgentTokens) Verify(token, jobID string) error {
 	if token == "" || len(token) > maxTokenLen {
 		return fmt.Errorf("%w: empty or too long", ErrInvalidToken)
 	}
+	if !compactJWS(token) {
+		return fmt.Errorf("%w: not three base64url segments", ErrInvalidToken)
+	}
+	// jwt.WithSubject("") checks nothing: without this, any job's token
+	// passed for the empty job id (found by FuzzVerifyAgentToken; the
+	// route /agent/v1/jobs//finished reached it).
+	if jobID == "" {
+		return fmt.Errorf("%w: no job id", ErrInvalidToken)
+	}
 	var claims jwt.RegisteredClaims
 	_, err := jwt.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) { return t.secret, nil },
 		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),

@@ -27,6 +27,7 @@ func TestAgentTokens(t *testing.T) {
 		"other job": at.Verify(tok, "job-2"),
 		"garbage":   at.Verify("x.y.z", "job-1"),
 		"empty":     at.Verify("", "job-1"),
+		"no job id": at.Verify(tok, ""), // found by FuzzVerifyAgentToken
 	} {
 		if !errors.Is(check, ErrInvalidToken) {
 			t.Errorf("%s: %v, want ErrInvalidToken", name, check)

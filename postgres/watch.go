@@ -159,7 +159,7 @@ func (db *DB) WatchLock(ctx context.Context, provider, host string) (*SessionLoc
 	}
 	h := fnv.New64a()
 	_, _ = h.Write([]byte("gpuflow-watch\x00" + provider + "\x00" + host))
-	key := int64(h.Sum64())
+	key := int64(h.Sum64()) // #nosec G115 -- the hash's 64 bits reused as PostgreSQL's bigint advisory-lock key; the wrap is intended
 	var ok bool
 	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, key).Scan(&ok); err != nil {
 		conn.Release()

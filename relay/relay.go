@@ -399,7 +399,7 @@ func (r *Relay) backoff(n int) time.Duration {
 		d *= 2
 	}
 	d = min(d, r.opt.MaxBackoff)
-	return d - time.Duration(rand.Int64N(int64(d)/5+1))
+	return d - time.Duration(rand.Int64N(int64(d)/5+1)) // #nosec G404 -- jitter of a retry wait, not a secret
 }
 
 func newToken() string {

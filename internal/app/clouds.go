@@ -82,7 +82,7 @@ func (r *secretReader) read(name string) string {
 	if path == "" {
 		return ""
 	}
-	b, err := os.ReadFile(path)
+	b, err := os.ReadFile(path) // #nosec G304 -- the secret file the operator named in NAME_FILE
 	if err != nil {
 		if r.err == nil {
 			r.err = fmt.Errorf("%s_FILE: %w", name, err)
@@ -176,7 +176,7 @@ const (
 	TencentEmulatorKey = "gpuflowDevEmulatorKey00000000000"
 
 	AlibabaEmulatorID     = "LTAI5tGpuflowDevEmulator"
-	AlibabaEmulatorSecret = "gpuflow-dev-emulator-secret"
+	AlibabaEmulatorSecret = "gpuflow-dev-emulator-secret" // #nosec G101 -- the dev-mode emulator's fixed, published key pair: only the local emulator accepts it
 )
 
 // emulatedPoll is how often watchers look at an emulated machine: emulated

@@ -14,7 +14,7 @@ import (
 // Environment variables of the client.
 const (
 	envServer = "GPUFLOW_SERVER"
-	envToken  = "GPUFLOW_TOKEN"
+	envToken  = "GPUFLOW_TOKEN"  // #nosec G101 -- the name of an environment variable, not a credential
 	envConfig = "GPUFLOW_CONFIG" // the config file's path, instead of <config dir>/gpuflow/config.json
 )
 
@@ -50,7 +50,7 @@ func configPath(getenv func(string) string) (string, error) {
 // loadConfig reads the config file; a missing one is empty.
 func loadConfig(path string) (fileConfig, error) {
 	var c fileConfig
-	b, err := os.ReadFile(path)
+	b, err := os.ReadFile(path) // #nosec G304 -- the CLI's own config file, at the path its user set
 	if errors.Is(err, os.ErrNotExist) {
 		return c, nil
 	}

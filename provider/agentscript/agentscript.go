@@ -49,7 +49,7 @@ import (
 const (
 	EnvJobID      = "GPUFLOW_JOB_ID"
 	EnvAgentURL   = "GPUFLOW_AGENT_URL"
-	EnvAgentToken = "GPUFLOW_AGENT_TOKEN"
+	EnvAgentToken = "GPUFLOW_AGENT_TOKEN" // #nosec G101 -- the name of an environment variable, not a credential
 	EnvImage      = "GPUFLOW_IMAGE"
 	// EnvDeadline is when the agent stops retrying, in Unix seconds (0:
 	// never). The runner stops its RunPod pod then.

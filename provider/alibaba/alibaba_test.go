@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -39,6 +40,15 @@ func TestInfo(t *testing.T) {
 	}
 	if _, err := alibaba.New(alibaba.Config{Mode: "local"}); err == nil {
 		t.Error("New accepted mode local")
+	}
+	// Sent to the API as int32: out of range is refused, not wrapped.
+	for _, cfg := range []alibaba.Config{{SystemDiskGB: 2049}, {SystemDiskGB: -1}, {BandwidthOut: math.MaxInt32 + 1}} {
+		if _, err := alibaba.New(cfg); err == nil {
+			t.Errorf("New accepted disk %d GB, bandwidth %d", cfg.SystemDiskGB, cfg.BandwidthOut)
+		}
+	}
+	if _, err := alibaba.New(alibaba.Config{SystemDiskGB: 2048, BandwidthOut: -1}); err != nil {
+		t.Errorf("New refused the largest disk and no public IP: %v", err)
 	}
 }
 

@@ -211,5 +211,5 @@ func throttleWait(attempt int, base time.Duration) time.Duration {
 		d *= 1.5
 	}
 	d = min(d, float64(maxThrottleWait))
-	return time.Duration(d * (1 + rand.Float64()/2))
+	return time.Duration(d * (1 + rand.Float64()/2)) // #nosec G404 -- jitter of a retry wait, not a secret
 }

@@ -152,7 +152,7 @@ func (p *Provider) classify(ctx context.Context, op string, err error) error {
 	if isThrottleCode(f.code) {
 		// Jitter, so that processes sharing the account do not come
 		// back in step.
-		pe.RetryAfter = max(f.retryAfter, minThrottleWait) + rand.N(minThrottleWait/2)
+		pe.RetryAfter = max(f.retryAfter, minThrottleWait) + rand.N(minThrottleWait/2) // #nosec G404 -- jitter of a retry wait, not a secret
 	}
 	return pe
 }

@@ -216,7 +216,7 @@ func (p *Provider) price(ctx context.Context, c *regionAPI, region, instanceType
 		Amount:       tea.Int32(1),
 		SystemDisk: &ecs.DescribePriceRequestSystemDisk{
 			Category: tea.String(p.cfg.SystemDiskCategory),
-			Size:     tea.Int32(int32(p.cfg.SystemDiskGB)),
+			Size:     tea.Int32(int32(p.cfg.SystemDiskGB)), // #nosec G115 -- New checks SystemDiskGB is at most maxSystemDisk
 		},
 	}
 	if spot {

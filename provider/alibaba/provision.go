@@ -22,7 +22,7 @@ import (
 
 // TagClientToken carries an instance's ClientToken, so that a create
 // whose answer was lost can be found again by tag.
-const TagClientToken = "gpuflow-client-token"
+const TagClientToken = "gpuflow-client-token" // #nosec G101 -- the name of an instance tag, not a credential
 
 // Limits of RunInstances.
 const (
@@ -262,7 +262,7 @@ func (p *Provider) runRequest(req gpuflow.ProvisionRequest, region, zone string,
 	}
 	if p.cfg.BandwidthOut > 0 {
 		rr.InternetChargeType = tea.String("PayByTraffic")
-		rr.InternetMaxBandwidthOut = tea.Int32(int32(p.cfg.BandwidthOut))
+		rr.InternetMaxBandwidthOut = tea.Int32(int32(p.cfg.BandwidthOut)) // #nosec G115 -- New checks BandwidthOut fits an int32
 	}
 	if req.Spec.Spot {
 		rr.SpotStrategy = tea.String(spotStrategy)

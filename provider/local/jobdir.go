@@ -46,7 +46,7 @@ type meta struct {
 }
 
 func readMeta(dir string) (*meta, error) {
-	b, err := os.ReadFile(filepath.Join(dir, metaFile))
+	b, err := os.ReadFile(filepath.Join(dir, metaFile)) // #nosec G304 -- a file in the job directory of a checked id (validID)
 	if err != nil {
 		return nil, err
 	}
@@ -65,7 +65,7 @@ type pidRecord struct {
 }
 
 func readPid(dir string) (pidRecord, error) {
-	b, err := os.ReadFile(filepath.Join(dir, pidFile))
+	b, err := os.ReadFile(filepath.Join(dir, pidFile)) // #nosec G304 -- a file in the job directory of a checked id (validID)
 	if err != nil {
 		return pidRecord{}, err
 	}
@@ -91,7 +91,7 @@ func (r pidRecord) String() string { return fmt.Sprintf("%d %d\n", r.PID, r.Star
 // code as one line (wrappers of earlier versions renamed a complete file
 // into place), so a line without its newline is not written yet.
 func readExitCode(dir string) (code int, ok bool, err error) {
-	b, err := os.ReadFile(filepath.Join(dir, exitCodeFile))
+	b, err := os.ReadFile(filepath.Join(dir, exitCodeFile)) // #nosec G304 -- a file in the job directory of a checked id (validID)
 	if errors.Is(err, fs.ErrNotExist) {
 		return 0, false, nil
 	}
@@ -109,7 +109,7 @@ func readExitCode(dir string) (code int, ok bool, err error) {
 }
 
 func readGPUs(dir string) ([]int, error) {
-	b, err := os.ReadFile(filepath.Join(dir, gpusFile))
+	b, err := os.ReadFile(filepath.Join(dir, gpusFile)) // #nosec G304 -- a file in the job directory of a checked id (validID)
 	if err != nil {
 		return nil, err
 	}

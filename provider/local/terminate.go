@@ -147,7 +147,7 @@ func (p *Provider) removeContainer(ctx context.Context, md *meta) error {
 	ctx, cancel := context.WithTimeout(ctx, dockerTimeout)
 	defer cancel()
 	var out bytes.Buffer
-	cmd := exec.CommandContext(ctx, md.Runtime, "rm", "-f", md.Container)
+	cmd := exec.CommandContext(ctx, md.Runtime, "rm", "-f", md.Container) // #nosec G204 -- the container runtime found at startup, removing the container this provider named (validID)
 	cmd.Stdout = &out
 	cmd.Stderr = &out
 	cmd.Env = envList(p.baseEnv)

@@ -40,7 +40,7 @@ func (p *Provider) sharedPods(ctx context.Context) ([]pod, error) {
 	r := p.listNext
 	if !p.listing {
 		p.listing = true
-		go p.runListings()
+		go p.runListings() // #nosec G118 -- one listing shared by concurrent callers outlives each of them; every caller waits on its own ctx
 	}
 	p.listMu.Unlock()
 	select {

@@ -99,7 +99,7 @@ func classify(op string, err error) error {
 		}
 		perr.Err = se.Unwrap() // a network failure's cause
 		if isThrottleCode(se.Code) {
-			perr.RetryAfter = throttleRetryAfter + rand.N(throttleRetryAfter/2)
+			perr.RetryAfter = throttleRetryAfter + rand.N(throttleRetryAfter/2) // #nosec G404 -- jitter of a retry wait, not a secret
 		}
 		if errors.Is(perr.Err, context.DeadlineExceeded) {
 			perr.Message = op + ": timed out"
