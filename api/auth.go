@@ -90,7 +90,7 @@ func (p Principal) Name() string {
 const (
 	principalKey   = "gpuflow.principal"
 	userKey        = "gpuflow.user"
-	tokenExpiryKey = "gpuflow.token_expiry" // time.Time
+	tokenExpiryKey = "gpuflow.token_expiry" // #nosec G101 -- a context key (its value a time.Time), not a credential
 )
 
 // noOwner is the owner filter of a caller who is nobody: no job has it.

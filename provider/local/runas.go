@@ -73,7 +73,7 @@ func setupRunAs(name, dir string) (*runAs, error) {
 	}
 	// The job directory: others may pass through (to their work
 	// directory), never list it or write in it.
-	if err := os.Chmod(dir, 0o711); err != nil {
+	if err := os.Chmod(dir, 0o711); err != nil { // #nosec G302 -- the run-as user must pass through the job directory (execute only: it cannot list or write it)
 		return nil, fmt.Errorf("job directory: %w", err)
 	}
 	if err := ra.canReach(dir); err != nil {
@@ -118,7 +118,7 @@ func (ra *runAs) credential() *syscall.Credential {
 // account can write there and nowhere else in the job directory, so it
 // cannot forge the control files.
 func (ra *runAs) makeWorkDir(dir string) (string, error) {
-	if err := os.Chmod(dir, 0o711); err != nil {
+	if err := os.Chmod(dir, 0o711); err != nil { // #nosec G302 -- the run-as user must pass through the job directory (execute only: it cannot list or write it)
 		return "", err
 	}
 	w := filepath.Join(dir, workDirName)
