@@ -54,6 +54,23 @@ func readBody(r *http.Request, w http.ResponseWriter, limit int64) ([]byte, erro
 	return data, nil
 }
 
+// decodeOptional reads an optional JSON body of at most limit bytes into v:
+// an empty (or all-space) body leaves v as it is; any other body must be
+// application/json and decode strictly (decodeStrict).
+func decodeOptional(r *http.Request, w http.ResponseWriter, limit int64, v any) error {
+	body, err := readBody(r, w, limit)
+	if err != nil {
+		return err
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil
+	}
+	if err := requireJSON(r); err != nil {
+		return err
+	}
+	return decodeStrict(body, v)
+}
+
 // decodeStrict decodes data, a single JSON object, into v. Unknown fields
 // and wrong types are EINVALID naming the field; malformed JSON and trailing
 // data are invalid_json with the byte offset.

@@ -613,17 +613,8 @@ func (s *Server) handleCancelTask(c echo.Context) error {
 		return err
 	}
 	var in cancelRequest
-	body, err := readBody(req, c.Response(), maxCancelBody)
-	if err != nil {
+	if err := decodeOptional(req, c.Response(), maxCancelBody, &in); err != nil {
 		return err
-	}
-	if len(strings.TrimSpace(string(body))) > 0 {
-		if err := requireJSON(req); err != nil {
-			return err
-		}
-		if err := decodeStrict(body, &in); err != nil {
-			return err
-		}
 	}
 	if len(in.Reason) > maxCancelReasonLen {
 		msg := fmt.Sprintf("reason must be at most %d characters", maxCancelReasonLen)

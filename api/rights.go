@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -108,17 +107,8 @@ func (s *Server) handleCreateInvitation(c echo.Context) error {
 	}
 	req := c.Request()
 	var in invitationRequest
-	body, err := readBody(req, c.Response(), maxAuthBody)
-	if err != nil {
+	if err := decodeOptional(req, c.Response(), maxAuthBody, &in); err != nil {
 		return err
-	}
-	if len(strings.TrimSpace(string(body))) > 0 {
-		if err := requireJSON(req); err != nil {
-			return err
-		}
-		if err := decodeStrict(body, &in); err != nil {
-			return err
-		}
 	}
 	ttl := defaultInvitationTTL
 	if in.ExpiresInHours != nil {
@@ -130,6 +120,7 @@ func (s *Server) handleCreateInvitation(c echo.Context) error {
 		ttl = time.Duration(h) * time.Hour
 	}
 	if in.Email != "" {
+		var err error
 		if in.Email, err = gpuflow.NormalizeEmail(in.Email); err != nil {
 			return err
 		}

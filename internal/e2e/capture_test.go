@@ -371,7 +371,11 @@ func captureReconcile(t *testing.T, cp *capturer) {
 		if terminatedAt.IsZero() {
 			t.Skip("needs terminated-running")
 		}
-		return []runRef{findReconcile(t, s, terminatedAt, func(r *workflows.ReconcileResult) bool {
+		// The run that ended the orphan may have started up to one
+		// interval before the workflow was terminated (it lists the
+		// machines after it starts), so look back one interval and more.
+		since := terminatedAt.Add(-2 * cfg.ReconcileInterval)
+		return []runRef{findReconcile(t, s, since, func(r *workflows.ReconcileResult) bool {
 			return slices.ContainsFunc(r.Results, func(p activities.ReconcileResult) bool { return len(p.Terminated) > 0 })
 		})}
 	})
