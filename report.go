@@ -109,3 +109,36 @@ type ReportStore interface {
 	ReportRecorder
 	ReportOutbox
 }
+
+// NoteWorkflowNotFound begins the note of a report the relay dropped
+// because its workflow was unknown to Temporal or had closed.
+const NoteWorkflowNotFound = "workflow not found or closed"
+
+// WithdrawState is what became of a job's withdraw when a retried
+// submission of the job (the same Idempotency-Key) took it back.
+type WithdrawState string
+
+// The states RetractWithdraw answers.
+const (
+	// WithdrawNone: there was none, or its cancel found no workflow (the
+	// submission never started one), so the retry may go on.
+	WithdrawNone WithdrawState = "none"
+	// WithdrawRetracted: it was undelivered and is gone; the retry goes on
+	// and its job runs.
+	WithdrawRetracted WithdrawState = "retracted"
+	// WithdrawDelivering: a relay holds it this instant; the retry must
+	// wait and try again.
+	WithdrawDelivering WithdrawState = "delivering"
+	// WithdrawDelivered: its cancel reached the job's workflow: that
+	// submission is over and the retry must say so.
+	WithdrawDelivered WithdrawState = "delivered"
+)
+
+// WithdrawRetractor takes a job's withdraw back: the API's answer to a
+// submission retried with the Idempotency-Key of one it withdrew.
+type WithdrawRetractor interface {
+	// RetractWithdraw deletes the job's withdraw unless a relay holds it
+	// or has delivered it (now decides whether a relay's claim has
+	// lapsed) and says which it was. EUNAVAILABLE when the store is down.
+	RetractWithdraw(ctx context.Context, jobID string, now time.Time) (WithdrawState, error)
+}

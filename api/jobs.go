@@ -170,6 +170,9 @@ func (s *Server) handleSubmit(c echo.Context) error {
 	id := uuid.NewString()
 	if key != "" {
 		id = idempotentJobID(caller.UserID, key)
+		if err := s.retractWithdraw(ctx, id); err != nil {
+			return err
+		}
 		if job := s.earlierSubmission(ctx, id); job != nil {
 			return s.replaySubmission(c, job, caller.UserID, spec, "")
 		}
@@ -282,13 +285,13 @@ const (
 //     cancelled with WithdrawReason) rather than running the job to
 //     completion. The API records no job row of its own then.
 //
-// When the withdrawal cannot be recorded either (the store is down too:
-// a double fault) it answers 503 naming both and logs an error: a
-// workflow that did start then runs its job though the client was told
-// 503. Not covered either: a start Temporal applies only after the
-// look-up said not found (or after the relay dropped the withdraw as
-// unknown), and a retry with the same Idempotency-Key that starts the
-// workflow while its withdraw is undelivered (the withdraw cancels it).
+// The not-found case records a withdraw too: a start still in flight may
+// land after the look-up, and the relay keeps trying its cancel for
+// relay.WithdrawWindow. When the withdrawal cannot be recorded (the store
+// is down too: a double fault) it answers 503 naming both and logs an
+// error: a workflow that did start then runs its job though the client
+// was told 503. A retry with the same Idempotency-Key takes the withdraw
+// back first (retractWithdraw), so the job it answers 202 for runs.
 func (s *Server) resolveStart(ctx context.Context, jobID, wfID string, startErr error) (string, error) {
 	// The caller may have gone (the start timed out on its deadline): the
 	// outcome must be settled all the same.
@@ -302,13 +305,6 @@ func (s *Server) resolveStart(ctx context.Context, jobID, wfID string, startErr 
 			"job_id", jobID, "workflow_id", wfID, "run_id", runID, "start_err", startErr)
 		return runID, nil
 	}
-	var notFound *serviceerror.NotFound
-	if errors.As(derr, &notFound) {
-		return "", &gpuflow.Error{Code: gpuflow.EUNAVAILABLE,
-			Message: "the job could not be started (temporal is unavailable); nothing was submitted",
-			Details: map[string]any{"unavailable": []string{"temporal"}},
-			Err:     fmt.Errorf("start workflow %s: %w", wfID, startErr)}
-	}
 	var werr error
 	rec, ok := s.cfg.Jobs.(gpuflow.ReportRecorder)
 	if !ok {
@@ -318,6 +314,19 @@ func (s *Server) resolveStart(ctx context.Context, jobID, wfID string, startErr 
 		_, _, werr = rec.RecordReport(wctx, gpuflow.AgentReport{JobID: jobID, Kind: gpuflow.ReportWithdraw,
 			Message: WithdrawReason, ReceivedAt: s.now().UTC()})
 		cancel()
+	}
+	var notFound *serviceerror.NotFound
+	if errors.As(derr, &notFound) {
+		// Nothing started yet; the withdraw (when recorded) cancels a start
+		// still in flight that lands later.
+		if werr != nil {
+			s.log.WarnContext(ctx, "workflow start failed and the workflow does not exist; no withdrawal recorded for a late start",
+				"job_id", jobID, "workflow_id", wfID, "start_err", startErr, "withdraw_err", werr)
+		}
+		return "", &gpuflow.Error{Code: gpuflow.EUNAVAILABLE,
+			Message: "the job could not be started (temporal is unavailable); nothing was submitted",
+			Details: map[string]any{"unavailable": []string{"temporal"}},
+			Err:     fmt.Errorf("start workflow %s: %w", wfID, startErr)}
 	}
 	if werr != nil {
 		s.log.ErrorContext(ctx, "submission unconfirmed and not withdrawn: its workflow may have started and run the job "+
@@ -336,6 +345,33 @@ func (s *Server) resolveStart(ctx context.Context, jobID, wfID string, startErr 
 			"withdrawn and will not run",
 		Details: map[string]any{"unavailable": []string{"temporal"}},
 		Err:     fmt.Errorf("start workflow %s: %w", wfID, startErr)}
+}
+
+// retractWithdraw takes back the withdraw of an earlier try of this
+// submission (same Idempotency-Key, so the same job id), so that the job
+// this try answers 202 for is not cancelled by it: 503 while a relay is
+// delivering it (try again), 409 once it has cancelled the job's workflow
+// (that submission is over: use a new key).
+func (s *Server) retractWithdraw(ctx context.Context, jobID string) error {
+	r, ok := s.cfg.Jobs.(gpuflow.WithdrawRetractor)
+	if !ok {
+		return nil
+	}
+	state, err := r.RetractWithdraw(ctx, jobID, s.now().UTC())
+	switch {
+	case err != nil:
+		return err
+	case state == gpuflow.WithdrawRetracted:
+		s.log.InfoContext(ctx, "submission retried: its earlier try's withdrawal is taken back", "job_id", jobID)
+	case state == gpuflow.WithdrawDelivering:
+		return &gpuflow.Error{Code: gpuflow.EUNAVAILABLE,
+			Message: "an earlier try of this submission is being withdrawn; try again in a few seconds",
+			Details: map[string]any{"task_id": jobID, "retry_after_seconds": 2}}
+	case state == gpuflow.WithdrawDelivered:
+		return gpuflow.Errorf(gpuflow.ECONFLICT, "an earlier try of this submission was withdrawn and its job cancelled; "+
+			"submit again with a new Idempotency-Key").WithDetails(map[string]any{"task_id": jobID})
+	}
+	return nil
 }
 
 // submitAnswer is the 202 answer of a submission.

@@ -14,6 +14,7 @@ import (
 	workflowpb "go.temporal.io/api/workflow/v1"
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/mocks"
 
 	"github.com/gpuflow/gpuflow"
 	"github.com/gpuflow/gpuflow/internal/pgtest"
@@ -30,6 +31,8 @@ type timingOutTemporal struct {
 	mu           sync.Mutex
 	startsAnyway bool
 	describeErr  error
+	recovered    bool              // Temporal is back: starts succeed (AlreadyStarted for a started one)
+	describeDown bool              // every look-up answers describeErr, even of a started workflow
 	started      map[string]string // workflow id -> run id
 	starts       []string          // workflow ids asked to start
 	describes    []string          // workflow ids looked up
@@ -42,6 +45,16 @@ func newTimingOutTemporal(b *bundle, startsAnyway bool, describeErr error) *timi
 			f.mu.Lock()
 			defer f.mu.Unlock()
 			f.starts = append(f.starts, o.ID)
+			if f.recovered {
+				if runID, ok := f.started[o.ID]; ok {
+					return nil, serviceerror.NewWorkflowExecutionAlreadyStarted("workflow execution already started", "", runID)
+				}
+				f.started[o.ID] = "run-of-" + o.ID
+				run := &mocks.WorkflowRun{}
+				run.On("GetRunID").Return("run-of-" + o.ID).Maybe()
+				run.On("GetID").Return(o.ID).Maybe()
+				return run, nil
+			}
 			if f.startsAnyway {
 				f.started[o.ID] = "run-of-" + o.ID
 			}
@@ -52,7 +65,7 @@ func newTimingOutTemporal(b *bundle, startsAnyway bool, describeErr error) *timi
 			f.mu.Lock()
 			defer f.mu.Unlock()
 			f.describes = append(f.describes, wfID)
-			if runID, ok := f.started[wfID]; ok {
+			if runID, ok := f.started[wfID]; ok && !f.describeDown {
 				return &workflowservice.DescribeWorkflowExecutionResponse{WorkflowExecutionInfo: &workflowpb.WorkflowExecutionInfo{
 					Execution: &commonpb.WorkflowExecution{WorkflowId: wfID, RunId: runID}}}, nil
 			}
@@ -143,8 +156,12 @@ func TestSubmitStartTimesOut(t *testing.T) {
 			t.Errorf("looked up %v after starting %v: the API must check before saying nothing was submitted",
 				ft.describes, ft.starts)
 		}
-		if n := countRows(t, db, `SELECT count(*) FROM jobs`) + countRows(t, db, `SELECT count(*) FROM agent_reports`); n != 0 {
-			t.Errorf("%d rows stored for a submission that did not start", n)
+		if n := countRows(t, db, `SELECT count(*) FROM jobs`); n != 0 {
+			t.Errorf("%d job rows stored for a submission that did not start", n)
+		}
+		// A withdraw all the same: a start still in flight may land later.
+		if n := countRows(t, db, `SELECT count(*) FROM agent_reports WHERE kind = 'withdraw'`); n != 1 {
+			t.Errorf("%d withdraws recorded, want 1 against a late start", n)
 		}
 	})
 
@@ -182,6 +199,69 @@ func TestSubmitStartTimesOut(t *testing.T) {
 		e := wantError(t, rec, http.StatusServiceUnavailable, "unavailable")
 		if !strings.Contains(e.Error.Message, "temporal") || !strings.Contains(e.Error.Message, "postgresql") {
 			t.Errorf("message %q does not name both", e.Error.Message)
+		}
+	})
+
+	// A client retrying with the same Idempotency-Key after a 503 gets a
+	// job that runs: the earlier try's withdraw is taken back first, so it
+	// cannot cancel the job the retry answers 202 for.
+	for _, landed := range []bool{false, true} {
+		name := map[bool]string{false: "RetryAfterWithdraw", true: "RetryAfterWithdrawFirstStartLanded"}[landed]
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			b, db, _ := pgBundle(t)
+			ft := newTimingOutTemporal(b, landed, serviceerror.NewUnavailable("connection refused"))
+			// The first start's answer is lost (having started it when
+			// landed) and the look-up fails: unknown, so withdrawn.
+			ft.describeDown = true
+			first := b.submitKeyed(t, body, "retry-1")
+			wantError(t, first, http.StatusServiceUnavailable, "unavailable")
+			if n := countRows(t, db, `SELECT count(*) FROM agent_reports WHERE kind = 'withdraw'`); n != 1 {
+				t.Fatalf("%d withdraws after the first try", n)
+			}
+			ft.mu.Lock()
+			ft.recovered, ft.describeDown = true, false
+			ft.mu.Unlock()
+			again := b.submitKeyed(t, body, "retry-1")
+			switch {
+			case landed:
+				// The first start stands (AlreadyStarted); its workflow
+				// records the job, which this fake Temporal runs none of,
+				// so the retry is told to come back (409 in progress).
+				if again.Code != http.StatusConflict || !strings.Contains(again.Body.String(), "in_progress") {
+					t.Fatalf("retry: %d %s", again.Code, again.Body)
+				}
+			case again.Code != http.StatusAccepted:
+				t.Fatalf("retry: %d %s", again.Code, again.Body)
+			}
+			if len(ft.started) != 1 {
+				t.Errorf("started %v: want the one workflow", ft.started)
+			}
+			if n := countRows(t, db, `SELECT count(*) FROM agent_reports WHERE kind = 'withdraw'`); n != 0 {
+				t.Errorf("the withdraw is still there after the retry's 202: it would cancel the job")
+			}
+		})
+	}
+
+	t.Run("RetryAfterWithdrawDelivered", func(t *testing.T) {
+		t.Parallel()
+		b, db, _ := pgBundle(t)
+		ft := newTimingOutTemporal(b, false, serviceerror.NewUnavailable("connection refused"))
+		wantError(t, b.submitKeyed(t, body, "retry-2"), http.StatusServiceUnavailable, "unavailable")
+		// The relay delivered its cancel to a workflow that had started.
+		if _, err := db.Pool.Exec(t.Context(), `UPDATE agent_reports SET delivered_at = now() WHERE kind = 'withdraw'`); err != nil {
+			t.Fatal(err)
+		}
+		ft.mu.Lock()
+		ft.recovered = true
+		ft.mu.Unlock()
+		n := len(ft.starts)
+		e := wantError(t, b.submitKeyed(t, body, "retry-2"), http.StatusConflict, "conflict")
+		if !strings.Contains(e.Error.Message, "withdrawn") || !strings.Contains(e.Error.Message, "new Idempotency-Key") {
+			t.Errorf("message %q", e.Error.Message)
+		}
+		if len(ft.starts) != n {
+			t.Errorf("the retry started a workflow after its earlier try was withdrawn")
 		}
 	})
 }

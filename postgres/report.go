@@ -42,6 +42,20 @@ const (
 		ON CONFLICT (job_id) WHERE kind = 'withdraw' DO NOTHING
 		RETURNING id`
 
+	// A withdraw nobody holds is deleted; otherwise what became of it.
+	retractWithdrawSQL = `WITH del AS (
+			DELETE FROM agent_reports WHERE job_id = $1 AND kind = 'withdraw' AND delivered_at IS NULL
+				AND (claim IS NULL OR not_before <= $2)
+			RETURNING id
+		)
+		SELECT CASE
+			WHEN EXISTS (SELECT 1 FROM del) THEN 'retracted'
+			WHEN w.id IS NULL THEN 'none'
+			WHEN w.delivered_at IS NULL THEN 'delivering'
+			WHEN w.note LIKE $3 THEN 'none'
+			ELSE 'delivered' END
+		FROM (SELECT 1) one LEFT JOIN agent_reports w ON w.job_id = $1 AND w.kind = 'withdraw'`
+
 	reportColumns = `id, job_id::text, kind, COALESCE(percent, 0), message, COALESCE(exit_code, 0), received_at, attempts`
 
 	reportOfJobSQL = `SELECT ` + reportColumns + ` FROM agent_reports WHERE job_id = $1 AND kind = $2`
@@ -92,6 +106,16 @@ const (
 	pruneReportsSQL = `DELETE FROM agent_reports WHERE id IN (
 		SELECT id FROM agent_reports WHERE delivered_at < $1 ORDER BY delivered_at LIMIT $2)`
 )
+
+// RetractWithdraw implements gpuflow.WithdrawRetractor.
+func (db *DB) RetractWithdraw(ctx context.Context, jobID string, now time.Time) (gpuflow.WithdrawState, error) {
+	var state string
+	err := db.Pool.QueryRow(ctx, retractWithdrawSQL, jobID, dbTime(now), gpuflow.NoteWorkflowNotFound+"%").Scan(&state)
+	if err != nil {
+		return "", translate(err, "retract withdraw", "agent report")
+	}
+	return gpuflow.WithdrawState(state), nil
+}
 
 func scanReport(row pgx.Row) (gpuflow.AgentReport, error) {
 	var r gpuflow.AgentReport

@@ -424,3 +424,72 @@ func TestRecordReportWithdrawOnce(t *testing.T) {
 		t.Fatalf("an over-long reason: %v", err)
 	}
 }
+
+func TestRetractWithdraw(t *testing.T) {
+	t.Parallel()
+	db, _ := newDB(t)
+	t0 := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	withdraw := func(job string) {
+		t.Helper()
+		mustRecord(t, db, gpuflow.AgentReport{JobID: job, Kind: gpuflow.ReportWithdraw, Message: "not confirmed", ReceivedAt: t0})
+	}
+	retract := func(job string, at time.Time, want gpuflow.WithdrawState) {
+		t.Helper()
+		got, err := db.RetractWithdraw(testCtx(t), job, at)
+		if err != nil || got != want {
+			t.Fatalf("retract %s at %v: %q %v, want %q", job, at, got, err, want)
+		}
+	}
+	claim := func(token string, at time.Time) []gpuflow.AgentReport {
+		t.Helper()
+		claimed, err := db.ClaimReports(testCtx(t), gpuflow.ReportClaim{Token: token, Now: at, Lease: time.Minute, Limit: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return claimed
+	}
+
+	// None, then an undelivered one: deleted, and a second retract finds none.
+	job := newJob().ID
+	retract(job, t0, gpuflow.WithdrawNone)
+	withdraw(job)
+	retract(job, t0, gpuflow.WithdrawRetracted)
+	if rows := reportRows(t, db, job); len(rows) != 0 {
+		t.Fatalf("rows after the retract: %+v", rows)
+	}
+	retract(job, t0, gpuflow.WithdrawNone)
+
+	// Held by a relay: kept while the lease runs, taken once it lapses.
+	held := newJob().ID
+	withdraw(held)
+	if c := claim("relay-1", t0); len(c) != 1 {
+		t.Fatalf("claimed %+v", c)
+	}
+	retract(held, t0.Add(30*time.Second), gpuflow.WithdrawDelivering)
+	if rows := reportRows(t, db, held); len(rows) != 1 {
+		t.Fatalf("a held withdraw was deleted: %+v", rows)
+	}
+	retract(held, t0.Add(2*time.Minute), gpuflow.WithdrawRetracted)
+
+	// Delivered: its cancel reached the workflow. Dropped because the
+	// workflow was unknown: as good as none.
+	delivered, unknown := newJob().ID, newJob().ID
+	withdraw(delivered)
+	withdraw(unknown)
+	var outcomes []gpuflow.ReportOutcome
+	for _, r := range claim("relay-2", t0.Add(3*time.Minute)) {
+		o := gpuflow.ReportOutcome{Report: r, Done: true}
+		if r.JobID == unknown {
+			o.Note = gpuflow.NoteWorkflowNotFound + ": workflow execution not found"
+		}
+		outcomes = append(outcomes, o)
+	}
+	if len(outcomes) != 2 {
+		t.Fatalf("claimed %+v", outcomes)
+	}
+	if err := db.CompleteReports(testCtx(t), "relay-2", t0.Add(3*time.Minute), 0, outcomes); err != nil {
+		t.Fatal(err)
+	}
+	retract(delivered, t0.Add(4*time.Minute), gpuflow.WithdrawDelivered)
+	retract(unknown, t0.Add(4*time.Minute), gpuflow.WithdrawNone)
+}

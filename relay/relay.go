@@ -41,6 +41,12 @@ import (
 // report is delivered as.
 const WithdrawRequestedBy = "api"
 
+// WithdrawWindow is how long a withdraw whose workflow Temporal does not
+// know is retried before it is dropped: longer than any start request the
+// API gave up on can take to land (the SDK's and the server's RPC
+// timeouts are seconds).
+const WithdrawWindow = 2 * time.Minute
+
 // Signaler is the part of the Temporal client the relay signals with.
 type Signaler interface {
 	SignalWorkflow(ctx context.Context, workflowID, runID, signalName string, arg any) error
@@ -359,9 +365,14 @@ func (r *Relay) deliverOne(ctx context.Context, rep gpuflow.AgentReport) (o gpuf
 	switch {
 	case err == nil:
 		o.Done = true
+	case errors.As(err, &notFound) && rep.Kind == gpuflow.ReportWithdraw && r.now().Before(rep.ReceivedAt.Add(WithdrawWindow)):
+		// A start the API could not confirm may still land (it was in
+		// flight when the API gave up): keep trying for a while.
+		o.Error = err.Error()
+		o.RetryAt = r.now().Add(r.backoff(rep.Attempts + 1))
 	case errors.As(err, &notFound):
 		// Unknown, or closed: nobody is waiting for it any more.
-		o.Done, o.Note = true, "workflow not found or closed: "+err.Error()
+		o.Done, o.Note = true, gpuflow.NoteWorkflowNotFound+": "+err.Error()
 		r.log.Info("agent report dropped: the job's workflow is not running", "job_id", rep.JobID, "kind", rep.Kind, "report_id", rep.ID)
 	case errors.As(err, &invalid):
 		o.Done, o.Note = true, "rejected by temporal: "+err.Error()

@@ -468,14 +468,23 @@ func TestRelayDeliversWithdrawals(t *testing.T) {
 		}
 		return nil
 	})
-	if next := pass(t, r, c, next); !next.IsZero() {
-		t.Fatalf("due again at %v after delivery", next)
-	}
+	next = pass(t, r, c, next)
 	sent, calls := sig.take()
 	want := signal{WorkflowID: workflows.JobWorkflowID(started), Name: workflows.SignalCancel,
 		Payload: workflows.CancelSignal{Reason: reason, RequestedBy: relay.WithdrawRequestedBy}}
 	if calls != 2 || len(sent) != 1 || sent[0] != want {
 		t.Fatalf("sent %+v in %d calls, want %+v", sent, calls, want)
+	}
+	// The unknown workflow's start may still land: its withdrawal is kept
+	// and tried again until relay.WithdrawWindow has passed, then dropped.
+	if undelivered(t, db) != 1 || next.IsZero() {
+		t.Fatalf("a withdrawal whose workflow is not known yet was dropped at once (%d undelivered, next %v)", undelivered(t, db), next)
+	}
+	if next := pass(t, r, c, t0.Add(relay.WithdrawWindow+time.Second)); !next.IsZero() {
+		t.Fatalf("due again at %v after the window", next)
+	}
+	if sent, calls := sig.take(); calls != 1 || len(sent) != 0 {
+		t.Fatalf("after the window: sent %+v in %d calls", sent, calls)
 	}
 	var note string
 	if err := db.Pool.QueryRow(testCtx(t), `SELECT note FROM agent_reports WHERE job_id = $1 AND delivered_at IS NOT NULL`,
