@@ -28,7 +28,9 @@ type Options struct {
 	MaxConcurrentActivities int
 	// WorkflowCacheSize bounds the workflows kept in memory between their
 	// events (0: the SDK default, 10,000). It is process-wide: the SDK has
-	// one cache for every worker of the process.
+	// one cache for every worker of the process, made when the first of
+	// them starts (in the dev stack that is the embedded Temporal server's
+	// system worker, so devstack sets the size before starting it).
 	WorkflowCacheSize int
 	// Services are the long-running loops the worker runs for its
 	// lifetime (the queue's dispatcher, the machine watchers); each

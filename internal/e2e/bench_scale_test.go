@@ -122,20 +122,12 @@ func TestBenchScale(t *testing.T) {
 
 	// GPUFLOW_SCALE_PPROF=dir keeps profiles of this process (it hosts the
 	// Temporal server, the worker, the API and the emulators): CPU from the
-	// first submit until all run, and the heap once all run.
+	// first submit until all run and over the steady window, and the heap
+	// once all run.
 	profDir := os.Getenv("GPUFLOW_SCALE_PPROF")
-	stopCPU := func() {}
-	if profDir != "" {
-		f, err := os.Create(filepath.Join(profDir, "ramp.cpu.pprof"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			t.Fatal(err)
-		}
-		stopCPU = func() { pprof.StopCPUProfile(); f.Close(); stopCPU = func() {} }
-		t.Cleanup(func() { stopCPU() })
-	}
+	stopRamp := startCPUProfile(t, profDir, "ramp.cpu.pprof")
+	stopCPU := func() { stopRamp(); stopRamp = func() {} }
+	t.Cleanup(func() { stopCPU() })
 
 	// Submit. The jobs run far longer than the test: they end by cancel.
 	const longRun = 24 * 3600
@@ -179,7 +171,9 @@ func TestBenchScale(t *testing.T) {
 	time.Sleep(5 * time.Second) // let the last jobs' start-up writes settle
 	runningBefore := tr.count(ids, gpuflow.StatusRunning)
 	m0 := measure(t, conn, s, cfg.DataDir)
+	stopSteadyCPU := startCPUProfile(t, profDir, "steady.cpu.pprof")
 	time.Sleep(steady)
+	stopSteadyCPU()
 	m1 := measure(t, conn, s, cfg.DataDir)
 	runningAfter := tr.count(ids, gpuflow.StatusRunning)
 	report(t, base, m0, m1, (runningBefore+runningAfter)/2)
@@ -194,6 +188,22 @@ func TestBenchScale(t *testing.T) {
 	done := tr.waitAll(t, conn, exitIDs, gpuflow.StatusSucceeded, start, time.Duration(exitRun)*time.Second+exitWait)
 	exitLatency(t, conn, tr, agent, exitIDs, done, dropFinished)
 	t.Logf("BENCH scale end: load %s", loadavg())
+}
+
+// startCPUProfile writes a CPU profile of this process to dir/name until
+// the returned func is called; nothing when dir is "".
+func startCPUProfile(t *testing.T, dir, name string) func() {
+	if dir == "" {
+		return func() {}
+	}
+	f, err := os.Create(filepath.Join(dir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		t.Fatal(err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }
 }
 
 // envDuration reads a duration (or a number of seconds) from the environment.
