@@ -115,6 +115,12 @@ type ProvisionRequest struct {
 	// timer (auto-release, terminate-after) somewhat past it, so a machine
 	// dies even if gpuflow is gone. Zero means the provider's default.
 	MaxDuration time.Duration `json:"max_duration,omitempty"`
+	// FirstTry says no earlier call was made with IdempotencyKey (the
+	// activity's first attempt), so no machine of it can exist: a provider
+	// without server-side idempotency (RunPod, which must list every pod
+	// to find one by name) skips its look-up. False (the zero value) is
+	// always safe. Set by the activity, never by the workflow.
+	FirstTry bool `json:"-"`
 }
 
 // AgentEndpoint is where a machine's agent reports: POST URL+"/progress"

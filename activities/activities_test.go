@@ -32,6 +32,7 @@ type fakeProvider struct {
 	// provisioned, when not nil, makes Provision create machines (by
 	// idempotency key) instead of answering "no capacity".
 	provisioned map[string]*gpuflow.Machine
+	firstTries  []bool // FirstTry of each Provision request
 }
 
 func (f *fakeProvider) Info() gpuflow.ProviderInfo { return gpuflow.ProviderInfo{Name: "fake"} }
@@ -41,6 +42,7 @@ func (f *fakeProvider) Offers(context.Context) ([]gpuflow.Offer, error) {
 func (f *fakeProvider) Provision(_ context.Context, r gpuflow.ProvisionRequest) (*gpuflow.Machine, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.firstTries = append(f.firstTries, r.FirstTry)
 	if f.provisioned == nil {
 		return nil, &gpuflow.ProviderError{Provider: "fake", Kind: gpuflow.KindNoCapacity, Message: "sold out"}
 	}
@@ -311,6 +313,21 @@ func TestTerminateMachineShipsTheRestAndUnwatches(t *testing.T) {
 	}
 	if wt, _ := w.GetWatch(context.Background(), "j"); wt != nil {
 		t.Fatalf("still watched: %+v", wt)
+	}
+}
+
+// TestProvisionFirstTry: the activity's first attempt tells the provider
+// that nothing can have been made with the request's key yet.
+func TestProvisionFirstTry(t *testing.T) {
+	t.Parallel()
+	p := &fakeProvider{machines: map[string]*gpuflow.Machine{}, provisioned: map[string]*gpuflow.Machine{}}
+	acts := &Activities{Jobs: &memStore{}, Providers: gpuflow.Providers{p}}
+	if _, err := env(t, acts).ExecuteActivity(acts.Provision, &ProvisionInput{Provider: "fake",
+		Request: gpuflow.ProvisionRequest{JobID: "j", IdempotencyKey: "j-a1"}}); err != nil {
+		t.Fatal(err)
+	}
+	if len(p.firstTries) != 1 || !p.firstTries[0] {
+		t.Fatalf("FirstTry of attempt 1: %v, want [true]", p.firstTries)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/gpuflow/gpuflow"
@@ -40,6 +41,9 @@ func (a *Activities) Provision(ctx context.Context, in *ProvisionInput) (*Provis
 		return nil, err
 	}
 	req := in.Request
+	// Each Provision of a workflow has a key of its own, so on the
+	// activity's first attempt nothing can have been made with it yet.
+	req.FirstTry = activity.GetInfo(ctx).Attempt == 1
 	if a.Agents != nil {
 		// Issued here, not in the workflow: the token must never enter
 		// the workflow's history. It lives as long as the job may, and a

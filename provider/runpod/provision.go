@@ -80,8 +80,10 @@ func PodName(key string) string {
 // agent endpoint and the runner.
 //
 // It first looks for a pod named PodName(IdempotencyKey) and returns it if
-// one exists; after a 5xx or no answer on create it looks again before
-// giving up, so a retried call never makes a second pod.
+// one exists (unless req.FirstTry: a listing of every pod is the only way
+// to look, megabytes with thousands of pods); after a 5xx or no answer on
+// create it looks again before giving up, so a retried call never makes a
+// second pod.
 func (p *Provider) Provision(ctx context.Context, req gpuflow.ProvisionRequest) (*gpuflow.Machine, error) {
 	if err := p.checkKey(); err != nil {
 		return nil, err
@@ -91,11 +93,13 @@ func (p *Provider) Provision(ctx context.Context, req gpuflow.ProvisionRequest) 
 	}
 	name := PodName(req.IdempotencyKey)
 	log := p.log.With("job_id", req.JobID, "pod_name", name)
-	if m, err := p.findByName(ctx, name); err != nil {
-		return nil, err
-	} else if m != nil {
-		log.InfoContext(ctx, "pod already exists", "machine_id", m.ID, "state", m.State)
-		return m, nil
+	if !req.FirstTry {
+		if m, err := p.findByName(ctx, name); err != nil {
+			return nil, err
+		} else if m != nil {
+			log.InfoContext(ctx, "pod already exists", "machine_id", m.ID, "state", m.State)
+			return m, nil
+		}
 	}
 	gpu, ok := p.resolveGPU(req)
 	if !ok {
