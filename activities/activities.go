@@ -20,6 +20,10 @@ type Activities struct {
 	Providers gpuflow.Providers
 	// Workflows answers whether a job's workflow still runs (the reconciler).
 	Workflows WorkflowDescriber
+	// JobWorkflowType is the job workflow's type name: the reconciler
+	// lists the running ones in one query (empty: it looks up each
+	// machine's workflow alone).
+	JobWorkflowType string
 	// Agents gives a cloud machine its agent endpoint and token; nil leaves
 	// machines without one (enough for the local provider).
 	Agents AgentIssuer

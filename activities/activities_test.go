@@ -3,10 +3,14 @@ package activities
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
 
+	commonpb "go.temporal.io/api/common/v1"
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
 	workflowpb "go.temporal.io/api/workflow/v1"
@@ -156,6 +160,43 @@ func (f fakeWorkflows) DescribeWorkflowExecution(_ context.Context, id, _ string
 		return nil, serviceerror.NewNotFound("workflow not found")
 	}
 	return &workflowservice.DescribeWorkflowExecutionResponse{WorkflowExecutionInfo: &workflowpb.WorkflowExecutionInfo{Status: st}}, nil
+}
+
+// ListWorkflow lists the running ones, one a page.
+func (f fakeWorkflows) ListWorkflow(_ context.Context, req *workflowservice.ListWorkflowExecutionsRequest) (*workflowservice.ListWorkflowExecutionsResponse, error) {
+	var ids []string
+	for id, st := range f {
+		if st == enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	i := 0
+	if len(req.NextPageToken) > 0 {
+		i, _ = strconv.Atoi(string(req.NextPageToken))
+	}
+	resp := &workflowservice.ListWorkflowExecutionsResponse{}
+	if i < len(ids) {
+		resp.Executions = []*workflowpb.WorkflowExecutionInfo{{Execution: &commonpb.WorkflowExecution{WorkflowId: ids[i]}}}
+	}
+	if i+1 < len(ids) {
+		resp.NextPageToken = []byte(strconv.Itoa(i + 1))
+	}
+	return resp, nil
+}
+
+// countingWorkflows counts the look-ups of single workflows.
+type countingWorkflows struct {
+	fakeWorkflows
+	mu        sync.Mutex
+	describes []string
+}
+
+func (c *countingWorkflows) DescribeWorkflowExecution(ctx context.Context, id, run string) (*workflowservice.DescribeWorkflowExecutionResponse, error) {
+	c.mu.Lock()
+	c.describes = append(c.describes, id)
+	c.mu.Unlock()
+	return c.fakeWorkflows.DescribeWorkflowExecution(ctx, id, run)
 }
 
 func env(t *testing.T, acts *Activities) *testsuite.TestActivityEnvironment {
@@ -382,6 +423,41 @@ func TestReconcileProvider(t *testing.T) {
 	}
 	if store.jobs["j-forced"].Status != gpuflow.StatusFailed || store.updates[0].Seq != 5 {
 		t.Fatalf("forced job %+v, updates %+v", store.jobs["j-forced"], store.updates)
+	}
+}
+
+// TestReconcileListsRunningJobsOnce: with the job workflow type known, the
+// reconciler lists the running jobs (paged) instead of looking up every
+// machine's workflow; only machines whose workflow the listing lacks are
+// looked up, and a listed-then-gone machine is left alone.
+func TestReconcileListsRunningJobsOnce(t *testing.T) {
+	t.Parallel()
+	old := time.Now().Add(-time.Hour)
+	tag := func(job string) map[string]string {
+		return map[string]string{gpuflow.TagManaged: "true", gpuflow.TagJob: job}
+	}
+	p := &fakeProvider{machines: map[string]*gpuflow.Machine{}}
+	wfs := &countingWorkflows{fakeWorkflows: fakeWorkflows{}}
+	for i := range 5 {
+		id := fmt.Sprintf("j%d", i)
+		p.machines["m-"+id] = &gpuflow.Machine{ID: "m-" + id, State: gpuflow.MachineRunning, CreatedAt: old, Tags: tag(id)}
+		wfs.fakeWorkflows["job-"+id] = enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING
+	}
+	p.machines["m-done"] = &gpuflow.Machine{ID: "m-done", State: gpuflow.MachineRunning, CreatedAt: old, Tags: tag("done")}
+	wfs.fakeWorkflows["job-done"] = enumspb.WORKFLOW_EXECUTION_STATUS_COMPLETED
+	store := &memStore{jobs: map[string]*gpuflow.Job{"done": {ID: "done", Status: gpuflow.StatusSucceeded, LastSeq: 3}}}
+	acts := &Activities{Jobs: store, Providers: gpuflow.Providers{p}, Workflows: wfs, JobWorkflowType: "GpuJob"}
+	v, err := env(t, acts).ExecuteActivity(acts.ReconcileProvider, &ReconcileInput{Provider: "fake", Grace: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res ReconcileResult
+	_ = v.Get(&res)
+	if res.Owned != 5 || len(res.Terminated) != 1 || res.Terminated[0] != "m-done" {
+		t.Fatalf("result %+v", res)
+	}
+	if !slices.Equal(wfs.describes, []string{"job-done"}) {
+		t.Fatalf("looked up %v, want only the workflow the listing lacked", wfs.describes)
 	}
 }
 
