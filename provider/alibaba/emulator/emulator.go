@@ -96,6 +96,10 @@ type Options struct {
 	// account); nil means DefaultRateLimits. Actions not listed are not
 	// limited. RateLimiter changes them while running.
 	RateLimits map[string]emulate.Rate
+	// StateFile, when set, is where the emulator persists its instances,
+	// ClientToken records and jobs, and restores them from when it
+	// starts (see "Persisted state" in the package doc).
+	StateFile string
 }
 
 // DefaultRateLimits are the rates the emulator enforces on ECS's instance
@@ -133,6 +137,9 @@ type Emulator struct {
 	tokens   map[string]tokenUse // ClientToken → the create it answered
 	wakeups  wakeups             // when instances are next due to move on (schedule.go)
 	wakeSeq  uint64
+	creates  map[string]int // ClientToken → instances it created
+	dirty    bool           // the state changed since it was last persisted
+	catchUp  bool           // restoring: jobs start at their instance's boot time
 }
 
 // tokenUse remembers a RunInstances call made with a ClientToken.
@@ -171,6 +178,7 @@ func New(opts Options) *Emulator {
 		done:     make(chan struct{}),
 		machines: map[string]*machine{},
 		tokens:   map[string]tokenUse{},
+		creates:  map[string]int{},
 	}
 	if e.regions == nil {
 		e.regions = map[string][]string{DefaultRegion: {DefaultRegion + "-i", DefaultRegion + "-j"}}
@@ -194,6 +202,7 @@ func New(opts Options) *Emulator {
 	}
 	e.limits = emulate.NewRateLimiter(rates, nil)
 	e.ctx, e.cancel = context.WithCancel(context.Background())
+	e.restore()
 	e.wg.Add(1)
 	go e.tick()
 	return e
@@ -212,6 +221,7 @@ func (e *Emulator) tick() {
 		case <-t.C:
 			e.mu.Lock()
 			e.advance()
+			e.flush()
 			e.mu.Unlock()
 		}
 	}
@@ -248,6 +258,7 @@ func (e *Emulator) Close() {
 func (e *Emulator) Live() []string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	defer e.flush()
 	e.advance()
 	var ids []string
 	for _, m := range e.inOrder() {
@@ -274,6 +285,7 @@ func (e *Emulator) Preempt(machineID string) error {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	defer e.flush()
 	e.advance()
 	m, ok := e.machines[id]
 	if !ok {
@@ -438,6 +450,7 @@ func (e *Emulator) handle(c *call, body []byte) (int, any) {
 
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	defer e.flush() // persisted before the answer goes
 	if e.closed {
 		return c.unavailable()
 	}
@@ -496,8 +509,7 @@ func (e *Emulator) serveAdmin(w http.ResponseWriter, r *http.Request, rest strin
 	case rest == "ratelimits":
 		e.limits.Handler().ServeHTTP(w, r)
 	case rest == "live":
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(map[string][]string{"instances": e.Live()})
+		emulate.LiveHandler(e.LiveReport).ServeHTTP(w, r)
 	default:
 		http.NotFound(w, r)
 	}

@@ -89,6 +89,10 @@ type Options struct {
 	// RateLimits are the request rates enforced per user (API key); nil
 	// means DefaultRateLimits. RateLimiter changes them while running.
 	RateLimits map[string]emulate.Rate
+	// StateFile, when set, is where the emulator persists its pods (their
+	// volumes and containers included) and restores them from when it
+	// starts (see "Persisted state" in the package doc).
+	StateFile string
 }
 
 // ClassRead is the rate-limit class of the calls that read pods: GET
@@ -137,6 +141,8 @@ type Emulator struct {
 	recorded      []Request
 	recordedBytes int
 	closed        bool
+	creates       map[string]int // pod name → pods created with it
+	dirty         bool           // the state changed since it was last persisted
 
 	ctx    context.Context // ends on Close: emulated jobs and slow answers
 	cancel context.CancelFunc
@@ -146,7 +152,7 @@ type Emulator struct {
 // New returns a running emulator; Close stops it.
 func New(opts Options) *Emulator {
 	e := &Emulator{opts: opts, timing: opts.Timing, now: opts.Now, log: opts.Logger, agent: opts.AgentClient,
-		pods: map[string]*pod{}, removed: map[string]podRuns{}}
+		pods: map[string]*pod{}, removed: map[string]podRuns{}, creates: map[string]int{}}
 	if e.timing == (emulate.Timing{}) {
 		e.timing = emulate.DefaultTiming
 	}
@@ -180,6 +186,7 @@ func New(opts Options) *Emulator {
 	}
 	e.limits = emulate.NewRateLimiter(rates, nil)
 	e.ctx, e.cancel = context.WithCancel(context.Background())
+	e.restore()
 	e.wg.Go(e.clock)
 	return e
 }
@@ -197,6 +204,7 @@ func (e *Emulator) clock() {
 		case <-t.C:
 			e.mu.Lock()
 			e.advance()
+			e.flush()
 			e.mu.Unlock()
 		}
 	}
@@ -251,6 +259,7 @@ func (e *Emulator) Preempt(id string) error {
 	}
 	e.stop(p)
 	p.preempted = true
+	e.changed()
 	e.log.Info("runpod emulator: pod preempted", "pod_id", id)
 	return nil
 }
@@ -439,6 +448,8 @@ func (e *Emulator) admin(w http.ResponseWriter, r *http.Request, rest string) {
 		e.faults.Handler().ServeHTTP(w, r)
 	case rest == "ratelimits":
 		e.limits.Handler().ServeHTTP(w, r)
+	case rest == "live":
+		emulate.LiveHandler(e.LiveReport).ServeHTTP(w, r)
 	case strings.HasPrefix(rest, "preempt/"):
 		if r.Method != http.MethodPost {
 			w.Header().Set("Allow", http.MethodPost)
