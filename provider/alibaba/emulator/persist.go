@@ -1,6 +1,7 @@
 package emulator
 
 import (
+	"strings"
 	"time"
 
 	"github.com/gpuflow/gpuflow"
@@ -168,4 +169,17 @@ func (e *Emulator) LiveReport() emulate.LiveReport {
 		rep.Instances = append(rep.Instances, m.id)
 	}
 	return rep
+}
+
+// JobAcked reports whether the API acknowledged the finished report of
+// the job on instance machineID (which may carry a "<region>:" prefix).
+func (e *Emulator) JobAcked(machineID string) bool {
+	id := machineID
+	if i := strings.LastIndex(id, ":"); i >= 0 {
+		id = id[i+1:]
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	m := e.machines[id]
+	return m != nil && m.job != nil && m.job.Acked
 }

@@ -159,3 +159,12 @@ func (e *Emulator) LiveReport() emulate.LiveReport {
 	}
 	return rep
 }
+
+// JobAcked reports whether the API acknowledged the finished report of
+// the job on instance machineID (which may carry a "<region>:" prefix).
+func (e *Emulator) JobAcked(machineID string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	in := e.instances[instanceID(machineID)]
+	return in != nil && in.job != nil && in.job.Acked
+}
