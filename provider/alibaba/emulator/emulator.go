@@ -15,6 +15,27 @@
 // written by agentscript), and the job reports progress, output and its
 // exit code there as the real boot script would.
 //
+// Persisted state: with Options.StateFile the emulator writes every
+// instance (ids, spec, tags, user data, status, timestamps, locks, the
+// ClientToken it was created with), the ClientToken records, the creates
+// per ClientToken and each instance's job (its plan, start time, whether
+// it ended and with what exit code, whether the finished report was
+// acknowledged), with emulate.SaveFile (temp, fsync, rename) after every
+// change and before the call that made it is answered, so a kill -9 loses
+// no acknowledged create or delete. New restores them: instances keep
+// their ids and statuses, the clock catches up with what came due while
+// the emulator was down, and a running job goes on from its start time
+// (one whose end passed ends at once and reports then). GET
+// /_emulator/live lists the instances and the creates per ClientToken
+// (emulate.LiveReport).
+//
+// The modelling compromise: on a real cloud a machine's agent keeps running
+// while the API frontend is down; here the emulated agent lives in the
+// emulator's process, so its reports pause while the process is down and
+// resume after the restart (the agent retries each report until it is
+// acknowledged, as now). The real agent retries with backoff while the API
+// is unreachable, so the API sees the same thing either way: late reports.
+//
 // Supported actions: RunInstances, DescribeInstances,
 // DescribeInstanceStatus, DeleteInstance, DeleteInstances,
 // DescribeAvailableResource and DescribePrice. Fault switches

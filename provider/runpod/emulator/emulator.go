@@ -27,7 +27,27 @@
 // pod and then answers 500. Pod reads are limited per user
 // (Options.RateLimits) and answered 429 with Retry-After past the limit.
 // Admin endpoints, without auth, for the dev command: /_emulator/faults
-// and /_emulator/ratelimits (GET, PUT) and POST /_emulator/preempt/<id>.
+// and /_emulator/ratelimits (GET, PUT), GET /_emulator/live and POST
+// /_emulator/preempt/<id>.
+//
+// Persisted state: with Options.StateFile the emulator writes every pod
+// (ids, spec, env, status, timestamps, its volume and container disk with
+// the runner's state: job started and when, its plan, exit code, the
+// finished-report marker, its output) and the pods created per name, with
+// emulate.SaveFile (temp, fsync, rename) on every change and before the
+// call that made it is answered, so a kill -9 loses no acknowledged create
+// or terminate. New restores them: pods keep their ids and states, a
+// container that was running goes on (a runner's job from its start time;
+// one whose end passed while the emulator was down ends at once and
+// reports then). GET /_emulator/live lists the pods and the creates per
+// name (emulate.LiveReport).
+//
+// The modelling compromise: on a real cloud a machine's agent keeps running
+// while the API frontend is down; here the emulated agent lives in the
+// emulator's process, so its reports pause while the process is down and
+// resume after the restart (the agent retries each report until it is
+// acknowledged, as now). The real agent retries with backoff while the API
+// is unreachable, so the API sees the same thing either way: late reports.
 //
 // What it does not do: templates, network volumes, clusters, serverless,
 // billing, logs, SSH keys. GraphQL is routed on the operation's field name

@@ -36,6 +36,27 @@
 // the user's caused it) and vanishes after Options.ReclaimLinger. An
 // ActionTimer fires TerminateInstances at its time.
 //
+// Persisted state: with Options.StateFile the emulator writes every
+// instance (ids, spec, tags, user data, state, timestamps, ActionTimer,
+// the ClientToken it was created with), the ClientToken records, the
+// creates per ClientToken and each instance's job (its plan, start time,
+// whether it ended and with what exit code, whether the finished report
+// was acknowledged), with emulate.SaveFile (temp, fsync, rename) after
+// every change and before the call that made it is answered, so a kill -9
+// loses no acknowledged create or terminate. New restores them: instances
+// keep their ids and states, the clock catches up with what came due
+// while the emulator was down, and a running job goes on from its start
+// time (one whose end passed ends at once and reports then). GET
+// /_emulator/live lists the live instances and the creates per
+// ClientToken (emulate.LiveReport).
+//
+// The modelling compromise: on a real cloud a machine's agent keeps running
+// while the API frontend is down; here the emulated agent lives in the
+// emulator's process, so its reports pause while the process is down and
+// resume after the restart (the agent retries each report until it is
+// acknowledged, as now). The real agent retries with backoff while the API
+// is unreachable, so the API sees the same thing either way: late reports.
+//
 // Prices are in USD, as on an international-site account.
 //
 // Faults (emulate.Faults, flipped with Faults().Set or PUT
