@@ -11,7 +11,9 @@
 //	gpuflow version   print the version
 //
 // Built with -tags dev it also has `gpuflow dev`, the whole system in one
-// process (make run).
+// process (make run), and `gpuflow emulators --state DIR --runpod ADDR
+// --tencent ADDR --alibaba ADDR`, the cloud emulators as a process of their
+// own (internal/emuproc).
 //
 // Client commands (internal/cli): login, logout, submit, ls, status, logs,
 // cancel, watch, providers, gpus, recommend; `gpuflow help` lists them and

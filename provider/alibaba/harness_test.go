@@ -103,6 +103,29 @@ type env struct {
 	p     *alibaba.Provider
 	agent *fakeAgent
 	logs  *syncBuffer
+	eo    emulator.Options
+	emuMu sync.Mutex // guards emu, which restart replaces
+}
+
+// serving is the emulator answering at e.srv.
+func (e *env) serving() *emulator.Emulator {
+	e.emuMu.Lock()
+	defer e.emuMu.Unlock()
+	return e.emu
+}
+
+// restart stops the emulator and starts a new one from its state file,
+// behind the same URL: the emulator process killed and started again
+// (Close writes nothing to the state file, as a kill would not). between
+// runs while none is up.
+func (e *env) restart(between func()) {
+	e.emuMu.Lock()
+	defer e.emuMu.Unlock()
+	e.emu.Close()
+	if between != nil {
+		between()
+	}
+	e.emu = emulator.New(e.eo)
 }
 
 // fastTiming keeps emulated phases short; tests move the clock past them.
@@ -132,14 +155,15 @@ func newEnv(t *testing.T, options ...envOption) *env {
 	for _, o := range options {
 		o(&eo, &cfg)
 	}
+	e.eo = eo
 	e.emu = emulator.New(eo)
-	e.srv = httptest.NewServer(e.emu)
+	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { e.serving().ServeHTTP(w, r) }))
 	t.Cleanup(func() {
 		e.srv.Close()
-		e.emu.Close()
+		e.serving().Close()
 	})
 	t.Cleanup(func() {
-		if live := e.emu.Live(); len(live) != 0 {
+		if live := e.serving().Live(); len(live) != 0 {
 			t.Errorf("emulator still holds live instances after the test: %v", live)
 		}
 	})

@@ -110,8 +110,8 @@ const (
 
 // JobPlan is what an emulated job will do.
 type JobPlan struct {
-	ExitCode int
-	Run      time.Duration
+	ExitCode int           `json:"exit_code"`
+	Run      time.Duration `json:"run_ns"`
 }
 
 // PlanJob reads the job's env for its exit code and duration.
@@ -430,6 +430,24 @@ func (r *Reporter) Stop() {
 // output lines to out and progress to progress, over plan.Run. It returns
 // false when ctx ended first (the machine stopped or was terminated).
 func PlayJob(ctx context.Context, plan JobPlan, jobID string, out *Spool, progress func(float64, string)) bool {
+	BeginJob(out, jobID)
+	return PlayJobFrom(ctx, plan, jobID, out, progress, 0)
+}
+
+// BeginJob writes the line an emulated job starts its output with.
+func BeginJob(out *Spool, jobID string) {
+	fmt.Fprintf(out, "emulated job %s started\n", jobID)
+}
+
+// EndJob writes the line an emulated job ends its output with.
+func EndJob(out *Spool, jobID string, code int) {
+	fmt.Fprintf(out, "emulated job %s exiting with %d\n", jobID, code)
+}
+
+// PlayJobFrom plays the rest of a job that began (BeginJob) elapsed ago:
+// the progress still ahead of it, then its last line. A job whose end has
+// passed ends at once. It returns false when ctx ended first.
+func PlayJobFrom(ctx context.Context, plan JobPlan, jobID string, out *Spool, progress func(float64, string), elapsed time.Duration) bool {
 	sleep := func(d time.Duration) bool {
 		t := time.NewTimer(d)
 		defer t.Stop()
@@ -440,16 +458,23 @@ func PlayJob(ctx context.Context, plan JobPlan, jobID string, out *Spool, progre
 			return true
 		}
 	}
-	fmt.Fprintf(out, "emulated job %s started\n", jobID)
-	progress(0, "started")
-	if !sleep(plan.Run / 2) {
+	half := plan.Run / 2
+	if elapsed < half {
+		progress(0, "started")
+		if !sleep(half - elapsed) {
+			return false
+		}
+	}
+	if elapsed < plan.Run {
+		progress(50, "half way")
+		if !sleep(plan.Run - max(elapsed, half)) {
+			return false
+		}
+	}
+	if ctx.Err() != nil {
 		return false
 	}
-	progress(50, "half way")
-	if !sleep(plan.Run - plan.Run/2) {
-		return false
-	}
-	fmt.Fprintf(out, "emulated job %s exiting with %d\n", jobID, plan.ExitCode)
+	EndJob(out, jobID, plan.ExitCode)
 	return true
 }
 
@@ -460,11 +485,5 @@ func PlayJob(ctx context.Context, plan JobPlan, jobID string, out *Spool, progre
 // or a's deadline passed), or when ctx is done (the machine was
 // terminated).
 func RunJob(ctx context.Context, a Agent, plan JobPlan, jobID string) {
-	out := &Spool{}
-	r := StartReporter(ctx, a, out)
-	if !PlayJob(ctx, plan, jobID, out, r.Progress) {
-		r.Stop()
-		return
-	}
-	_ = r.Finish(plan.ExitCode)
+	ResumeJob(ctx, a, JobState{Plan: plan}, jobID, 0, JobHooks{})
 }

@@ -97,6 +97,29 @@ type env struct {
 	gqlHook atomic.Pointer[func()]
 	// invalid are request bodies the test sends to be refused.
 	invalid []string
+	eo      emulator.Options
+	emMu    sync.Mutex // guards em, which restart replaces
+}
+
+// serving is the emulator answering at e.srv.
+func (e *env) serving() *emulator.Emulator {
+	e.emMu.Lock()
+	defer e.emMu.Unlock()
+	return e.em
+}
+
+// restart stops the emulator and starts a new one from its state file,
+// behind the same URL: the emulator process killed and started again
+// (Close writes nothing to the state file, as a kill would not). between
+// runs while none is up.
+func (e *env) restart(between func()) {
+	e.emMu.Lock()
+	defer e.emMu.Unlock()
+	e.em.Close()
+	if between != nil {
+		between()
+	}
+	e.em = emulator.New(e.eo)
 }
 
 // onGraphQL runs f before the next GraphQL request is served.
@@ -108,23 +131,32 @@ func (e *env) onGraphQL(f func()) { e.gqlHook.Store(&f) }
 // reached the logs.
 func setup(t *testing.T, mods ...func(*runpod.Config)) *env {
 	t.Helper()
+	return setupEmulator(t, nil, mods...)
+}
+
+// setupEmulator is setup with the emulator's options changed by emu.
+func setupEmulator(t *testing.T, emu func(*emulator.Options), mods ...func(*runpod.Config)) *env {
+	t.Helper()
 	logs := &syncBuffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	// Functional tests poll as fast as they like: no rate limit unless a
 	// test sets one (describe_many_test.go does).
-	em := emulator.New(emulator.Options{APIKey: testKey, Timing: testTiming, Logger: logger, RateLimits: map[string]emulate.Rate{}})
-	e := &env{t: t, em: em, agent: newFakeAgent(t), logs: logs}
+	eo := emulator.Options{APIKey: testKey, Timing: testTiming, Logger: logger, RateLimits: map[string]emulate.Rate{}}
+	if emu != nil {
+		emu(&eo)
+	}
+	e := &env{t: t, em: emulator.New(eo), eo: eo, agent: newFakeAgent(t), logs: logs}
 	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if hook := e.gqlHook.Swap(nil); hook != nil && r.URL.Path == "/graphql" {
 			(*hook)()
 		} else if hook != nil {
 			e.gqlHook.CompareAndSwap(nil, hook)
 		}
-		em.ServeHTTP(w, r)
+		e.serving().ServeHTTP(w, r)
 	}))
 	srv := e.srv
 	t.Cleanup(func() {
-		em.Close()
+		e.serving().Close()
 		srv.Close()
 	})
 	e.cfg = runpod.Config{
@@ -140,6 +172,7 @@ func setup(t *testing.T, mods ...func(*runpod.Config)) *env {
 	}
 	e.p = p
 	t.Cleanup(func() {
+		em := e.serving()
 		if live := em.Live(); len(live) > 0 {
 			t.Errorf("the emulator still holds %d pods after the test: %v", len(live), live)
 		}

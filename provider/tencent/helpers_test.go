@@ -98,12 +98,14 @@ func (a *fakeAgent) waitFinished(t *testing.T, jobID string) string {
 
 // env is a provider talking to an emulator over HTTP.
 type env struct {
-	em    *emulator.Emulator
+	em    *emulator.Emulator // the one serving; restart replaces it
+	eo    emulator.Options
 	srv   *httptest.Server
 	p     *tencent.Provider
 	agent *fakeAgent
 	logs  *syncBuffer
 	clock *fakeClock // nil: the real clock
+	emMu  sync.Mutex
 }
 
 type envOptions struct {
@@ -138,12 +140,13 @@ func newEnv(t *testing.T, o envOptions) *env {
 	if o.emu != nil {
 		o.emu(&eo)
 	}
+	e.eo = eo
 	e.em = emulator.New(eo)
-	e.srv = httptest.NewServer(e.em)
+	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { e.serving().ServeHTTP(w, r) }))
 	t.Cleanup(e.srv.Close)
-	t.Cleanup(e.em.Close)
+	t.Cleanup(func() { e.serving().Close() })
 	t.Cleanup(func() {
-		if live := e.em.Live(); len(live) > 0 {
+		if live := e.serving().Live(); len(live) > 0 {
 			t.Errorf("the emulator still holds live machines after the test: %v", live)
 		}
 	})
@@ -166,6 +169,27 @@ func newEnv(t *testing.T, o envOptions) *env {
 	}
 	e.p = p
 	return e
+}
+
+// serving is the emulator answering at e.srv.
+func (e *env) serving() *emulator.Emulator {
+	e.emMu.Lock()
+	defer e.emMu.Unlock()
+	return e.em
+}
+
+// restart stops the emulator and starts a new one from its state file,
+// behind the same URL: the emulator process killed and started again
+// (Close writes nothing to the state file, as a kill would not).
+func (e *env) restart(t *testing.T, between func()) {
+	t.Helper()
+	e.emMu.Lock()
+	defer e.emMu.Unlock()
+	e.em.Close()
+	if between != nil {
+		between()
+	}
+	e.em = emulator.New(e.eo)
 }
 
 // offer returns the provider's offer of gpuType × count in zone with the

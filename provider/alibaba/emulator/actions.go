@@ -247,7 +247,7 @@ func (e *Emulator) runInstances(c *call) (int, any) {
 			region: c.region, zone: zone, typ: typ, imageID: p.Get("ImageId"),
 			spot: spot, spotStrategy: spotStrategy, spotPriceLimit: spotLimit, interruptionBehavior: behavior,
 			securityGroup: p.Get("SecurityGroupId"), vswitch: p.Get("VSwitchId"), keyPair: p.Get("KeyPairName"),
-			instanceChargeType: chargeType, tags: tags, script: script,
+			instanceChargeType: chargeType, tags: tags, script: script, clientToken: token,
 			created: now, autoRelease: autoRelease, status: statusPending,
 			privateIP: fmt.Sprintf("172.16.%d.%d", len(e.order)/250%250, len(e.order)%250+2),
 		}
@@ -264,7 +264,9 @@ func (e *Emulator) runInstances(c *call) (int, any) {
 	}
 	if token != "" {
 		e.tokens[token] = tokenUse{fingerprint: fp, ids: ids}
+		e.creates[token] += len(ids)
 	}
+	e.dirty = true
 	e.log.Info("instances created", "region", c.region, "zone", zone, "instance_type", typ.Name, "ids", ids, "spot", spot)
 	return e.runAnswer(c, ids, typ, spot, amount)
 }

@@ -15,6 +15,27 @@
 // written by agentscript), and the job reports progress, output and its
 // exit code there as the real boot script would.
 //
+// Persisted state: with Options.StateFile the emulator writes every
+// instance (ids, spec, tags, user data, status, timestamps, locks, the
+// ClientToken it was created with), the ClientToken records, the creates
+// per ClientToken and each instance's job (its plan, start time, whether
+// it ended and with what exit code, whether the finished report was
+// acknowledged), with emulate.SaveFile (temp, fsync, rename) after every
+// change and before the call that made it is answered, so a kill -9 loses
+// no acknowledged create or delete. New restores them: instances keep
+// their ids and statuses, the clock catches up with what came due while
+// the emulator was down, and a running job goes on from its start time
+// (one whose end passed ends at once and reports then). GET
+// /_emulator/live lists the instances and the creates per ClientToken
+// (emulate.LiveReport).
+//
+// The modelling compromise: on a real cloud a machine's agent keeps running
+// while the API frontend is down; here the emulated agent lives in the
+// emulator's process, so its reports pause while the process is down and
+// resume after the restart (the agent retries each report until it is
+// acknowledged, as now). The real agent retries with backoff while the API
+// is unreachable, so the API sees the same thing either way: late reports.
+//
 // Supported actions: RunInstances, DescribeInstances,
 // DescribeInstanceStatus, DeleteInstance, DeleteInstances,
 // DescribeAvailableResource and DescribePrice. Fault switches
@@ -96,6 +117,10 @@ type Options struct {
 	// account); nil means DefaultRateLimits. Actions not listed are not
 	// limited. RateLimiter changes them while running.
 	RateLimits map[string]emulate.Rate
+	// StateFile, when set, is where the emulator persists its instances,
+	// ClientToken records and jobs, and restores them from when it
+	// starts (see "Persisted state" in the package doc).
+	StateFile string
 }
 
 // DefaultRateLimits are the rates the emulator enforces on ECS's instance
@@ -133,6 +158,9 @@ type Emulator struct {
 	tokens   map[string]tokenUse // ClientToken → the create it answered
 	wakeups  wakeups             // when instances are next due to move on (schedule.go)
 	wakeSeq  uint64
+	creates  map[string]int // ClientToken → instances it created
+	dirty    bool           // the state changed since it was last persisted
+	catchUp  bool           // restoring: jobs start at their instance's boot time
 }
 
 // tokenUse remembers a RunInstances call made with a ClientToken.
@@ -171,6 +199,7 @@ func New(opts Options) *Emulator {
 		done:     make(chan struct{}),
 		machines: map[string]*machine{},
 		tokens:   map[string]tokenUse{},
+		creates:  map[string]int{},
 	}
 	if e.regions == nil {
 		e.regions = map[string][]string{DefaultRegion: {DefaultRegion + "-i", DefaultRegion + "-j"}}
@@ -194,6 +223,7 @@ func New(opts Options) *Emulator {
 	}
 	e.limits = emulate.NewRateLimiter(rates, nil)
 	e.ctx, e.cancel = context.WithCancel(context.Background())
+	e.restore()
 	e.wg.Add(1)
 	go e.tick()
 	return e
@@ -212,6 +242,7 @@ func (e *Emulator) tick() {
 		case <-t.C:
 			e.mu.Lock()
 			e.advance()
+			e.flush()
 			e.mu.Unlock()
 		}
 	}
@@ -248,6 +279,7 @@ func (e *Emulator) Close() {
 func (e *Emulator) Live() []string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	defer e.flush()
 	e.advance()
 	var ids []string
 	for _, m := range e.inOrder() {
@@ -274,6 +306,7 @@ func (e *Emulator) Preempt(machineID string) error {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	defer e.flush()
 	e.advance()
 	m, ok := e.machines[id]
 	if !ok {
@@ -438,6 +471,7 @@ func (e *Emulator) handle(c *call, body []byte) (int, any) {
 
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	defer e.flush() // persisted before the answer goes
 	if e.closed {
 		return c.unavailable()
 	}
@@ -496,8 +530,7 @@ func (e *Emulator) serveAdmin(w http.ResponseWriter, r *http.Request, rest strin
 	case rest == "ratelimits":
 		e.limits.Handler().ServeHTTP(w, r)
 	case rest == "live":
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(map[string][]string{"instances": e.Live()})
+		emulate.LiveHandler(e.LiveReport).ServeHTTP(w, r)
 	default:
 		http.NotFound(w, r)
 	}

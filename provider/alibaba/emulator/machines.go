@@ -42,6 +42,8 @@ type machine struct {
 	locks                           []lockReason
 	preemptedAt                     time.Time
 	jobStarted                      bool
+	clientToken                     string
+	job                             *emulate.JobState // the emulated job, once it started
 	cancelJob                       context.CancelFunc
 	seq                             int64  // creation order
 	wake                            uint64 // seq of its live entry in Emulator.wakeups; 0 for none
@@ -122,6 +124,7 @@ func (e *Emulator) release(id string) {
 	if m, ok := e.machines[id]; ok {
 		m.stopJob()
 		delete(e.machines, id)
+		e.dirty = true
 	}
 	if len(e.order) > 64 && len(e.order) > 2*len(e.machines) {
 		e.order = slices.DeleteFunc(e.order, func(id string) bool { return e.machines[id] == nil })
@@ -130,11 +133,12 @@ func (e *Emulator) release(id string) {
 
 // startJob runs the instance's emulated job: the boot script's header says
 // where the agent is and what the job's environment is. An instance
-// without a gpuflow boot script just runs. The caller holds e.mu.
+// without a gpuflow boot script just runs. While restoring (e.catchUp), a
+// job whose instance booted while the emulator was down starts at the
+// boot time. The caller holds e.mu.
 func (e *Emulator) startJob(m *machine) {
 	env := agentscript.Env(m.script)
-	url := env[agentscript.EnvAgentURL]
-	if url == "" {
+	if env[agentscript.EnvAgentURL] == "" {
 		return
 	}
 	jobEnv := map[string]string{}
@@ -143,20 +147,54 @@ func (e *Emulator) startJob(m *machine) {
 			jobEnv[name] = v
 		}
 	}
-	plan := emulate.PlanJob(jobEnv, e.opts.Timing)
+	m.job = &emulate.JobState{Plan: emulate.PlanJob(jobEnv, e.opts.Timing), Started: e.now()}
+	if e.catchUp {
+		m.job.Started = m.created.Add(e.opts.Timing.Pending + e.opts.Timing.Starting)
+	}
+	e.dirty = true
+	e.playJob(m, e.catchUp)
+	e.log.Debug("emulated job started", "instance_id", m.id, "job_id", env[agentscript.EnvJobID])
+}
+
+// playJob runs (or, resumed, goes on with) the instance's job from its
+// state, persisting its end and acknowledgement. A resumed job goes on
+// from its start time on the clock; a new one starts now. The caller
+// holds e.mu.
+func (e *Emulator) playJob(m *machine, resumed bool) {
+	if e.closed || m.job == nil || m.job.Acked {
+		return
+	}
+	env := agentscript.Env(m.script)
 	client := e.opts.AgentClient
 	if client == nil {
 		client = &http.Client{Timeout: 10 * time.Second}
 	}
-	agent := emulate.Agent{URL: url, Token: env[agentscript.EnvAgentToken], Client: client}
+	agent := emulate.Agent{URL: env[agentscript.EnvAgentURL], Token: env[agentscript.EnvAgentToken], Client: client}
 	jobID := env[agentscript.EnvJobID]
+	st := *m.job
+	var elapsed time.Duration
+	if resumed {
+		elapsed = max(e.now().Sub(st.Started), 0)
+	}
+	update := func(f func(*emulate.JobState)) {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if e.machines[m.id] == m && m.job != nil {
+			f(m.job)
+			e.dirty = true
+			e.flush()
+		}
+	}
+	hooks := emulate.JobHooks{
+		Ended: func(code int) { update(func(j *emulate.JobState) { j.Ended, j.ExitCode = true, code }) },
+		Acked: func() { update(func(j *emulate.JobState) { j.Acked = true }) },
+	}
 	ctx, cancel := context.WithCancel(e.ctx)
 	m.cancelJob = cancel
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
 		defer cancel()
-		emulate.RunJob(ctx, agent, plan, jobID)
+		emulate.ResumeJob(ctx, agent, st, jobID, elapsed, hooks)
 	}()
-	e.log.Debug("emulated job started", "instance_id", m.id, "job_id", jobID)
 }

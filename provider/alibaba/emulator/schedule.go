@@ -60,6 +60,7 @@ func (e *Emulator) nextDue(m *machine) time.Time {
 // schedule (re)queues the instance's next due moment. The caller holds
 // e.mu.
 func (e *Emulator) schedule(m *machine) {
+	e.dirty = true
 	at := e.nextDue(m)
 	if at.IsZero() {
 		m.wake = 0

@@ -47,6 +47,8 @@ import (
 // output spool with its shipped offset.
 type runnerState struct {
 	started, acked bool
+	startedAt      time.Time       // when the job started
+	plan           emulate.JobPlan // what the job does, once started
 	exitCode       *int
 	out            *emulate.Spool
 }
@@ -72,11 +74,17 @@ func (p *pod) stateDir(dir string) *runnerState {
 	return st
 }
 
-// startContainer starts p's container. The caller holds e.mu.
-func (e *Emulator) startContainer(p *pod) {
-	p.jobStarted = true
-	p.containerStarts++
-	p.containerDisk = storage{}
+// startContainer starts p's container; resumed, it goes on with the
+// container that ran when the emulator stopped (restore). The caller holds
+// e.mu.
+func (e *Emulator) startContainer(p *pod, resumed bool) {
+	if !resumed {
+		p.jobStarted = true
+		p.containerStarts++
+		p.containerDisk = storage{}
+		p.containerStarted = e.now()
+		e.changed()
+	}
 	ctx, cancel := context.WithCancel(e.ctx)
 	p.cancelJob = cancel
 	gen := p.containerStarts
@@ -90,10 +98,10 @@ func (e *Emulator) startContainer(p *pod) {
 	}
 	if len(argv) >= 4 && argv[0] == "sh" && argv[1] == "-c" && argv[2] == `eval "$`+agentscript.EnvRunner+`"` &&
 		agentscript.IsRunner(env[agentscript.EnvRunner]) {
-		e.wg.Go(func() { e.runRunner(ctx, p, gen, env) })
+		e.wg.Go(func() { e.runRunner(ctx, p, gen, env, resumed) })
 		return
 	}
-	e.wg.Go(func() { e.runBare(ctx, p, gen, env) })
+	e.wg.Go(func() { e.runBare(ctx, p, gen, env, resumed) })
 }
 
 // containerEnded restarts p's container after its command ended, as
@@ -107,6 +115,7 @@ func (e *Emulator) containerEnded(p *pod, gen int) {
 	e.log.Info("runpod emulator: container exited; restarting it", "pod_id", p.id, "starts", p.containerStarts)
 	e.stopJob(p)
 	p.jobStarted = false // advance starts it again
+	e.changed()
 }
 
 // restartContainer restarts p's container in place (the restart action).
@@ -114,19 +123,27 @@ func (e *Emulator) containerEnded(p *pod, gen int) {
 func (e *Emulator) restartContainer(p *pod) {
 	e.stopJob(p)
 	p.jobStarted = false
+	e.changed()
 	if _, up := p.phase(e.now(), e.timing); up && !e.closed {
-		e.startContainer(p)
+		e.startContainer(p, false)
 	}
 }
 
 // runBare plays a command that is not gpuflow's runner: it runs for the
-// planned time and exits; nothing reports.
-func (e *Emulator) runBare(ctx context.Context, p *pod, gen int, env map[string]string) {
+// planned time and exits; nothing reports. Resumed, it runs what is left
+// of that time since its container started.
+func (e *Emulator) runBare(ctx context.Context, p *pod, gen int, env map[string]string, resumed bool) {
 	plan := emulate.PlanJob(env, e.timing)
+	left := plan.Run
 	e.mu.Lock()
-	p.commandRuns++
+	if resumed {
+		left -= e.now().Sub(p.containerStarted)
+	} else {
+		p.commandRuns++
+		e.changed()
+	}
 	e.mu.Unlock()
-	t := time.NewTimer(plan.Run)
+	t := time.NewTimer(max(left, 0))
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
@@ -139,38 +156,48 @@ func (e *Emulator) runBare(ctx context.Context, p *pod, gen int, env map[string]
 // runRunner plays agentscript's runner: the job runs once per state
 // directory; its output and exit code are reported until acknowledged;
 // then the container idles until the deadline, when the runner stops the
-// pod through RunPod's API with its pod-scoped key.
-func (e *Emulator) runRunner(ctx context.Context, p *pod, gen int, env map[string]string) {
+// pod through RunPod's API with its pod-scoped key. Resumed (the
+// emulator restarted while the container ran), a job that was running goes
+// on from its start time, as it would have on the pod.
+func (e *Emulator) runRunner(ctx context.Context, p *pod, gen int, env map[string]string, resumed bool) {
 	agent := emulate.AgentFromEnv(env, e.agent)
 	agent.Backoff, agent.LogInterval = e.opts.AgentBackoff, e.opts.AgentLogInterval
 	jobID := env[agentscript.EnvJobID]
-	plan := emulate.PlanJob(env, e.timing)
 	e.mu.Lock()
 	st := p.stateDir(env[agentscript.EnvStateDir])
 	run := false
 	var code int
+	var elapsed time.Duration
 	switch {
 	case st.exitCode != nil:
 		code = *st.exitCode
+	case st.started && resumed:
+		run = true
+		elapsed = max(e.now().Sub(st.startedAt), 0)
 	case st.started:
 		code = -1
 		st.exitCode = &code
 		fmt.Fprintln(st.out, "gpuflow: the container restarted while the job ran; the job is not run again")
 	default:
 		st.started, run = true, true
+		st.startedAt, st.plan = e.now(), emulate.PlanJob(env, e.timing)
+		emulate.BeginJob(st.out, jobID)
 		p.commandRuns++
 	}
+	plan := st.plan
 	acked := st.acked
+	e.changed()
 	e.mu.Unlock()
 	r := emulate.StartReporter(ctx, agent, st.out)
 	if run {
-		if !emulate.PlayJob(ctx, plan, jobID, st.out, r.Progress) {
+		if !emulate.PlayJobFrom(ctx, plan, jobID, st.out, r.Progress, elapsed) {
 			r.Stop()
 			return
 		}
 		code = plan.ExitCode
 		e.mu.Lock()
 		st.exitCode = &code
+		e.changed()
 		e.mu.Unlock()
 	}
 	if acked {
@@ -182,6 +209,7 @@ func (e *Emulator) runRunner(ctx context.Context, p *pod, gen int, env map[strin
 		}
 		e.mu.Lock()
 		st.acked = true
+		e.changed()
 		e.mu.Unlock()
 	}
 	deadline := agentscript.ParseDeadline(env[agentscript.EnvDeadline])
@@ -200,6 +228,7 @@ func (e *Emulator) runRunner(ctx context.Context, p *pod, gen int, env map[strin
 	if e.pods[p.id] == p && !p.stopped && p.containerStarts == gen {
 		e.log.Info("runpod emulator: the runner stopped its pod at the job's deadline", "pod_id", p.id)
 		e.stop(p)
+		e.flush()
 	}
 }
 

@@ -27,7 +27,27 @@
 // pod and then answers 500. Pod reads are limited per user
 // (Options.RateLimits) and answered 429 with Retry-After past the limit.
 // Admin endpoints, without auth, for the dev command: /_emulator/faults
-// and /_emulator/ratelimits (GET, PUT) and POST /_emulator/preempt/<id>.
+// and /_emulator/ratelimits (GET, PUT), GET /_emulator/live and POST
+// /_emulator/preempt/<id>.
+//
+// Persisted state: with Options.StateFile the emulator writes every pod
+// (ids, spec, env, status, timestamps, its volume and container disk with
+// the runner's state: job started and when, its plan, exit code, the
+// finished-report marker, its output) and the pods created per name, with
+// emulate.SaveFile (temp, fsync, rename) on every change and before the
+// call that made it is answered, so a kill -9 loses no acknowledged create
+// or terminate. New restores them: pods keep their ids and states, a
+// container that was running goes on (a runner's job from its start time;
+// one whose end passed while the emulator was down ends at once and
+// reports then). GET /_emulator/live lists the pods and the creates per
+// name (emulate.LiveReport).
+//
+// The modelling compromise: on a real cloud a machine's agent keeps running
+// while the API frontend is down; here the emulated agent lives in the
+// emulator's process, so its reports pause while the process is down and
+// resume after the restart (the agent retries each report until it is
+// acknowledged, as now). The real agent retries with backoff while the API
+// is unreachable, so the API sees the same thing either way: late reports.
 //
 // What it does not do: templates, network volumes, clusters, serverless,
 // billing, logs, SSH keys. GraphQL is routed on the operation's field name
@@ -89,6 +109,10 @@ type Options struct {
 	// RateLimits are the request rates enforced per user (API key); nil
 	// means DefaultRateLimits. RateLimiter changes them while running.
 	RateLimits map[string]emulate.Rate
+	// StateFile, when set, is where the emulator persists its pods (their
+	// volumes and containers included) and restores them from when it
+	// starts (see "Persisted state" in the package doc).
+	StateFile string
 }
 
 // ClassRead is the rate-limit class of the calls that read pods: GET
@@ -137,6 +161,8 @@ type Emulator struct {
 	recorded      []Request
 	recordedBytes int
 	closed        bool
+	creates       map[string]int // pod name → pods created with it
+	dirty         bool           // the state changed since it was last persisted
 
 	ctx    context.Context // ends on Close: emulated jobs and slow answers
 	cancel context.CancelFunc
@@ -146,7 +172,7 @@ type Emulator struct {
 // New returns a running emulator; Close stops it.
 func New(opts Options) *Emulator {
 	e := &Emulator{opts: opts, timing: opts.Timing, now: opts.Now, log: opts.Logger, agent: opts.AgentClient,
-		pods: map[string]*pod{}, removed: map[string]podRuns{}}
+		pods: map[string]*pod{}, removed: map[string]podRuns{}, creates: map[string]int{}}
 	if e.timing == (emulate.Timing{}) {
 		e.timing = emulate.DefaultTiming
 	}
@@ -180,6 +206,7 @@ func New(opts Options) *Emulator {
 	}
 	e.limits = emulate.NewRateLimiter(rates, nil)
 	e.ctx, e.cancel = context.WithCancel(context.Background())
+	e.restore()
 	e.wg.Go(e.clock)
 	return e
 }
@@ -197,6 +224,7 @@ func (e *Emulator) clock() {
 		case <-t.C:
 			e.mu.Lock()
 			e.advance()
+			e.flush()
 			e.mu.Unlock()
 		}
 	}
@@ -251,6 +279,7 @@ func (e *Emulator) Preempt(id string) error {
 	}
 	e.stop(p)
 	p.preempted = true
+	e.changed()
 	e.log.Info("runpod emulator: pod preempted", "pod_id", id)
 	return nil
 }
@@ -439,6 +468,8 @@ func (e *Emulator) admin(w http.ResponseWriter, r *http.Request, rest string) {
 		e.faults.Handler().ServeHTTP(w, r)
 	case rest == "ratelimits":
 		e.limits.Handler().ServeHTTP(w, r)
+	case rest == "live":
+		emulate.LiveHandler(e.LiveReport).ServeHTTP(w, r)
 	case strings.HasPrefix(rest, "preempt/"):
 		if r.Method != http.MethodPost {
 			w.Header().Set("Allow", http.MethodPost)

@@ -197,7 +197,7 @@ func (e *Emulator) gqlDeploy(w http.ResponseWriter, field, typ string, allowed [
 	}
 	e.mu.Lock()
 	p.created, p.boot = e.now(), e.now()
-	e.pods[p.id] = p
+	e.addPod(p)
 	v := e.gqlView(p)
 	e.mu.Unlock()
 	e.log.Info("runpod emulator: pod created", "pod_id", p.id, "gpu", p.gpuID, "count", p.gpuCount, "spot", spot)

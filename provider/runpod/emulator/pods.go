@@ -75,12 +75,13 @@ type pod struct {
 
 	// The container (container.go): jobStarted says it is running;
 	// cancelJob ends it. volume outlives restarts, containerDisk does not.
-	jobStarted      bool
-	cancelJob       context.CancelFunc
-	containerStarts int
-	commandRuns     int
-	volume          storage
-	containerDisk   storage
+	jobStarted       bool
+	containerStarted time.Time // when the running container started
+	cancelJob        context.CancelFunc
+	containerStarts  int
+	commandRuns      int
+	volume           storage
+	containerDisk    storage
 }
 
 // phase returns the pod's status and whether its container is up (its
@@ -113,7 +114,7 @@ func (e *Emulator) advance() {
 			continue
 		}
 		if _, up := p.phase(now, e.timing); up && !p.jobStarted && !e.closed {
-			e.startContainer(p)
+			e.startContainer(p, false)
 		}
 	}
 }
@@ -131,6 +132,7 @@ func (e *Emulator) stop(p *pod) {
 	e.stopJob(p)
 	p.stopped = true
 	p.containerDisk = nil
+	e.changed()
 }
 
 // start boots a stopped pod again; its container's command runs again.
@@ -138,6 +140,7 @@ func (e *Emulator) stop(p *pod) {
 func (e *Emulator) start(p *pod) {
 	p.stopped, p.preempted, p.jobStarted = false, false, false
 	p.boot = e.now()
+	e.changed()
 }
 
 // remove deletes p, keeping what its container did for CommandRuns and
@@ -146,6 +149,14 @@ func (e *Emulator) remove(p *pod) {
 	e.stopJob(p)
 	delete(e.pods, p.id)
 	e.removed[p.id] = podRuns{containerStarts: p.containerStarts, commandRuns: p.commandRuns}
+	e.changed()
+}
+
+// addPod adds a pod the API just created. The caller holds e.mu.
+func (e *Emulator) addPod(p *pod) {
+	e.pods[p.id] = p
+	e.creates[p.name]++
+	e.changed()
 }
 
 // podRuns is what a deleted pod's container did.

@@ -298,7 +298,7 @@ func (e *Emulator) createPod(w http.ResponseWriter, body []byte) {
 	}
 	e.mu.Lock()
 	p.created, p.boot = e.now(), e.now()
-	e.pods[p.id] = p
+	e.addPod(p)
 	v := e.view(p)
 	e.mu.Unlock()
 	e.log.Info("runpod emulator: pod created", "pod_id", p.id, "gpu", p.gpuID, "count", p.gpuCount)

@@ -101,6 +101,7 @@ func (e *Emulator) handle(r *http.Request, action string, body []byte, requestID
 
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	defer e.flushLocked() // persisted before the answer goes
 	e.advanceLocked()
 	switch action {
 	case "RunInstances":
@@ -300,7 +301,7 @@ func (e *Emulator) runInstances(region, requestID string, body []byte) (any, *ap
 			privateIP: fmt.Sprintf("10.%d.%d.%d", e.seq/65536%256, e.seq/256%256, e.seq%256),
 			created:   now, timerAt: timerAt,
 			latestOp: "RunInstances", latestOpState: "OPERATING", latestOpReq: requestID,
-			diskType: "CLOUD_PREMIUM", diskGB: 50,
+			diskType: "CLOUD_PREMIUM", diskGB: 50, clientToken: token,
 		}
 		if d := p.SystemDisk; d != nil {
 			in.diskType = deref(d.DiskType, in.diskType)
@@ -318,7 +319,9 @@ func (e *Emulator) runInstances(region, requestID string, body []byte) (any, *ap
 	}
 	if token != "" {
 		e.tokens[tokenKey] = ids
+		e.creates[token] += len(ids)
 	}
+	e.dirty = true
 	e.log.Info("instances created", "instance_ids", ids, "zone", zone, "instance_type", t.Name, "charge", charge)
 	if e.faults.Take(func(f *emulate.Faults) *int { return &f.CreateLost }) {
 		return nil, errorf(cvm.INTERNALERROR, "An internal error has occurred. Retry your request, but if the problem persists, contact us.")

@@ -36,6 +36,27 @@
 // the user's caused it) and vanishes after Options.ReclaimLinger. An
 // ActionTimer fires TerminateInstances at its time.
 //
+// Persisted state: with Options.StateFile the emulator writes every
+// instance (ids, spec, tags, user data, state, timestamps, ActionTimer,
+// the ClientToken it was created with), the ClientToken records, the
+// creates per ClientToken and each instance's job (its plan, start time,
+// whether it ended and with what exit code, whether the finished report
+// was acknowledged), with emulate.SaveFile (temp, fsync, rename) after
+// every change and before the call that made it is answered, so a kill -9
+// loses no acknowledged create or terminate. New restores them: instances
+// keep their ids and states, the clock catches up with what came due
+// while the emulator was down, and a running job goes on from its start
+// time (one whose end passed ends at once and reports then). GET
+// /_emulator/live lists the live instances and the creates per
+// ClientToken (emulate.LiveReport).
+//
+// The modelling compromise: on a real cloud a machine's agent keeps running
+// while the API frontend is down; here the emulated agent lives in the
+// emulator's process, so its reports pause while the process is down and
+// resume after the restart (the agent retries each report until it is
+// acknowledged, as now). The real agent retries with backoff while the API
+// is unreachable, so the API sees the same thing either way: late reports.
+//
 // Prices are in USD, as on an international-site account.
 //
 // Faults (emulate.Faults, flipped with Faults().Set or PUT
@@ -126,6 +147,10 @@ type Options struct {
 	// emulator is one access region); nil means DefaultRateLimits. Actions
 	// not listed are not limited. RateLimiter changes them while running.
 	RateLimits map[string]emulate.Rate
+	// StateFile, when set, is where the emulator persists its instances,
+	// ClientToken records and jobs, and restores them from when it
+	// starts (see "Persisted state" in the package doc).
+	StateFile string
 }
 
 // DefaultRateLimits are the published per-account request rates of the
@@ -160,6 +185,10 @@ type Emulator struct {
 	closed    bool
 	wakeups   wakeups // when instances are next due to move on (schedule.go)
 	wakeSeq   uint64
+	creates   map[string]int // ClientToken → instances it created
+	stateFile string
+	dirty     bool // the state changed since it was last persisted
+	catchUp   bool // restoring: jobs start at their instance's boot time
 
 	jobs      sync.WaitGroup
 	stop      chan struct{}
@@ -190,6 +219,8 @@ type instance struct {
 	latestOp      string
 	latestOpState string
 	latestOpReq   string
+	clientToken   string
+	job           *emulate.JobState // the emulated job, once it started
 	cancelJob     context.CancelFunc
 	wake          uint64 // seq of its live entry in Emulator.wakeups; 0 for none
 }
@@ -207,6 +238,8 @@ func New(opts Options) *Emulator {
 		log:           opts.Logger,
 		instances:     map[string]*instance{},
 		tokens:        map[string][]string{},
+		creates:       map[string]int{},
+		stateFile:     opts.StateFile,
 		stop:          make(chan struct{}),
 	}
 	rates := opts.RateLimits
@@ -233,6 +266,7 @@ func New(opts Options) *Emulator {
 		e.log = slog.New(slog.DiscardHandler)
 	}
 	e.log = e.log.With("emulator", "tencent")
+	e.restore()
 	tick := cmp.Or(opts.Tick, 20*time.Millisecond)
 	e.ticker.Add(1)
 	go func() {
@@ -246,6 +280,7 @@ func New(opts Options) *Emulator {
 			case <-t.C:
 				e.mu.Lock()
 				e.advanceLocked()
+				e.flushLocked()
 				e.mu.Unlock()
 			}
 		}
@@ -286,6 +321,7 @@ func (e *Emulator) Close() {
 func (e *Emulator) Live() []string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	defer e.flushLocked()
 	e.advanceLocked()
 	var ids []string
 	for id, in := range e.instances {
@@ -302,6 +338,7 @@ func (e *Emulator) Live() []string {
 func (e *Emulator) State(machineID string) string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	defer e.flushLocked()
 	e.advanceLocked()
 	if in := e.instances[instanceID(machineID)]; in != nil {
 		return in.state
@@ -323,6 +360,7 @@ var ErrNotFound = errors.New("instance not found")
 func (e *Emulator) Preempt(machineID string) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	defer e.flushLocked()
 	e.advanceLocked()
 	id := instanceID(machineID)
 	in := e.instances[id]
@@ -359,6 +397,8 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		e.limits.Handler().ServeHTTP(w, r)
 	case strings.HasPrefix(r.URL.Path, "/_emulator/preempt/"):
 		e.servePreempt(w, r)
+	case r.URL.Path == "/_emulator/live":
+		emulate.LiveHandler(e.LiveReport).ServeHTTP(w, r)
 	default:
 		e.serveAPI(w, r)
 	}
@@ -402,6 +442,8 @@ func (e *Emulator) stopJobLocked(in *instance) {
 }
 
 // startJobLocked plays the job described by the instance's user data.
+// While restoring (e.catchUp), a job whose instance booted while the
+// emulator was down starts at the boot time.
 func (e *Emulator) startJobLocked(in *instance) {
 	if e.closed || in.userData == "" {
 		return
@@ -414,16 +456,50 @@ func (e *Emulator) startJobLocked(in *instance) {
 		}
 	}
 	plan := emulate.PlanJob(jobEnv, e.timing)
+	in.job = &emulate.JobState{Plan: plan, Started: e.now()}
+	if e.catchUp {
+		in.job.Started = in.created.Add(e.timing.Pending + e.timing.Starting)
+	}
+	e.dirty = true
+	e.log.Info("emulated job started", "instance_id", in.id, "job_id", env[agentscript.EnvJobID], "exit_code", plan.ExitCode, "run", plan.Run)
+	e.playJobLocked(in, e.catchUp)
+}
+
+// playJobLocked runs (or, restored, resumes) the instance's job from its
+// state, persisting its end and acknowledgement. A resumed job goes on
+// from its start time on the clock; a new one starts now.
+func (e *Emulator) playJobLocked(in *instance, resumed bool) {
+	if e.closed || in.job == nil || in.job.Acked {
+		return
+	}
+	env := agentscript.Env(in.userData)
 	agent := emulate.Agent{URL: env[agentscript.EnvAgentURL], Token: env[agentscript.EnvAgentToken], Client: e.agentClient}
 	ctx, cancel := context.WithCancel(context.Background())
 	in.cancelJob = cancel
 	jobID := env[agentscript.EnvJobID]
-	e.log.Info("emulated job started", "instance_id", in.id, "job_id", jobID, "exit_code", plan.ExitCode, "run", plan.Run)
+	st := *in.job
+	var elapsed time.Duration
+	if resumed {
+		elapsed = max(e.now().Sub(st.Started), 0)
+	}
+	update := func(f func(*emulate.JobState)) {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if e.instances[in.id] == in && in.job != nil {
+			f(in.job)
+			e.dirty = true
+			e.flushLocked()
+		}
+	}
+	hooks := emulate.JobHooks{
+		Ended: func(code int) { update(func(j *emulate.JobState) { j.Ended, j.ExitCode = true, code }) },
+		Acked: func() { update(func(j *emulate.JobState) { j.Acked = true }) },
+	}
 	e.jobs.Add(1)
 	go func() {
 		defer e.jobs.Done()
 		defer cancel()
-		emulate.RunJob(ctx, agent, plan, jobID)
+		emulate.ResumeJob(ctx, agent, st, jobID, elapsed, hooks)
 	}()
 }
 

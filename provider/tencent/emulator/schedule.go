@@ -57,6 +57,7 @@ func (e *Emulator) nextDue(in *instance) time.Time {
 
 // scheduleLocked (re)queues the instance's next due moment.
 func (e *Emulator) scheduleLocked(in *instance) {
+	e.dirty = true
 	at := e.nextDue(in)
 	if at.IsZero() {
 		in.wake = 0
@@ -108,6 +109,7 @@ func (e *Emulator) advanceOneLocked(in *instance, now time.Time) {
 		case StateTerminating, StateShutdown:
 			if !in.dropAt.IsZero() && !now.Before(in.dropAt) {
 				delete(e.instances, in.id)
+				e.dirty = true
 			}
 		}
 		return
