@@ -24,6 +24,10 @@ type Activities struct {
 	// lists the running ones in one query (empty: it looks up each
 	// machine's workflow alone).
 	JobWorkflowType string
+	// ProviderAttribute is the search attribute naming a job's provider:
+	// with it, each provider's reconciler lists only its provider's
+	// running jobs.
+	ProviderAttribute string
 	// Agents gives a cloud machine its agent endpoint and token; nil leaves
 	// machines without one (enough for the local provider).
 	Agents AgentIssuer

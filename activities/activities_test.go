@@ -190,6 +190,14 @@ type countingWorkflows struct {
 	fakeWorkflows
 	mu        sync.Mutex
 	describes []string
+	queries   []string
+}
+
+func (c *countingWorkflows) ListWorkflow(ctx context.Context, req *workflowservice.ListWorkflowExecutionsRequest) (*workflowservice.ListWorkflowExecutionsResponse, error) {
+	c.mu.Lock()
+	c.queries = append(c.queries, req.Query)
+	c.mu.Unlock()
+	return c.fakeWorkflows.ListWorkflow(ctx, req)
 }
 
 func (c *countingWorkflows) DescribeWorkflowExecution(ctx context.Context, id, run string) (*workflowservice.DescribeWorkflowExecutionResponse, error) {
@@ -446,7 +454,7 @@ func TestReconcileListsRunningJobsOnce(t *testing.T) {
 	p.machines["m-done"] = &gpuflow.Machine{ID: "m-done", State: gpuflow.MachineRunning, CreatedAt: old, Tags: tag("done")}
 	wfs.fakeWorkflows["job-done"] = enumspb.WORKFLOW_EXECUTION_STATUS_COMPLETED
 	store := &memStore{jobs: map[string]*gpuflow.Job{"done": {ID: "done", Status: gpuflow.StatusSucceeded, LastSeq: 3}}}
-	acts := &Activities{Jobs: store, Providers: gpuflow.Providers{p}, Workflows: wfs, JobWorkflowType: "GpuJob"}
+	acts := &Activities{Jobs: store, Providers: gpuflow.Providers{p}, Workflows: wfs, JobWorkflowType: "GpuJob", ProviderAttribute: "GpuflowProvider"}
 	v, err := env(t, acts).ExecuteActivity(acts.ReconcileProvider, &ReconcileInput{Provider: "fake", Grace: time.Minute})
 	if err != nil {
 		t.Fatal(err)
@@ -458,6 +466,10 @@ func TestReconcileListsRunningJobsOnce(t *testing.T) {
 	}
 	if !slices.Equal(wfs.describes, []string{"job-done"}) {
 		t.Fatalf("looked up %v, want only the workflow the listing lacked", wfs.describes)
+	}
+	want := "WorkflowType = 'GpuJob' AND ExecutionStatus = 'Running' AND GpuflowProvider = 'fake'"
+	if len(wfs.queries) != 5 || wfs.queries[0] != want {
+		t.Fatalf("queries %q, want 5 pages of %q", wfs.queries, want)
 	}
 }
 

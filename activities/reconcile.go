@@ -62,7 +62,7 @@ func (a *Activities) ReconcileProvider(ctx context.Context, in *ReconcileInput) 
 	// machine (10,000 machines were 10,000 look-ups a sweep); a machine
 	// whose workflow it does not hold is checked on its own, since the
 	// listing lags (a workflow just started may not be in it yet).
-	running, err := a.runningJobs(ctx)
+	running, err := a.runningJobs(ctx, in.Provider)
 	if err != nil {
 		return nil, err
 	}
@@ -103,17 +103,21 @@ func (a *Activities) ReconcileProvider(ctx context.Context, in *ReconcileInput) 
 	return res, nil
 }
 
-// runningJobs lists the ids of the running job workflows from Temporal's
-// visibility store; nil (look each up) when JobWorkflowType is not set.
-func (a *Activities) runningJobs(ctx context.Context) (map[string]bool, error) {
+// runningJobs lists the ids of the running job workflows on provider
+// (all of them without ProviderAttribute) from Temporal's visibility
+// store; nil (look each up) when JobWorkflowType is not set. A job that
+// moved to another provider and left a machine here is not listed: its
+// machine is looked up alone.
+func (a *Activities) runningJobs(ctx context.Context, provider string) (map[string]bool, error) {
 	if a.JobWorkflowType == "" {
 		return nil, nil
 	}
 	out := map[string]bool{}
-	req := &workflowservice.ListWorkflowExecutionsRequest{
-		PageSize: runningPage,
-		Query:    fmt.Sprintf("WorkflowType = '%s' AND ExecutionStatus = 'Running'", a.JobWorkflowType),
+	query := fmt.Sprintf("WorkflowType = '%s' AND ExecutionStatus = 'Running'", a.JobWorkflowType)
+	if a.ProviderAttribute != "" {
+		query += fmt.Sprintf(" AND %s = '%s'", a.ProviderAttribute, provider)
 	}
+	req := &workflowservice.ListWorkflowExecutionsRequest{PageSize: runningPage, Query: query}
 	for {
 		resp, err := a.Workflows.ListWorkflow(ctx, req)
 		if err != nil {

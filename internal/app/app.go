@@ -119,7 +119,7 @@ func NewWorker(cfg Config, deps Deps) (*worker.Worker, error) {
 		Config: admission.Config{Limits: cfg.Limits}, Stats: deps.Stats, Logger: deps.Logger,
 	}
 	hosts := hostBound(deps.Providers)
-	acts := &activities.Activities{Jobs: deps.DB, Providers: deps.Providers, Workflows: deps.Temporal, JobWorkflowType: workflows.JobWorkflowName, Logger: deps.Logger, Queue: disp,
+	acts := &activities.Activities{Jobs: deps.DB, Providers: deps.Providers, Workflows: deps.Temporal, JobWorkflowType: workflows.JobWorkflowName, ProviderAttribute: workflows.SearchAttrProvider, Logger: deps.Logger, Queue: disp,
 		Watches: deps.DB, Hosts: hosts, WatcherFresh: 4 * cmp.Or(cfg.WatchInterval, watcher.DefaultInterval)}
 	if cfg.JWTSecret != "" {
 		tokens, err := auth.NewAgentTokens([]byte(cfg.JWTSecret), nil)
