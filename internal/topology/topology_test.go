@@ -103,6 +103,12 @@ func TestTopologyJobsSurviveKills(t *testing.T) {
 	if logs := api1.logs(local2); !strings.Contains(logs, "hello from the topology") {
 		t.Fatalf("local job logs %q", logs)
 	}
+	for _, p := range []*Process{worker, temporal} {
+		b, err := os.ReadFile(p.LogPath())
+		if err != nil || strings.Count(string(b), "=== start ") != 2 {
+			t.Fatalf("%s log: %d starts, %v", p.Name, strings.Count(string(b), "=== start "), err)
+		}
+	}
 }
 
 // apiClient is a small client of one API, logged in as its own user.
