@@ -3,7 +3,6 @@ package topology
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -240,6 +239,3 @@ func (p *Process) logTail(offset int64) string {
 	}
 	return strings.Join(lines, "\n")
 }
-
-// errNotReady is what a readiness probe returns while it keeps trying.
-var errNotReady = errors.New("not ready")

@@ -444,7 +444,6 @@ func (t *Topology) emulatorsReady(ctx context.Context) error {
 func httpReady(url string) func(context.Context) error {
 	return func(ctx context.Context) error {
 		hc := &http.Client{Timeout: 2 * time.Second}
-		last := errNotReady
 		for {
 			req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 			if err != nil {
@@ -458,10 +457,9 @@ func httpReady(url string) func(context.Context) error {
 				}
 				err = fmt.Errorf("GET %s: %s", url, resp.Status)
 			}
-			last = err
 			select {
 			case <-ctx.Done():
-				return fmt.Errorf("%w (last: %v)", ctx.Err(), last)
+				return fmt.Errorf("%w (last: %v)", ctx.Err(), err)
 			case <-time.After(100 * time.Millisecond):
 			}
 		}

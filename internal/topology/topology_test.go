@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -199,4 +200,17 @@ func (c apiClient) waitStatus(id, status string, within time.Duration) map[strin
 	}
 	c.t.Fatalf("job %s not %s within %s: %v", id, status, within, j)
 	return nil
+}
+
+// A binary without the emulators command is refused before anything
+// starts, with what is missing.
+func TestMissingEmulatorsCommand(t *testing.T) {
+	sh := filepath.Join(t.TempDir(), "gpuflow-dev")
+	if err := os.WriteFile(sh, []byte("#!/bin/sh\necho 'unknown command \"emulators\"' >&2\nexit 2\n"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Start(t.Context(), Options{Dir: t.TempDir(), Binary: sh})
+	if err == nil || !strings.Contains(err.Error(), "has no `emulators` command") || !strings.Contains(err.Error(), "unknown command") {
+		t.Fatalf("Start: %v", err)
+	}
 }
