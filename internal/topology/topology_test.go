@@ -110,6 +110,35 @@ func TestTopologyJobsSurviveKills(t *testing.T) {
 			t.Fatalf("%s log: %d starts, %v", p.Name, strings.Count(string(b), "=== start "), err)
 		}
 	}
+
+	// The rest of what the chaos suite does, once each: PostgreSQL crashed
+	// and restarted (both databases), the emulators and an API killed and
+	// restarted, Temporal cut off and restored. New jobs still run.
+	if err := topo.Postgres.Crash(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := topo.Postgres.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := topo.Emulators.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := topo.APIs[0].Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	topo.CutTemporal()
+	time.Sleep(3 * time.Second)
+	topo.RestoreTemporal()
+	if topo.TemporalProxy.Refused() == 0 {
+		t.Error("nothing tried Temporal while it was cut")
+	}
+	began := time.Now()
+	cloud3 := api1.submit(cloudJob)
+	local3 := api1.submit(localJob)
+	api2.waitStatus(cloud3, "succeeded", 90*time.Second)
+	t.Logf("cloud job after the outages: succeeded in %s", time.Since(began).Round(time.Millisecond))
+	api2.waitStatus(local3, "succeeded", 90*time.Second)
+	t.Logf("local job after the outages: succeeded in %s", time.Since(began).Round(time.Millisecond))
 }
 
 // apiClient is a small client of one API, logged in as its own user.
