@@ -139,6 +139,14 @@ func TestTopologyJobsSurviveKills(t *testing.T) {
 	t.Logf("cloud job after the outages: succeeded in %s", time.Since(began).Round(time.Millisecond))
 	api2.waitStatus(local3, "succeeded", 90*time.Second)
 	t.Logf("local job after the outages: succeeded in %s", time.Since(began).Round(time.Millisecond))
+
+	// SIGTERM stops each process cleanly (exit 0), in the order Stop uses.
+	for _, p := range []*Process{topo.APIs[0], topo.APIs[1], topo.Workers[0], topo.Workers[1], topo.Emulators, topo.Temporal} {
+		p.Stop(30 * time.Second)
+		if st := p.ExitState(); st == nil || !st.Success() {
+			t.Errorf("%s after SIGTERM: %v", p.Name, st)
+		}
+	}
 }
 
 // apiClient is a small client of one API, logged in as its own user.
