@@ -15,7 +15,7 @@ VULNDB_VERSION      := v0.0.0-20261105234957-e22db6528018
 VULNDB              := $(TOOLS)/vulndb-$(VULNDB_VERSION)
 # Dev- and test-only code that gosec skips: never linked into bin/gpuflow
 # (the emulators, the embedded dev servers, the scheduling simulator).
-GOSEC_SKIP := internal/pgcluster internal/devstack internal/devtemporal internal/e2e \
+GOSEC_SKIP := internal/pgcluster internal/devstack internal/devtemporal internal/topology internal/e2e \
 	provider/emulate provider/runpod/emulator provider/tencent/emulator provider/alibaba/emulator \
 	scheduler/sim cmd/gpuflow-sim
 # G104 (unchecked errors): the hits are Close calls on error paths and on
@@ -24,10 +24,10 @@ GOSEC_FLAGS := -quiet -exclude-generated -exclude=G104 $(addprefix -exclude-dir=
 FUZZTIME ?= 1m
 # Packages whose tests link the embedded Temporal server: slow to build,
 # so they run without the race detector and with a longer timeout.
-SERVER_PKGS := ./internal/e2e/... ./internal/devtemporal/... ./internal/devstack/...
-UNIT_PKGS    = $(shell $(GO) list ./... | grep -v -e /internal/e2e -e /internal/devtemporal -e /internal/devstack)
+SERVER_PKGS := ./internal/e2e/... ./internal/devtemporal/... ./internal/devstack/... ./internal/topology/...
+UNIT_PKGS    = $(shell $(GO) list ./... | grep -v -e /internal/e2e -e /internal/devtemporal -e /internal/devstack -e /internal/topology)
 
-.PHONY: help run build test test/unit test/integration test/ui web lint lint/go lint/gosec lint/vuln fuzz bench clean postgres replay-capture
+.PHONY: help run topology build test test/unit test/integration test/ui web lint lint/go lint/gosec lint/vuln fuzz bench clean postgres replay-capture
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z/_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -35,6 +35,10 @@ help: ## list the targets
 run: postgres ## run the whole system in one process (API :8080, Temporal Web UI :8233)
 	$(GO) build -tags dev -o bin/gpuflow-dev ./cmd/gpuflow
 	./bin/gpuflow-dev dev
+
+topology: postgres ## the production topology here, each component its own process: PostgreSQL, Temporal on it, the emulators, migrate, 2 APIs, 2 workers (Ctrl-C stops it; state in .data/topology)
+	$(GO) build -tags dev -o bin/gpuflow-dev ./cmd/gpuflow
+	./bin/gpuflow-dev topology --dir .data/topology
 
 build: ## build bin/gpuflow (production: api, worker, migrate) and bin/gpuflow-dev
 	$(GO) build -trimpath -o bin/gpuflow ./cmd/gpuflow

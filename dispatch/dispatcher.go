@@ -52,6 +52,12 @@ type Dispatcher struct {
 	Now    func() time.Time
 	// Observe, when set, is told what each pass did (for metrics).
 	Observe func(PassStats)
+	// Elsewhere names providers this worker lacks but other workers serve,
+	// with why (e.g. "local": the job's host runs its own worker). A job
+	// that only they could serve is not failed by this worker's pass, as
+	// one no provider anywhere serves would be: it waits, "provider
+	// unavailable", for a pass of a worker that has them.
+	Elsewhere map[string]string
 
 	mu      sync.Mutex // held by the running pass
 	planner admission.Planner
@@ -232,6 +238,14 @@ func (d *Dispatcher) pass(ctx context.Context, selves map[string]bool) (map[stri
 		octx, cancel := context.WithTimeout(ctx, offersTimeout)
 		offers, refused := d.Providers.AllOffers(octx)
 		cancel()
+		for name, why := range d.Elsewhere {
+			if d.Providers.Get(name) == nil {
+				if refused == nil {
+					refused = map[string]string{}
+				}
+				refused[name] = gpuflow.OffersUnavailable + why
+			}
+		}
 		for _, name := range d.Providers.Names() { // a provider that cannot list its offers is unhealthy
 			why, failed := refused[name]
 			feed.SetHealth(name, !failed || !strings.HasPrefix(why, gpuflow.OffersUnavailable), now)

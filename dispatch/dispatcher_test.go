@@ -221,3 +221,24 @@ func TestDispatcherSharesPasses(t *testing.T) {
 	}
 	t.Logf("%d admits took %d passes", n, q.passes)
 }
+
+// A job only a provider of another worker serves (local, on its host)
+// waits through this worker's passes instead of failing.
+func TestDispatcherWaitsForProvidersElsewhere(t *testing.T) {
+	ctx := context.Background()
+	q := newMemQueue()
+	e := waitingEntry("local-job", 5, 0)
+	e.Spec.Provider = "local"
+	d := &Dispatcher{Queue: q, Providers: gpuflow.Providers{&slotProvider{slots: 4}}, Signals: &fakeSignals{}}
+	res, err := d.Admit(ctx, e)
+	if err != nil || res.Failure == "" {
+		t.Fatalf("without Elsewhere: %+v %v, want the job failed (no provider anywhere)", res, err)
+	}
+	q = newMemQueue()
+	d = &Dispatcher{Queue: q, Providers: gpuflow.Providers{&slotProvider{slots: 4}}, Signals: &fakeSignals{},
+		Elsewhere: map[string]string{"local": "on another worker"}}
+	res, err = d.Admit(ctx, e)
+	if err != nil || res.Failure != "" || res.Admitted != nil || res.Reason != "provider unavailable: local" {
+		t.Fatalf("with Elsewhere: %+v %v, want waiting for local", res, err)
+	}
+}

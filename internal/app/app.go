@@ -118,6 +118,11 @@ func NewWorker(cfg Config, deps Deps) (*worker.Worker, error) {
 		Queue: deps.DB, Outcomes: deps.DB, Providers: deps.Providers, Signals: deps.Temporal,
 		Config: admission.Config{Limits: cfg.Limits}, Stats: deps.Stats, Logger: deps.Logger,
 	}
+	if deps.Providers.Get(local.Name) == nil {
+		// Local jobs belong to the worker on their host: one passing by
+		// here waits for that worker's pass instead of failing.
+		disp.Elsewhere = map[string]string{local.Name: "not on this worker (GPUFLOW_LOCAL_ENABLED=false); the job's host runs its own"}
+	}
 	hosts := hostBound(deps.Providers)
 	acts := &activities.Activities{Jobs: deps.DB, Providers: deps.Providers, Workflows: deps.Temporal, JobWorkflowType: workflows.JobWorkflowName, ProviderAttribute: workflows.SearchAttrProvider, Logger: deps.Logger, Queue: disp,
 		Watches: deps.DB, Hosts: hosts, WatcherFresh: 4 * cmp.Or(cfg.WatchInterval, watcher.DefaultInterval)}

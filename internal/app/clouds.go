@@ -64,6 +64,14 @@ func cloudConfigFromEnv(getenv func(string) string) (CloudConfig, error) {
 		AlibabaRegions:         splitList(getenv("ALIBABA_CLOUD_REGIONS")),
 		AlibabaImageID:         getenv("ALIBABA_CLOUD_IMAGE_ID"),
 	}
+	for name, env := range EmulatorURLEnv {
+		if u := strings.TrimSpace(getenv(env)); u != "" {
+			if c.Emulators == nil {
+				c.Emulators = map[string]string{}
+			}
+			c.Emulators[name] = strings.TrimSuffix(u, "/")
+		}
+	}
 	return c, secret.err
 }
 
@@ -92,6 +100,17 @@ func (r *secretReader) read(name string) string {
 	return strings.TrimRight(string(b), "\r\n")
 }
 
+// EmulatorURLEnv names, by cloud, the variable holding the base URL of that
+// cloud's emulator: a cloud without credentials then runs emulated against
+// it (a cloud with credentials ignores it). The topology
+// (internal/topology) sets them for its api and worker processes, whose
+// emulators run in a process of their own.
+var EmulatorURLEnv = map[string]string{
+	CloudRunPod:  "RUNPOD_EMULATOR_URL",
+	CloudTencent: "TENCENTCLOUD_EMULATOR_URL",
+	CloudAlibaba: "ALIBABA_CLOUD_EMULATOR_URL",
+}
+
 // cloudEnvVars are the variables cloudConfigFromEnv reads.
 var cloudEnvVars = []string{
 	"RUNPOD_API_KEY", "RUNPOD_API_KEY_FILE", "RUNPOD_BASE_URL",
@@ -99,6 +118,7 @@ var cloudEnvVars = []string{
 	"TENCENTCLOUD_ENDPOINT", "TENCENTCLOUD_REGIONS", "TENCENTCLOUD_IMAGE_ID",
 	"ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_ID_FILE", "ALIBABA_CLOUD_ACCESS_KEY_SECRET", "ALIBABA_CLOUD_ACCESS_KEY_SECRET_FILE",
 	"ALIBABA_CLOUD_ENDPOINT", "ALIBABA_CLOUD_REGIONS", "ALIBABA_CLOUD_IMAGE_ID",
+	"RUNPOD_EMULATOR_URL", "TENCENTCLOUD_EMULATOR_URL", "ALIBABA_CLOUD_EMULATOR_URL",
 }
 
 func splitList(s string) []string {

@@ -51,6 +51,7 @@ import (
 //	TENCENTCLOUD_REGIONS, TENCENTCLOUD_IMAGE_ID, TENCENTCLOUD_ENDPOINT  regions (default ap-guangzhou), GPU boot image, endpoint override
 //	ALIBABA_CLOUD_ACCESS_KEY_ID, ALIBABA_CLOUD_ACCESS_KEY_SECRET  Alibaba Cloud credentials (live mode)
 //	ALIBABA_CLOUD_REGIONS, ALIBABA_CLOUD_IMAGE_ID, ALIBABA_CLOUD_ENDPOINT  regions, GPU boot image, endpoint override
+//	RUNPOD_EMULATOR_URL, TENCENTCLOUD_EMULATOR_URL, ALIBABA_CLOUD_EMULATOR_URL  a cloud without credentials runs emulated against the emulator at this URL
 //	GPUFLOW_RECONCILE_INTERVAL 1m                 how often the reconciler looks for machines no live job owns
 //	GPUFLOW_AGENT_URL       http://<HTTP_ADDR>    the API's base URL as cloud machines reach it (their agent reports there)
 //	GPUFLOW_RECONCILE_GRACE 2m                    how old such a machine must be before it is terminated

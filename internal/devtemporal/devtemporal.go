@@ -8,6 +8,11 @@
 // for a new file and never migrated: when a Temporal upgrade changes it, Start
 // refuses the old file and says how to start fresh.
 //
+// Or it keeps its state in PostgreSQL (Options.Postgres), as production does:
+// two databases, the schema set up and upgraded from Temporal's embedded
+// schema files, several history shards. The topology (internal/topology)
+// runs it so, as a process of its own (`gpuflow-dev temporal`).
+//
 // Everything listens on loopback only and nothing is authenticated.
 package devtemporal
 
@@ -24,6 +29,7 @@ import (
 
 	"github.com/gofrs/flock"
 	uiserver "github.com/temporalio/ui-server/v2/server"
+	"go.temporal.io/server/common/config"
 	"go.temporal.io/server/temporal"
 )
 
@@ -45,6 +51,9 @@ type Options struct {
 	// everything in memory, lost on Stop. The parent directory is created if
 	// needed; "<DBFile>.lock" and "<DBFile>.schema-version" are kept next to it.
 	DBFile string
+	// Postgres, when set, keeps the server's state in PostgreSQL instead of
+	// SQLite (DBFile must then be empty).
+	Postgres *Postgres
 	// Host is the loopback address every listener binds to (default
 	// 127.0.0.1; "localhost" and ::1 are accepted, any other host is refused
 	// because nothing here is authenticated).
@@ -118,17 +127,28 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	}
 	s.frontendAddr = net.JoinHostPort(opts.Host, strconv.Itoa(ports.frontend))
 
-	sqlConf, err := prepareDB(opts.DBFile)
-	if err != nil {
-		return nil, err
+	var persist config.Persistence
+	var nsConf *config.SQL // where the namespace is created
+	if opts.Postgres != nil {
+		exec, vis, err := preparePostgres(ctx, opts.Postgres, opts.Logger)
+		if err != nil {
+			return nil, err
+		}
+		persist, nsConf = postgresPersistence(exec, vis, opts.Postgres.HistoryShards), exec
+	} else {
+		sqlConf, err := prepareDB(opts.DBFile)
+		if err != nil {
+			return nil, err
+		}
+		persist, nsConf = sqlitePersistence(sqlConf), sqlConf
 	}
-	if err := createNamespace(sqlConf, opts.Namespace, opts.SearchAttributes); err != nil {
+	if err := createNamespace(nsConf, opts.Namespace, opts.SearchAttributes); err != nil {
 		return nil, err
 	}
 
 	s.level = &stopLeveler{base: opts.LogLevel}
 	logger := slog.New(&levelHandler{h: opts.Logger.Handler(), min: s.level})
-	s.srv, err = newTemporalServer(opts.Host, ports, sqlConf, logger, opts.SuggestContinueAsNewAt)
+	s.srv, err = newTemporalServer(opts.Host, ports, persist, logger, opts.SuggestContinueAsNewAt)
 	if err != nil {
 		return nil, err
 	}
@@ -236,6 +256,16 @@ func (o *Options) normalize() error {
 	}
 	if o.UIPort < FreePort || o.UIPort > 65535 {
 		return fmt.Errorf("temporal web ui port %d: out of range", o.UIPort)
+	}
+	if o.Postgres != nil {
+		if o.DBFile != "" {
+			return errors.New("temporal dev server: DBFile and Postgres are exclusive")
+		}
+		pg := *o.Postgres // normalized on a copy: the caller's stays as given
+		if err := pg.normalize(); err != nil {
+			return err
+		}
+		o.Postgres = &pg
 	}
 	seen := make(map[string]bool, len(o.SearchAttributes))
 	attrs := make([]string, 0, len(o.SearchAttributes))

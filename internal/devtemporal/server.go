@@ -21,11 +21,11 @@ import (
 const sqliteStore = "sqlite-default"
 
 // newTemporalServer builds (but does not start) a single-process Temporal
-// server with all four services on host, persisting to sqlConf. A positive
+// server with all four services on host, persisting as persist says. A positive
 // suggestCANAt lowers the history length at which the server suggests
 // continue-as-new.
-func newTemporalServer(host string, p ports, sqlConf *config.SQL, logger *slog.Logger, suggestCANAt int) (temporal.Server, error) {
-	conf := serverConfig(host, p, sqlConf)
+func newTemporalServer(host string, p ports, persist config.Persistence, logger *slog.Logger, suggestCANAt int) (temporal.Server, error) {
+	conf := serverConfig(host, p, persist)
 	tlog := newServerLogger(logger)
 
 	authorizer, err := authorization.GetAuthorizerFromConfig(&conf.Global.Authorization)
@@ -79,9 +79,40 @@ func newTemporalServer(host string, p ports, sqlConf *config.SQL, logger *slog.L
 	return srv, nil
 }
 
-// serverConfig is the static server configuration: one cluster, one history
-// shard (SQLite has a single writer), no archival, no metrics, no pprof.
-func serverConfig(host string, p ports, sqlConf *config.SQL) *config.Config {
+// sqlitePersistence keeps everything in one SQLite database with one
+// history shard (SQLite has a single writer).
+func sqlitePersistence(sqlConf *config.SQL) config.Persistence {
+	return config.Persistence{
+		DefaultStore:     sqliteStore,
+		VisibilityStore:  sqliteStore,
+		NumHistoryShards: 1,
+		DataStores:       map[string]config.DataStore{sqliteStore: {SQL: sqlConf}},
+	}
+}
+
+// Names of the two PostgreSQL data stores.
+const (
+	postgresStore           = "postgres-default"
+	postgresVisibilityStore = "postgres-visibility"
+)
+
+// postgresPersistence keeps executions and visibility in their two
+// PostgreSQL databases, with shards history shards.
+func postgresPersistence(exec, vis *config.SQL, shards int) config.Persistence {
+	return config.Persistence{
+		DefaultStore:     postgresStore,
+		VisibilityStore:  postgresVisibilityStore,
+		NumHistoryShards: int32(shards), // #nosec G115 -- at most a few dozen, checked positive
+		DataStores: map[string]config.DataStore{
+			postgresStore:           {SQL: exec},
+			postgresVisibilityStore: {SQL: vis},
+		},
+	}
+}
+
+// serverConfig is the static server configuration: one cluster, the given
+// persistence, no archival, no metrics, no pprof.
+func serverConfig(host string, p ports, persist config.Persistence) *config.Config {
 	hostPort := func(port int) string { return net.JoinHostPort(host, strconv.Itoa(port)) }
 	service := func(grpcPort, httpPort int) config.Service {
 		return config.Service{RPC: config.RPC{GRPCPort: grpcPort, HTTPPort: httpPort, BindOnIP: host}}
@@ -90,12 +121,7 @@ func serverConfig(host string, p ports, sqlConf *config.SQL) *config.Config {
 	var conf config.Config
 	conf.Global.Membership.MaxJoinDuration = 30 * time.Second
 	conf.Global.Membership.BroadcastAddress = host
-	conf.Persistence = config.Persistence{
-		DefaultStore:     sqliteStore,
-		VisibilityStore:  sqliteStore,
-		NumHistoryShards: 1,
-		DataStores:       map[string]config.DataStore{sqliteStore: {SQL: sqlConf}},
-	}
+	conf.Persistence = persist
 	conf.ClusterMetadata = &cluster.Config{
 		EnableGlobalNamespace:    false,
 		FailoverVersionIncrement: 10,

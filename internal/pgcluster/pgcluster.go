@@ -166,6 +166,52 @@ func (c *Cluster) Stop(ctx context.Context) error {
 	return nil
 }
 
+// Crash stops the server at once, as a power cut would (pg_ctl stop -m
+// immediate: no checkpoint, sessions dropped, recovery from the WAL at the
+// next start). Start it again with Restart.
+func (c *Cluster) Crash(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped {
+		return errors.New("pgcluster: crash of a stopped cluster")
+	}
+	out, err := c.run(ctx, "pg_ctl", "stop", "-D", c.dataDir, "-m", "immediate", "-w", "-t", "60")
+	if err != nil && c.running() {
+		return fmt.Errorf("crash postgres: %w\n%s", err, out)
+	}
+	c.logger.InfoContext(ctx, "postgres crashed (immediate stop)", "data_dir", c.dataDir)
+	return nil
+}
+
+// Restart stops the server (fast mode) if it is running and starts it again
+// on the same port, so that every client's URL stays valid. After Crash it
+// just starts it (recovering from the WAL).
+func (c *Cluster) Restart(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped {
+		return errors.New("pgcluster: restart of a stopped cluster")
+	}
+	if c.running() {
+		if out, err := c.run(ctx, "pg_ctl", "stop", "-D", c.dataDir, "-m", "fast", "-w", "-t", "60"); err != nil && c.running() {
+			return fmt.Errorf("stop postgres: %w\n%s", err, out)
+		}
+	}
+	c.opts.Port = c.port // the same port again
+	if err := c.start(ctx); err != nil {
+		return err
+	}
+	c.logger.InfoContext(ctx, "postgres restarted", "data_dir", c.dataDir, "port", c.port)
+	return nil
+}
+
+// Running reports whether the server is up.
+func (c *Cluster) Running() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.stopped && c.running()
+}
+
 // findBinaries returns the directory holding initdb, pg_ctl and postgres:
 // pg_ctl's directory on PATH (symlinks resolved) first, then the highest
 // version under /usr/lib/postgresql.

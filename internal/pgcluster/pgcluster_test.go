@@ -267,3 +267,40 @@ func TestRootWithoutPostgresUser(t *testing.T) {
 		t.Errorf("Start = %v, want an error that says to create the user or set DATABASE_URL", err)
 	}
 }
+
+func TestCrashAndRestartKeepPortAndData(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "pg")
+	c := startCluster(t, Options{Dir: dir})
+	cleanupCluster(t, &c)
+	query(t, c.URL(), "CREATE TABLE kept (v int)")
+	query(t, c.URL(), "INSERT INTO kept VALUES (7)")
+	port := c.Port()
+	ctx := t.Context()
+
+	if err := c.Crash(ctx); err != nil {
+		t.Fatalf("Crash: %v", err)
+	}
+	if c.Running() {
+		t.Fatal("running after Crash")
+	}
+	if conn, err := pgx.Connect(ctx, c.URL()); err == nil {
+		conn.Close(ctx)
+		t.Fatal("connected after Crash")
+	}
+	if err := c.Restart(ctx); err != nil {
+		t.Fatalf("Restart after Crash: %v", err)
+	}
+	if c.Port() != port || !c.Running() {
+		t.Fatalf("after Restart: port %d running %v, want port %d running", c.Port(), c.Running(), port)
+	}
+	if got := query(t, c.URL(), "SELECT v FROM kept"); len(got) != 1 || got[0] != "7" {
+		t.Errorf("after crash and restart: rows %q, want [7]", got)
+	}
+	// A restart of a running server keeps the port too.
+	if err := c.Restart(ctx); err != nil {
+		t.Fatalf("Restart: %v", err)
+	}
+	if got := query(t, c.URL(), "SELECT v FROM kept"); c.Port() != port || len(got) != 1 {
+		t.Errorf("after restart: port %d rows %q", c.Port(), got)
+	}
+}

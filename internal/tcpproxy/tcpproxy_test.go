@@ -1,4 +1,4 @@
-package testutil
+package tcpproxy
 
 import (
 	"bufio"
@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-func TestTCPProxyCutAndRestore(t *testing.T) {
+func TestCutAndRestore(t *testing.T) {
 	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -35,7 +35,11 @@ func TestTCPProxyCutAndRestore(t *testing.T) {
 			}()
 		}
 	}()
-	p := NewTCPProxy(t, ln.Addr().String())
+	p, err := Listen("127.0.0.1:0", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
 	echo := func(c net.Conn) error {
 		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 		if _, err := c.Write([]byte("ping\n")); err != nil {
