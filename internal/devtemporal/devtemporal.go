@@ -148,7 +148,8 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 
 	s.level = &stopLeveler{base: opts.LogLevel}
 	logger := slog.New(&levelHandler{h: opts.Logger.Handler(), min: s.level})
-	s.srv, err = newTemporalServer(opts.Host, ports, persist, logger, opts.SuggestContinueAsNewAt)
+	var dc *startupConfig
+	s.srv, dc, err = newTemporalServer(opts.Host, ports, persist, logger, opts.SuggestContinueAsNewAt)
 	if err != nil {
 		return nil, err
 	}
@@ -161,9 +162,11 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		}
 	}()
 
-	if err := ensureSearchAttributes(ctx, s.frontendAddr, opts.Namespace, opts.SearchAttributes, logger); err != nil {
+	added, err := ensureSearchAttributes(ctx, s.frontendAddr, opts.Namespace, opts.SearchAttributes, logger)
+	if err != nil {
 		return nil, err
 	}
+	dc.settled(added)
 
 	if ports.ui != 0 {
 		uiAddr := net.JoinHostPort(opts.Host, strconv.Itoa(ports.ui))

@@ -15,9 +15,9 @@ import (
 // ensureSearchAttributes adds the Keyword search attributes attrs that
 // namespace lacks. Attributes given at namespace creation cover a new DB; this
 // covers a DB created before an attribute was added to the list.
-func ensureSearchAttributes(ctx context.Context, frontendAddr, namespace string, attrs []string, logger *slog.Logger) error {
+func ensureSearchAttributes(ctx context.Context, frontendAddr, namespace string, attrs []string, logger *slog.Logger) (added bool, err error) {
 	if len(attrs) == 0 {
-		return nil
+		return false, nil
 	}
 	c, err := client.DialContext(ctx, client.Options{
 		HostPort:  frontendAddr,
@@ -25,13 +25,13 @@ func ensureSearchAttributes(ctx context.Context, frontendAddr, namespace string,
 		Logger:    sdklog.NewStructuredLogger(logger),
 	})
 	if err != nil {
-		return fmt.Errorf("dial temporal dev server at %s: %w", frontendAddr, err)
+		return false, fmt.Errorf("dial temporal dev server at %s: %w", frontendAddr, err)
 	}
 	defer c.Close()
 
 	list, err := c.OperatorService().ListSearchAttributes(ctx, &operatorservice.ListSearchAttributesRequest{Namespace: namespace})
 	if err != nil {
-		return fmt.Errorf("list search attributes of namespace %s: %w", namespace, err)
+		return false, fmt.Errorf("list search attributes of namespace %s: %w", namespace, err)
 	}
 	missing := make(map[string]enumspb.IndexedValueType)
 	for _, name := range attrs {
@@ -40,18 +40,18 @@ func ensureSearchAttributes(ctx context.Context, frontendAddr, namespace string,
 		case !ok:
 			missing[name] = enumspb.INDEXED_VALUE_TYPE_KEYWORD
 		case typ != enumspb.INDEXED_VALUE_TYPE_KEYWORD:
-			return fmt.Errorf("search attribute %s of namespace %s has type %s, want Keyword; "+
+			return false, fmt.Errorf("search attribute %s of namespace %s has type %s, want Keyword; "+
 				"remove it (temporal operator search-attribute remove) or start with a fresh database", name, namespace, typ)
 		}
 	}
 	if len(missing) == 0 {
-		return nil
+		return false, nil
 	}
 	if _, err := c.OperatorService().AddSearchAttributes(ctx, &operatorservice.AddSearchAttributesRequest{
 		Namespace:        namespace,
 		SearchAttributes: missing,
 	}); err != nil {
-		return fmt.Errorf("add search attributes to namespace %s: %w", namespace, err)
+		return false, fmt.Errorf("add search attributes to namespace %s: %w", namespace, err)
 	}
 	names := make([]string, 0, len(missing))
 	for name := range missing {
@@ -59,5 +59,5 @@ func ensureSearchAttributes(ctx context.Context, frontendAddr, namespace string,
 	}
 	slices.Sort(names)
 	logger.Info("added search attributes", "namespace", namespace, "names", names)
-	return nil
+	return true, nil
 }

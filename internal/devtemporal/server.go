@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"go.temporal.io/server/common/authorization"
@@ -24,26 +25,22 @@ const sqliteStore = "sqlite-default"
 // server with all four services on host, persisting as persist says. A positive
 // suggestCANAt lowers the history length at which the server suggests
 // continue-as-new.
-func newTemporalServer(host string, p ports, persist config.Persistence, logger *slog.Logger, suggestCANAt int) (temporal.Server, error) {
+func newTemporalServer(host string, p ports, persist config.Persistence, logger *slog.Logger, suggestCANAt int) (temporal.Server, *startupConfig, error) {
 	conf := serverConfig(host, p, persist)
 	tlog := newServerLogger(logger)
 
 	authorizer, err := authorization.GetAuthorizerFromConfig(&conf.Global.Authorization)
 	if err != nil {
-		return nil, fmt.Errorf("temporal authorizer: %w", err)
+		return nil, nil, fmt.Errorf("temporal authorizer: %w", err)
 	}
 	claimMapper, err := authorization.GetClaimMapperFromConfig(&conf.Global.Authorization, tlog)
 	if err != nil {
-		return nil, fmt.Errorf("temporal claim mapper: %w", err)
+		return nil, nil, fmt.Errorf("temporal claim mapper: %w", err)
 	}
 
-	dc := dynamicconfig.StaticClient{
+	fixed := dynamicconfig.StaticClient{
 		// No phoning home: the dev server runs offline.
 		dynamicconfig.EnableServerVersionCheck.Key(): false,
-		// Read search attribute aliases from the DB on every use, so ones
-		// added at start (ensureSearchAttributes) work at once instead of
-		// after the next namespace cache refresh. Cheap at dev volumes.
-		dynamicconfig.ForceSearchAttributesCacheRefreshOnRead.Key(): true,
 		// The Web UI lists workflows often; the default per-namespace
 		// visibility rate limit is tight for one local user clicking around.
 		dynamicconfig.FrontendMaxNamespaceVisibilityRPSPerInstance.Key(): 100,
@@ -54,8 +51,10 @@ func newTemporalServer(host string, p ports, persist config.Persistence, logger 
 		dynamicconfig.MatchingNumTaskqueueWritePartitions.Key(): 1,
 	}
 	if suggestCANAt > 0 {
-		dc[dynamicconfig.HistoryCountSuggestContinueAsNew.Key()] = suggestCANAt
+		fixed[dynamicconfig.HistoryCountSuggestContinueAsNew.Key()] = suggestCANAt
 	}
+	dc := &startupConfig{StaticClient: fixed}
+	dc.forceSearchAttributes.Store(true)
 
 	addr := func(port int) static.Hosts { return static.SingleLocalHost(net.JoinHostPort(host, strconv.Itoa(port))) }
 	srv, err := temporal.NewServer(
@@ -74,9 +73,9 @@ func newTemporalServer(host string, p ports, persist config.Persistence, logger 
 		temporal.WithDynamicConfigClient(dc),
 	)
 	if err != nil {
-		return nil, fmt.Errorf("build temporal server: %w", err)
+		return nil, nil, fmt.Errorf("build temporal server: %w", err)
 	}
-	return srv, nil
+	return srv, dc, nil
 }
 
 // sqlitePersistence keeps everything in one SQLite database with one
@@ -150,4 +149,40 @@ func serverConfig(host string, p ports, persist config.Persistence) *config.Conf
 	// The server's internal system workers dial the frontend through this.
 	conf.PublicClient.HostPort = hostPort(p.frontend)
 	return &conf
+}
+
+// startupConfig is the server's dynamic configuration: static, except that
+// search attributes are read from the database on every use while the
+// start-up may still add some (ensureSearchAttributes), so that they work
+// at once. Afterwards the server's own cache (60 s) holds: a refresh per
+// read is a database read for every row of every visibility listing,
+// which at 10,000 running jobs made the reconciler's listings a third of
+// the server's CPU.
+type startupConfig struct {
+	dynamicconfig.StaticClient
+	forceSearchAttributes atomic.Bool
+}
+
+// GetValue implements dynamicconfig.Client.
+func (c *startupConfig) GetValue(key dynamicconfig.Key) []dynamicconfig.ConstrainedValue {
+	if key == dynamicconfig.ForceSearchAttributesCacheRefreshOnRead.Key() {
+		return []dynamicconfig.ConstrainedValue{{Value: c.forceSearchAttributes.Load()}}
+	}
+	return c.StaticClient.GetValue(key)
+}
+
+// searchAttributeCacheTTL is how long the server's services may keep
+// search attributes read before an addition (the server's
+// cacheRefreshInterval, and a margin).
+const searchAttributeCacheTTL = 65 * time.Second
+
+// settled ends the forced refreshes: at once when the start-up added no
+// attribute, else once every service's cache read before the addition has
+// expired.
+func (c *startupConfig) settled(added bool) {
+	if !added {
+		c.forceSearchAttributes.Store(false)
+		return
+	}
+	time.AfterFunc(searchAttributeCacheTTL, func() { c.forceSearchAttributes.Store(false) })
 }
