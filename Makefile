@@ -15,7 +15,7 @@ VULNDB_VERSION      := v0.0.0-20261105234957-e22db6528018
 VULNDB              := $(TOOLS)/vulndb-$(VULNDB_VERSION)
 # Dev- and test-only code that gosec skips: never linked into bin/gpuflow
 # (the emulators, the embedded dev servers, the scheduling simulator).
-GOSEC_SKIP := internal/pgcluster internal/devstack internal/devtemporal internal/topology internal/e2e \
+GOSEC_SKIP := internal/pgcluster internal/devstack internal/devtemporal internal/topology internal/chaos internal/e2e \
 	provider/emulate provider/runpod/emulator provider/tencent/emulator provider/alibaba/emulator \
 	scheduler/sim cmd/gpuflow-sim
 # G104 (unchecked errors): the hits are Close calls on error paths and on
@@ -24,10 +24,10 @@ GOSEC_FLAGS := -quiet -exclude-generated -exclude=G104 $(addprefix -exclude-dir=
 FUZZTIME ?= 1m
 # Packages whose tests link the embedded Temporal server: slow to build,
 # so they run without the race detector and with a longer timeout.
-SERVER_PKGS := ./internal/e2e/... ./internal/devtemporal/... ./internal/devstack/... ./internal/topology/...
-UNIT_PKGS    = $(shell $(GO) list ./... | grep -v -e /internal/e2e -e /internal/devtemporal -e /internal/devstack -e /internal/topology)
+SERVER_PKGS := ./internal/e2e/... ./internal/devtemporal/... ./internal/devstack/... ./internal/topology/... ./internal/chaos/...
+UNIT_PKGS    = $(shell $(GO) list ./... | grep -v -e /internal/e2e -e /internal/devtemporal -e /internal/devstack -e /internal/topology -e /internal/chaos)
 
-.PHONY: help run topology build test test/unit test/integration test/ui web lint lint/go lint/gosec lint/vuln fuzz bench clean postgres replay-capture
+.PHONY: help run topology chaos build test test/unit test/integration test/ui web lint lint/go lint/gosec lint/vuln fuzz bench clean postgres replay-capture
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z/_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ test/ui: postgres ## the web dashboard: its unit tests, web/dist matches web/src
 	./web/e2e/setup.sh
 	cd web && npx vitest run && ./scripts/check-dist.sh
 	GPUFLOW_UI_TEST=1 $(GO) test -count=1 -timeout 10m -run '^TestDashboardInBrowser$$' ./internal/e2e/
+
+chaos: postgres ## the full chaos suite on the production topology: 500 jobs through 50 kill -9s, PostgreSQL restarts and 60/120 s outages (GPUFLOW_CHAOS_* size it; the short run is in make test; docs/RELIABILITY.md)
+	GPUFLOW_CHAOS=full $(GO) test -count=1 -timeout 3h -run '^Test(Chaos|UpgradeDrill)$$' -v ./internal/chaos/ | grep -E 'CHAOS|UPGRADE|^(ok|FAIL|---|panic)'
 
 replay-capture: postgres ## run every workflow path on real stacks and add their histories to workflows/testdata/histories (docs/WORKFLOW-VERSIONING.md)
 	GPUFLOW_CAPTURE_HISTORIES=1 $(GO) test -count=1 -timeout 45m -run '^TestCaptureHistories$$' -v ./internal/e2e/

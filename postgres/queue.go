@@ -17,8 +17,9 @@ var (
 	_ gpuflow.OutcomeStore = (*DB)(nil)
 )
 
-// QueueChannel is the NOTIFY channel Dequeue wakes the dispatchers on:
-// capacity or an owner's share may have been freed.
+// QueueChannel is the NOTIFY channel Enqueue and Dequeue wake the
+// dispatchers on: a job waits, or capacity or an owner's share may have
+// been freed.
 const QueueChannel = "gpuflow_queue"
 
 // queueLockKey is the advisory lock that makes admission passes take turns
@@ -94,7 +95,22 @@ func (db *DB) Enqueue(ctx context.Context, e gpuflow.QueueEntry) (*gpuflow.Queue
 		SELECT $1, $2, $3, $4, $5, $6, $7, $8
 		WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND status IN ('succeeded', 'failed', 'cancelled'))
 		ON CONFLICT (job_id) DO UPDATE SET blocked = EXCLUDED.blocked WHERE NOT job_queue.admitted`
-	if _, err := db.Pool.Exec(ctx, upsert, id, owner, e.WorkflowID, e.Priority, dbTime(e.SubmittedAt), spec, blocked, db.now()); err != nil {
+	// The NOTIFY wakes every dispatcher, not only this worker's: a job
+	// only another worker's providers can serve (the local host's) would
+	// otherwise wait for that worker's next recheck, an hour when its
+	// queue looked empty.
+	tx, err := db.Pool.Begin(ctx)
+	if err != nil {
+		return nil, translate(err, "enqueue job", "queue entry")
+	}
+	defer rollback(ctx, tx)
+	if _, err := tx.Exec(ctx, upsert, id, owner, e.WorkflowID, e.Priority, dbTime(e.SubmittedAt), spec, blocked, db.now()); err != nil {
+		return nil, translate(err, "enqueue job", "queue entry")
+	}
+	if _, err := tx.Exec(ctx, notifySQL, QueueChannel, ""); err != nil {
+		return nil, translate(err, "enqueue job", "queue entry")
+	}
+	if err := tx.Commit(ctx); err != nil {
 		return nil, translate(err, "enqueue job", "queue entry")
 	}
 	got, err := scanQueueEntry(db.Pool.QueryRow(ctx, `SELECT `+queueColumns+` FROM job_queue q JOIN jobs j ON j.id = q.job_id WHERE q.job_id = $1`, id))

@@ -46,6 +46,13 @@ func TestQueue(t *testing.T) {
 		if _, err := db.Enqueue(ctx, queueEntry(j, []int{1, 9, 9}[i])); err != nil {
 			t.Fatal(err)
 		}
+		// Every dispatcher hears of a job that waits (another worker may
+		// be the only one able to serve it).
+		select {
+		case <-woken:
+		case <-time.After(10 * time.Second):
+			t.Fatal("Enqueue woke no listener")
+		}
 	}
 	// Re-enqueueing keeps the place and updates the blocked offers.
 	e := queueEntry(jobs[0], 7)

@@ -43,6 +43,13 @@ type Process struct {
 // readyTimeout bounds how long Start waits for a component to be ready.
 const readyTimeout = 2 * time.Minute
 
+// setBinary makes bin the binary of the process's next start.
+func (p *Process) setBinary(bin string) {
+	p.mu.Lock()
+	p.bin = bin
+	p.mu.Unlock()
+}
+
 // LogPath is the component's log file, D/logs/NAME.log.
 func (p *Process) LogPath() string { return p.logPath }
 

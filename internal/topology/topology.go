@@ -20,6 +20,7 @@
 package topology
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -35,6 +36,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"go.temporal.io/api/workflowservice/v1"
@@ -71,6 +73,10 @@ type Options struct {
 	// Binary is the dev build of cmd/gpuflow to run. Empty: Start builds
 	// Repo's into Repo/bin/gpuflow-dev (go build -tags dev) first.
 	Binary string
+	// ServiceBinary runs migrate, the APIs and the workers (default
+	// Binary): the upgrade drill starts them from an older build, then
+	// moves them to the new one (SetServiceBinary).
+	ServiceBinary string
 	// Repo is the module's root to build from (default: found upwards from
 	// the working directory).
 	Repo string
@@ -112,6 +118,8 @@ type Topology struct {
 	PostgresProxy         *tcpproxy.Proxy
 	TemporalPostgresProxy *tcpproxy.Proxy
 
+	binMu        sync.Mutex
+	serviceBin   string            // migrate's, the APIs' and the workers' binary
 	emulatorURLs map[string]string // by cloud name
 	temporalAddr string            // the frontend itself, without the proxy
 	uiURL        string
@@ -152,6 +160,7 @@ func Start(ctx context.Context, opts Options) (_ *Topology, err error) {
 	if err := checkEmulatorsCommand(ctx, t.Binary); err != nil {
 		return nil, err
 	}
+	t.serviceBin = cmp.Or(opts.ServiceBinary, t.Binary)
 	defer func() {
 		if err != nil {
 			t.Stop()
@@ -226,6 +235,7 @@ func Start(ctx context.Context, opts Options) (_ *Topology, err error) {
 	for i, name := range []string{NameAPI1, NameAPI2} {
 		env := append(t.processEnv(name, apiAddrs[i], true), "METRICS_ADDR=off")
 		t.APIs[i] = t.newProcess(name, "http://"+apiAddrs[i], []string{"api"}, env, httpReady("http://"+apiAddrs[i]+"/health"))
+		t.APIs[i].bin = t.serviceBin
 	}
 	for i, name := range []string{NameWorker1, NameWorker2} {
 		metrics := loopback(ports[7+i])
@@ -233,6 +243,7 @@ func Start(ctx context.Context, opts Options) (_ *Topology, err error) {
 		// retries until that API answers again after a kill).
 		env := append(t.processEnv(name, apiAddrs[i], i == 0), "METRICS_ADDR="+metrics)
 		t.Workers[i] = t.newProcess(name, "http://"+metrics, []string{"worker"}, env, httpReady("http://"+metrics+"/metrics"))
+		t.Workers[i].bin = t.serviceBin
 	}
 
 	logger.Info("topology: starting temporal and the emulators")
@@ -278,10 +289,29 @@ func (t *Topology) newProcess(name, url string, args, env []string, ready func(c
 // Migrate runs `gpuflow migrate` (D/logs/migrate.log) and waits for it.
 func (t *Topology) Migrate(ctx context.Context) error {
 	p := t.newProcess(NameMigrate, "", []string{"migrate"}, t.processEnv(NameMigrate, "127.0.0.1:0", false), nil)
+	p.bin = t.serviceBinary()
 	if err := p.Start(ctx); err != nil {
 		return err
 	}
 	return p.Wait(ctx)
+}
+
+// SetServiceBinary makes bin the binary of migrate, the APIs and the
+// workers from their next start on (Migrate, Process.Start or Restart):
+// the upgrade drill's rolling upgrade.
+func (t *Topology) SetServiceBinary(bin string) {
+	t.binMu.Lock()
+	t.serviceBin = bin
+	t.binMu.Unlock()
+	for _, p := range append(t.APIs[:], t.Workers[:]...) {
+		p.setBinary(bin)
+	}
+}
+
+func (t *Topology) serviceBinary() string {
+	t.binMu.Lock()
+	defer t.binMu.Unlock()
+	return t.serviceBin
 }
 
 // Stop stops everything, each with SIGTERM (SIGKILL after 10 s): the APIs,
