@@ -42,9 +42,9 @@ func loadOptions(t *testing.T) options {
 	}
 	if os.Getenv("GPUFLOW_CHAOS") == "full" {
 		o.full = true
-		o.jobs, o.kills, o.pgRestarts, o.temporalCuts, o.pgCuts = 500, 50, 2, 5, 5
+		o.jobs, o.kills, o.pgRestarts, o.temporalCuts, o.pgCuts = 500, 50, 2, 4, 4
 		o.temporalCut, o.pgCut = 60*time.Second, 120*time.Second
-		o.maxRun, o.settle, o.submitInterval = 60, 10*time.Minute, 3*time.Second
+		o.maxRun, o.settle, o.submitInterval = 60, 10*time.Minute, 2500*time.Millisecond
 	}
 	o.seed = uint64(time.Now().UnixNano())
 	for name, p := range map[string]*int{
@@ -298,10 +298,13 @@ func (r *run) injectAll(ctx context.Context) {
 	}
 	r.mu.Lock()
 	r.rng.Shuffle(len(kinds), func(i, j int) { kinds[i], kinds[j] = kinds[j], kinds[i] })
-	// Spread them over the submissions.
+	// Spread them over the submissions: the pauses between faults fill
+	// what the faults themselves (and their probes) leave of that span.
 	span := time.Duration(r.o.jobs) * r.o.submitInterval
 	r.mu.Unlock()
-	gap := span / time.Duration(len(kinds)+1)
+	busy := time.Duration(r.o.kills)*8*time.Second + time.Duration(r.o.pgRestarts)*20*time.Second +
+		time.Duration(r.o.temporalCuts)*(r.o.temporalCut+10*time.Second) + time.Duration(r.o.pgCuts)*(r.o.pgCut+10*time.Second)
+	gap := max((span-busy)/time.Duration(len(kinds)+1), 2*time.Second)
 	for _, k := range kinds {
 		select {
 		case <-ctx.Done():

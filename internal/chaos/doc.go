@@ -7,7 +7,8 @@
 // duplicated or leaked.
 //
 // The short run is part of `make test`; `make chaos` runs the full one
-// (GPUFLOW_CHAOS=full: 500 jobs, 50 kills, 10 outages of 60 s and 120 s).
+// (GPUFLOW_CHAOS=full: 500 jobs, 50 kills, 10 outages: 2 PostgreSQL
+// restarts, 4 Temporal cuts of 60 s, 4 PostgreSQL cuts of 120 s).
 // Every size is an environment knob (see options); the seed is printed and
 // GPUFLOW_CHAOS_SEED replays a schedule.
 package chaos
