@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"go.temporal.io/server/common/config"
 	tlog "go.temporal.io/server/common/log"
 	"go.temporal.io/server/common/metrics"
@@ -33,6 +32,8 @@ import (
 	"go.temporal.io/server/common/resolver"
 	dbschemas "go.temporal.io/server/schema"
 	pgschema "go.temporal.io/server/schema/postgresql/v12"
+
+	"github.com/gpuflow/gpuflow/internal/pgcluster"
 )
 
 // DefaultHistoryShards is the number of history shards a PostgreSQL-backed
@@ -186,20 +187,8 @@ func createPostgresDatabase(ctx context.Context, p *Postgres, database string) e
 		return fmt.Errorf("temporal database: connect to %s:%d: %w", p.Host, p.Port, err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	var exists bool
-	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", database).Scan(&exists); err != nil {
-		return fmt.Errorf("temporal database: look up %s: %w", database, err)
-	}
-	if exists {
-		return nil
-	}
-	_, err = conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{database}.Sanitize())
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "42P04" { // duplicate_database: created meanwhile
-		err = nil
-	}
-	if err != nil {
-		return fmt.Errorf("temporal database: create %s: %w", database, err)
+	if err := pgcluster.CreateDatabase(ctx, conn, database); err != nil {
+		return fmt.Errorf("temporal database: %w", err)
 	}
 	return nil
 }

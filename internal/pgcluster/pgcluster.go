@@ -588,20 +588,27 @@ func (c *Cluster) createDatabase(ctx context.Context) error {
 		return fmt.Errorf("connect to postgres: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
+	return CreateDatabase(ctx, conn, Database)
+}
+
+// CreateDatabase creates database through conn (to any other database of
+// the server) unless it exists; one created meanwhile by another caller
+// counts as existing.
+func CreateDatabase(ctx context.Context, conn *pgx.Conn, database string) error {
 	var exists bool
-	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", Database).Scan(&exists); err != nil {
-		return fmt.Errorf("look up database %s: %w", Database, err)
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", database).Scan(&exists); err != nil {
+		return fmt.Errorf("look up database %s: %w", database, err)
 	}
 	if exists {
 		return nil
 	}
-	_, err = conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{Database}.Sanitize())
+	_, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{database}.Sanitize())
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "42P04" { // duplicate_database: created meanwhile
 		err = nil
 	}
 	if err != nil {
-		return fmt.Errorf("create database %s: %w", Database, err)
+		return fmt.Errorf("create database %s: %w", database, err)
 	}
 	return nil
 }
