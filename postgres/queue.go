@@ -2,6 +2,8 @@ package postgres
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -107,7 +109,7 @@ func (db *DB) Enqueue(ctx context.Context, e gpuflow.QueueEntry) (*gpuflow.Queue
 	if _, err := tx.Exec(ctx, upsert, id, owner, e.WorkflowID, e.Priority, dbTime(e.SubmittedAt), spec, blocked, db.now()); err != nil {
 		return nil, translate(err, "enqueue job", "queue entry")
 	}
-	if _, err := tx.Exec(ctx, notifySQL, QueueChannel, ""); err != nil {
+	if _, err := tx.Exec(ctx, notifySQL, QueueChannel, enqueuedHere); err != nil {
 		return nil, translate(err, "enqueue job", "queue entry")
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -310,9 +312,25 @@ func listenQueueOnce(ctx context.Context, cfg *pgx.ConnConfig, fn func()) (bool,
 	}
 	fn()
 	for {
-		if _, err := conn.WaitForNotification(ctx); err != nil {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
 			return true, fmt.Errorf("wait for notification: %w", err)
+		}
+		if n.Payload == enqueuedHere {
+			// This process's own enqueue: the Admit that made it runs a
+			// pass already, and a second one would only queue behind it.
+			continue
 		}
 		fn()
 	}
+}
+
+// enqueuedHere is the payload of this process's enqueue notifications,
+// which its own listeners skip.
+var enqueuedHere = "enqueue " + newProcessTag()
+
+func newProcessTag() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/gpuflow/gpuflow"
+	"github.com/jackc/pgx/v5"
 )
 
 func queueEntry(j *gpuflow.Job, prio int) gpuflow.QueueEntry {
@@ -42,17 +43,32 @@ func TestQueue(t *testing.T) {
 		t.Fatal("queue listener did not subscribe")
 	}
 
+	// Another process's listener: every dispatcher hears of a job that
+	// waits (another worker may be the only one able to serve it); this
+	// process's own listener does not (its Admit passes anyway).
+	other, err := pgx.Connect(ctx, db.Pool.Config().ConnConfig.ConnString())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close(context.WithoutCancel(ctx))
+	if _, err := other.Exec(ctx, "LISTEN "+QueueChannel); err != nil {
+		t.Fatal(err)
+	}
 	for i, j := range jobs {
 		if _, err := db.Enqueue(ctx, queueEntry(j, []int{1, 9, 9}[i])); err != nil {
 			t.Fatal(err)
 		}
-		// Every dispatcher hears of a job that waits (another worker may
-		// be the only one able to serve it).
-		select {
-		case <-woken:
-		case <-time.After(10 * time.Second):
-			t.Fatal("Enqueue woke no listener")
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		n, err := other.WaitForNotification(wctx)
+		cancel()
+		if err != nil || n.Channel != QueueChannel {
+			t.Fatalf("Enqueue woke no other listener: %v %+v", err, n)
 		}
+	}
+	select {
+	case <-woken:
+		t.Fatal("this process's enqueue woke its own listener")
+	case <-time.After(300 * time.Millisecond):
 	}
 	// Re-enqueueing keeps the place and updates the blocked offers.
 	e := queueEntry(jobs[0], 7)
