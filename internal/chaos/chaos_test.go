@@ -546,6 +546,15 @@ func (r *run) check(ctx context.Context, feed *follower, ended map[string]map[st
 	t.Logf("CHAOS result: lost %d, duplicated %d (jobs) + %d (machines), leaked %d, wrong end %d, not ended %d; feed: %d events over %d reconnections, %d missing, %d extra or out of order",
 		lost, duplicated, len(twice), len(leaked), wrong, open, total, reconnects, feedMissing, feedExtra+dups+backwards)
 	t.Logf("CHAOS submissions saw transient answers (retried with the same Idempotency-Key): %s", tr)
+	r.mu.Lock()
+	internal := r.submitTr["500"]
+	r.mu.Unlock()
+	if internal > 0 {
+		// Not an invariant of the suite (the retry made each one a job
+		// that runs), but a defect to find: keep the logs.
+		t.Logf("CHAOS WARNING: %d submissions were answered 500 (internal) and retried; a dependency down should answer 503. Logs kept: %s",
+			internal, r.cl.KeepLogs(t))
+	}
 	kinds := make([]string, 0, len(rec))
 	for k := range rec {
 		kinds = append(kinds, k)

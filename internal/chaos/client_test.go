@@ -102,12 +102,17 @@ func (c *client) once(ctx context.Context, base, method, path string, body any, 
 // transient reports whether an answer (or its absence) says "try again":
 // the replica is down, overloaded, or a dependency is (503 names it and
 // changes nothing).
+//
+// A 500 is retried too, as a client with an Idempotency-Key may (the key
+// makes it safe), but it is a defect — a dependency down must answer 503
+// naming it — so the suite counts 500s apart and reports them.
 func transient(a answer, err error) bool {
 	if err != nil {
 		return true
 	}
 	switch a.code {
-	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+	case http.StatusTooManyRequests, http.StatusInternalServerError, http.StatusBadGateway,
+		http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 		return true
 	}
 	return false

@@ -38,6 +38,9 @@ type cluster interface {
 	// Machines returns what the emulators and the local host say: machines
 	// created more than once for one attempt, and machines alive now.
 	Machines(t *testing.T) (twice, alive []string)
+	// KeepLogs copies the processes' logs out of the test's temporary
+	// directory and returns where they are.
+	KeepLogs(t *testing.T) string
 }
 
 // setFaults turns faults on in every emulator: a few lost creates, server

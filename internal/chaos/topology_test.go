@@ -45,16 +45,30 @@ func startCluster(t *testing.T) cluster {
 	if err != nil {
 		t.Fatalf("start topology: %v", err)
 	}
+	c := &topo{Topology: tp, t: t}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("CHAOS the processes' logs: %s", tp.LogDir())
+			t.Logf("CHAOS the processes' logs: %s", c.KeepLogs(t))
 		}
 		tp.Stop()
 		if d := tp.Postgres.DataDir(); strings.Contains(d, "gpuflow-pg-") {
 			_ = os.RemoveAll(d)
 		}
 	})
-	return &topo{Topology: tp, t: t}
+	return c
+}
+
+// KeepLogs copies D/logs to the system's temporary directory (the test's
+// own is removed when it ends).
+func (c *topo) KeepLogs(t *testing.T) string {
+	dst, err := os.MkdirTemp("", "gpuflow-chaos-logs-")
+	if err != nil {
+		return c.LogDir() + " (not kept: " + err.Error() + ")"
+	}
+	if err := os.CopyFS(dst, os.DirFS(c.LogDir())); err != nil {
+		return c.LogDir() + " (not kept: " + err.Error() + ")"
+	}
+	return dst
 }
 
 func (c *topo) APIs() []string { return c.APIURLs() }
