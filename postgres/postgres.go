@@ -11,8 +11,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/gpuflow/gpuflow"
@@ -178,10 +181,20 @@ func translate(err error, op, what string) error {
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	var ce *pgconn.ConnectError
-	if errors.As(err, &ce) || pgconn.SafeToRetry(err) {
+	if errors.As(err, &ce) || pgconn.SafeToRetry(err) || lostConnection(err) {
 		return &gpuflow.Error{Code: gpuflow.EUNAVAILABLE, Message: "database unavailable", Err: err}
 	}
 	return fmt.Errorf("%s: %w", op, err)
+}
+
+// lostConnection reports whether err is a connection that broke under a
+// statement (the server crashed or restarted, a proxy cut it, a pooled
+// connection went stale): the database is unavailable, not the request
+// wrong. Without it such an error was answered 500.
+func lostConnection(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 // notFound is the ENOTFOUND error for the job with id.
