@@ -9,7 +9,10 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
+
+	"github.com/gpuflow/gpuflow/provider/agentscript"
 )
 
 // Persisted state. An emulator given a state file (each emulator's
@@ -104,6 +107,27 @@ type JobHooks struct {
 	Ended func(code int)
 	// Acked: the API acknowledged the finished report.
 	Acked func()
+}
+
+// PlayMachineJob starts, on wg, the job of a VM whose boot script (the
+// user data gpuflow's agentscript wrote) is script: its agent reports where
+// the script says, through client. st is the job as kept; elapsed is how
+// long ago it began (0 for a job starting now). update applies a change of
+// the job's state under the emulator's lock and persists it: the job's end
+// and the API's acknowledgement go through it. The job stops when ctx
+// ends; cancel is called when it is over.
+func PlayMachineJob(ctx context.Context, cancel context.CancelFunc, wg *sync.WaitGroup, script string, client *http.Client,
+	st JobState, elapsed time.Duration, update func(func(*JobState))) {
+	env := agentscript.Env(script)
+	agent := Agent{URL: env[agentscript.EnvAgentURL], Token: env[agentscript.EnvAgentToken], Client: client}
+	hooks := JobHooks{
+		Ended: func(code int) { update(func(j *JobState) { j.Ended, j.ExitCode = true, code }) },
+		Acked: func() { update(func(j *JobState) { j.Acked = true }) },
+	}
+	wg.Go(func() {
+		defer cancel()
+		ResumeJob(ctx, agent, st, env[agentscript.EnvJobID], elapsed, hooks)
+	})
 }
 
 // ResumeJob plays job st, begun elapsed ago (0 for a job starting now),

@@ -164,19 +164,17 @@ func (e *Emulator) playJob(m *machine, resumed bool) {
 	if e.closed || m.job == nil || m.job.Acked {
 		return
 	}
-	env := agentscript.Env(m.script)
 	client := e.opts.AgentClient
 	if client == nil {
 		client = &http.Client{Timeout: 10 * time.Second}
 	}
-	agent := emulate.Agent{URL: env[agentscript.EnvAgentURL], Token: env[agentscript.EnvAgentToken], Client: client}
-	jobID := env[agentscript.EnvJobID]
-	st := *m.job
 	var elapsed time.Duration
 	if resumed {
-		elapsed = max(e.now().Sub(st.Started), 0)
+		elapsed = max(e.now().Sub(m.job.Started), 0)
 	}
-	update := func(f func(*emulate.JobState)) {
+	ctx, cancel := context.WithCancel(e.ctx)
+	m.cancelJob = cancel
+	emulate.PlayMachineJob(ctx, cancel, &e.wg, m.script, client, *m.job, elapsed, func(f func(*emulate.JobState)) {
 		e.mu.Lock()
 		defer e.mu.Unlock()
 		if e.machines[m.id] == m && m.job != nil {
@@ -184,17 +182,5 @@ func (e *Emulator) playJob(m *machine, resumed bool) {
 			e.dirty = true
 			e.flush()
 		}
-	}
-	hooks := emulate.JobHooks{
-		Ended: func(code int) { update(func(j *emulate.JobState) { j.Ended, j.ExitCode = true, code }) },
-		Acked: func() { update(func(j *emulate.JobState) { j.Acked = true }) },
-	}
-	ctx, cancel := context.WithCancel(e.ctx)
-	m.cancelJob = cancel
-	e.wg.Add(1)
-	go func() {
-		defer e.wg.Done()
-		defer cancel()
-		emulate.ResumeJob(ctx, agent, st, jobID, elapsed, hooks)
-	}()
+	})
 }

@@ -472,17 +472,13 @@ func (e *Emulator) playJobLocked(in *instance, resumed bool) {
 	if e.closed || in.job == nil || in.job.Acked {
 		return
 	}
-	env := agentscript.Env(in.userData)
-	agent := emulate.Agent{URL: env[agentscript.EnvAgentURL], Token: env[agentscript.EnvAgentToken], Client: e.agentClient}
-	ctx, cancel := context.WithCancel(context.Background())
-	in.cancelJob = cancel
-	jobID := env[agentscript.EnvJobID]
-	st := *in.job
 	var elapsed time.Duration
 	if resumed {
-		elapsed = max(e.now().Sub(st.Started), 0)
+		elapsed = max(e.now().Sub(in.job.Started), 0)
 	}
-	update := func(f func(*emulate.JobState)) {
+	ctx, cancel := context.WithCancel(context.Background())
+	in.cancelJob = cancel
+	emulate.PlayMachineJob(ctx, cancel, &e.jobs, in.userData, e.agentClient, *in.job, elapsed, func(f func(*emulate.JobState)) {
 		e.mu.Lock()
 		defer e.mu.Unlock()
 		if e.instances[in.id] == in && in.job != nil {
@@ -490,17 +486,7 @@ func (e *Emulator) playJobLocked(in *instance, resumed bool) {
 			e.dirty = true
 			e.flushLocked()
 		}
-	}
-	hooks := emulate.JobHooks{
-		Ended: func(code int) { update(func(j *emulate.JobState) { j.Ended, j.ExitCode = true, code }) },
-		Acked: func() { update(func(j *emulate.JobState) { j.Acked = true }) },
-	}
-	e.jobs.Add(1)
-	go func() {
-		defer e.jobs.Done()
-		defer cancel()
-		emulate.ResumeJob(ctx, agent, st, jobID, elapsed, hooks)
-	}()
+	})
 }
 
 // newID returns prefix followed by n random lowercase letters and digits.
