@@ -65,7 +65,16 @@ func TestQueueOrderAndCancel(t *testing.T) {
 	if j["instance_id"] != nil || len(j["attempts"].([]any)) != 0 {
 		t.Fatalf("a cancelled queued job was provisioned: %v", j)
 	}
-	if pos, _, err := s.DB.QueuePosition(context.Background(), doomed); err != nil || pos != 0 {
+	// The workflow writes the final status first and leaves the queue
+	// right after (so the pass that leaving wakes counts the room as
+	// free): the entry goes a moment after "cancelled" shows.
+	deadline := time.Now().Add(10 * time.Second)
+	pos, _, err := s.DB.QueuePosition(context.Background(), doomed)
+	for (err != nil || pos != 0) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+		pos, _, err = s.DB.QueuePosition(context.Background(), doomed)
+	}
+	if err != nil || pos != 0 {
 		t.Fatalf("cancelled job still queued: %d %v", pos, err)
 	}
 	if q := c.job(low)["queue"].(map[string]any); q["position"] != 2.0 {
