@@ -119,6 +119,15 @@ func TestBenchScale(t *testing.T) {
 	base := measure(t, conn, s, cfg.DataDir)
 	t.Logf("BENCH scale idle: test process RSS %.0f MiB, Go heap in use %.0f MiB, %d goroutines before any job",
 		float64(base.rssKiB)/1024, float64(base.heap.HeapInuse)/(1<<20), base.goroutines)
+	// The stack's own cost with no job (the Temporal server's housekeeping,
+	// the reconcilers' sweeps, the watchers): the steady figures are also
+	// given over this, per job.
+	idleWindow := envDuration(t, "GPUFLOW_SCALE_IDLE", time.Minute)
+	time.Sleep(idleWindow)
+	idle := measure(t, conn, s, cfg.DataDir)
+	idleRate := rates(base, idle)
+	t.Logf("BENCH scale idle: over %v with no job: test process CPU %.1f %% of one core, wrote %.1f KiB/min; PostgreSQL CPU %.1f %%, wrote %.1f KiB/min (WAL %.1f KiB/min)",
+		idleWindow, idleRate.selfCPU, idleRate.selfWriteKiBMin, idleRate.pgCPU, idleRate.pgWriteKiBMin, idleRate.walKiBMin)
 
 	// GPUFLOW_SCALE_PPROF=dir keeps profiles of this process (it hosts the
 	// Temporal server, the worker, the API and the emulators): CPU from the
@@ -167,16 +176,19 @@ func TestBenchScale(t *testing.T) {
 	t.Logf("BENCH scale running: all %d jobs running %v after the first submit (%.1f s after the last accepted); load %s",
 		len(ids), allRunning.Round(time.Millisecond), (allRunning - submitTook).Seconds(), loadavg())
 
-	// Steady state: nothing happens but the jobs running.
-	time.Sleep(5 * time.Second) // let the last jobs' start-up writes settle
+	// Steady state: nothing happens but the jobs running. First let the
+	// last jobs' start-up writes settle (the Temporal server's queued tasks
+	// and SQLite's checkpoint of the ramp): until a 5 s slice writes no
+	// more than twice the idle rate, for at most GPUFLOW_SCALE_SETTLE.
+	settle(t, envDuration(t, "GPUFLOW_SCALE_SETTLE", 2*time.Minute), idleRate.selfWriteKiBMin)
 	runningBefore := tr.count(ids, gpuflow.StatusRunning)
 	m0 := measure(t, conn, s, cfg.DataDir)
 	stopSteadyCPU := startCPUProfile(t, profDir, "steady.cpu.pprof")
-	time.Sleep(steady)
+	steadyWrites(t, steady, m0)
 	stopSteadyCPU()
 	m1 := measure(t, conn, s, cfg.DataDir)
 	runningAfter := tr.count(ids, gpuflow.StatusRunning)
-	report(t, base, m0, m1, (runningBefore+runningAfter)/2)
+	report(t, base, idleRate, m0, m1, (runningBefore+runningAfter)/2)
 	t.Logf("BENCH scale steady logs (warnings and errors, by message): %s", logs.since(m0.logs))
 
 	// Exit latency: a second batch that exits on its own while the first
@@ -188,6 +200,27 @@ func TestBenchScale(t *testing.T) {
 	done := tr.waitAll(t, conn, exitIDs, gpuflow.StatusSucceeded, start, time.Duration(exitRun)*time.Second+exitWait)
 	exitLatency(t, conn, tr, agent, exitIDs, done, dropFinished)
 	t.Logf("BENCH scale end: load %s", loadavg())
+}
+
+// steadyWrites waits d, logging every 15 s what this process wrote to
+// disk in that slice (so a one-time flush, such as a SQLite checkpoint of
+// the ramp's writes, shows apart from the steady rate).
+func steadyWrites(t *testing.T, d time.Duration, m0 snapshot) {
+	const slice = 15 * time.Second
+	end := time.Now().Add(d)
+	prev, prevAt := m0.selfWrite, m0.at
+	var slices []string
+	for time.Until(end) > 0 {
+		time.Sleep(min(slice, time.Until(end)))
+		w, err := procWriteBytes(os.Getpid())
+		if err != nil {
+			return
+		}
+		now := time.Now()
+		slices = append(slices, fmt.Sprintf("%.0f KiB/s", float64(w-prev)/1024/now.Sub(prevAt).Seconds()))
+		prev, prevAt = w, now
+	}
+	t.Logf("BENCH scale steady disk: test process writes by %v slice: %s", slice, strings.Join(slices, ", "))
 }
 
 // startCPUProfile writes a CPU profile of this process to dir/name until
@@ -580,7 +613,46 @@ func measure(t *testing.T, conn *pgx.Conn, s *devstack.Stack, dataDir string) sn
 	return sn
 }
 
-func report(t *testing.T, idle, m0, m1 snapshot, running int) {
+// rate is a window's CPU (% of one core) and writes (KiB a minute).
+type rate struct {
+	selfCPU, selfWriteKiBMin, pgCPU, pgWriteKiBMin, walKiBMin float64
+}
+
+func rates(m0, m1 snapshot) rate {
+	secs := m1.at.Sub(m0.at).Seconds()
+	r := rate{selfCPU: 100 * (m1.selfCPU - m0.selfCPU) / secs, selfWriteKiBMin: float64(m1.selfWrite-m0.selfWrite) / 1024 / secs * 60,
+		walKiBMin: float64(m1.walBytes-m0.walBytes) / 1024 / secs * 60}
+	for pid, a := range m1.pg {
+		b := m0.pg[pid]
+		r.pgCPU += 100 * (a.cpu - b.cpu) / secs
+		r.pgWriteKiBMin += float64(a.write-b.write) / 1024 / secs * 60
+	}
+	return r
+}
+
+// settle waits until a 5 s slice of this process's writes is at most
+// twice idleKiBMin (and at least 60 KiB a minute), for at most d.
+func settle(t *testing.T, d time.Duration, idleKiBMin float64) {
+	start := time.Now()
+	limit := max(2*idleKiBMin, 60)
+	prev, _ := procWriteBytes(os.Getpid())
+	for time.Since(start) < d {
+		time.Sleep(5 * time.Second)
+		w, err := procWriteBytes(os.Getpid())
+		if err != nil {
+			return
+		}
+		kibMin := float64(w-prev) / 1024 / 5 * 60
+		prev = w
+		if kibMin <= limit {
+			t.Logf("BENCH scale settle: writes down to %.0f KiB/min after %v", kibMin, time.Since(start).Round(time.Second))
+			return
+		}
+	}
+	t.Logf("BENCH scale settle: writes still above %.0f KiB/min after %v; measuring anyway", limit, d)
+}
+
+func report(t *testing.T, idle snapshot, idleRate rate, m0, m1 snapshot, running int) {
 	secs := m1.at.Sub(m0.at).Seconds()
 	mins := secs / 60
 	perJobMin := func(b int64) string {
@@ -589,6 +661,15 @@ func report(t *testing.T, idle, m0, m1 snapshot, running int) {
 		}
 		return fmt.Sprintf("%.1f KiB", float64(b)/1024/float64(running)/mins)
 	}
+	r := rates(m0, m1)
+	defer func() {
+		if running == 0 {
+			return
+		}
+		t.Logf("BENCH scale steady over idle, per running job: test process CPU %+.4f %% of one core, writes %+.2f KiB/min; PostgreSQL writes %+.2f KiB/min, WAL %+.2f KiB/min",
+			(r.selfCPU-idleRate.selfCPU)/float64(running), (r.selfWriteKiBMin-idleRate.selfWriteKiBMin)/float64(running),
+			(r.pgWriteKiBMin-idleRate.pgWriteKiBMin)/float64(running), (r.walKiBMin-idleRate.walKiBMin)/float64(running))
+	}()
 	t.Logf("BENCH scale steady: %d jobs running over %.0f s; load %s", running, secs, loadavg())
 	t.Logf("BENCH scale steady CPU: test process (API, worker, Temporal server, emulators) %.1f %% of one core",
 		100*(m1.selfCPU-m0.selfCPU)/secs)
