@@ -354,6 +354,14 @@ func (db *DB) ApplyUpdate(ctx context.Context, u gpuflow.JobUpdate) (*gpuflow.Ev
 	if err := insertEvent(ctx, tx, ev); err != nil {
 		return nil, translate(err, "apply update to job "+id, "update")
 	}
+	if u.Status == gpuflow.StatusRunning && j.MachineID != "" {
+		// The workflow knows its machine runs (its agent said so, most
+		// often): the watcher's first sight of it running is no news, and
+		// a signal saying so would cost the job a workflow task for nothing.
+		if _, err := tx.Exec(ctx, watchKnownRunningSQL, id, j.MachineID); err != nil {
+			return nil, translate(err, "apply update to job "+id, "update")
+		}
+	}
 	if _, err := tx.Exec(ctx, notifySQL, EventsChannel, notifyPayload(ev)); err != nil {
 		return nil, translate(err, "notify event of job "+id, "update")
 	}

@@ -91,6 +91,10 @@ func (db *DB) GetWatch(ctx context.Context, jobID string) (*gpuflow.Watch, error
 	return w, nil
 }
 
+// watchKnownRunningSQL records, with a job's status "running", that its
+// workflow knows the machine runs (ApplyUpdate).
+const watchKnownRunningSQL = `UPDATE machine_watch SET state = 'running' WHERE job_id = $1 AND machine_id = $2 AND state = ''`
+
 // MarkWatch records the state told to the workflow and the log offset (the
 // offset never moves back).
 func (db *DB) MarkWatch(ctx context.Context, jobID, machineID string, state gpuflow.MachineState, logOffset int64) error {
