@@ -623,7 +623,7 @@ func rates(m0, m1 snapshot) rate {
 	r := rate{selfCPU: 100 * (m1.selfCPU - m0.selfCPU) / secs, selfWriteKiBMin: float64(m1.selfWrite-m0.selfWrite) / 1024 / secs * 60,
 		walKiBMin: float64(m1.walBytes-m0.walBytes) / 1024 / secs * 60}
 	for pid, a := range m1.pg {
-		b := m0.pg[pid]
+		b := m0.pg[pid] // a process started during the window counts from zero
 		r.pgCPU += 100 * (a.cpu - b.cpu) / secs
 		r.pgWriteKiBMin += float64(a.write-b.write) / 1024 / secs * 60
 	}
@@ -662,23 +662,11 @@ func report(t *testing.T, idle snapshot, idleRate rate, m0, m1 snapshot, running
 		return fmt.Sprintf("%.1f KiB", float64(b)/1024/float64(running)/mins)
 	}
 	r := rates(m0, m1)
-	defer func() {
-		if running == 0 {
-			return
-		}
-		t.Logf("BENCH scale steady over idle, per running job: test process CPU %+.4f %% of one core, writes %+.2f KiB/min; PostgreSQL writes %+.2f KiB/min, WAL %+.2f KiB/min",
-			(r.selfCPU-idleRate.selfCPU)/float64(running), (r.selfWriteKiBMin-idleRate.selfWriteKiBMin)/float64(running),
-			(r.pgWriteKiBMin-idleRate.pgWriteKiBMin)/float64(running), (r.walKiBMin-idleRate.walKiBMin)/float64(running))
-	}()
 	t.Logf("BENCH scale steady: %d jobs running over %.0f s; load %s", running, secs, loadavg())
-	t.Logf("BENCH scale steady CPU: test process (API, worker, Temporal server, emulators) %.1f %% of one core",
-		100*(m1.selfCPU-m0.selfCPU)/secs)
-	var pgCPU float64
+	t.Logf("BENCH scale steady CPU: test process (API, worker, Temporal server, emulators) %.1f %% of one core", r.selfCPU)
 	var pgWrite int64
 	for pid, a := range m1.pg {
-		b := m0.pg[pid] // a process started during the window counts from zero
-		pgCPU += a.cpu - b.cpu
-		pgWrite += a.write - b.write
+		pgWrite += a.write - m0.pg[pid].write // a process started during the window counts from zero
 	}
 	gone := 0
 	for pid := range m0.pg {
@@ -687,7 +675,7 @@ func report(t *testing.T, idle snapshot, idleRate rate, m0, m1 snapshot, running
 		}
 	}
 	t.Logf("BENCH scale steady CPU: PostgreSQL (%d processes, %d exited during the window) %.1f %% of one core",
-		len(m1.pg), gone, 100*pgCPU/secs)
+		len(m1.pg), gone, r.pgCPU)
 	selfWrite := m1.selfWrite - m0.selfWrite
 	t.Logf("BENCH scale steady disk: test process wrote %.1f MiB (%.0f KiB/s), %s per running job per minute (nearly all Temporal's SQLite)",
 		float64(selfWrite)/(1<<20), float64(selfWrite)/1024/secs, perJobMin(selfWrite))
@@ -716,6 +704,12 @@ func report(t *testing.T, idle snapshot, idleRate rate, m0, m1 snapshot, running
 		float64(m1.rssKiB)/1024, float64(m1.hwmKiB)/1024, float64(h.HeapInuse)/(1<<20), float64(h.Sys)/(1<<20), m1.goroutines,
 		float64(m1.rssKiB-idle.rssKiB)/float64(max(running, 1)), float64(h.HeapInuse-idle.heap.HeapInuse)/1024/float64(max(running, 1)),
 		float64(m1.goroutines-idle.goroutines)/float64(max(running, 1)))
+	if running > 0 {
+		n := float64(running)
+		t.Logf("BENCH scale steady over idle, per running job: test process CPU %+.4f %% of one core, writes %+.2f KiB/min; PostgreSQL writes %+.2f KiB/min, WAL %+.2f KiB/min",
+			(r.selfCPU-idleRate.selfCPU)/n, (r.selfWriteKiBMin-idleRate.selfWriteKiBMin)/n,
+			(r.pgWriteKiBMin-idleRate.pgWriteKiBMin)/n, (r.walKiBMin-idleRate.walKiBMin)/n)
+	}
 }
 
 // cancelAll cancels every job not ended yet and waits until they have ended
