@@ -15,7 +15,9 @@ type Watch struct {
 	// provider (its watcher watches only its own); "" for clouds.
 	Host      string `json:"host,omitempty"`
 	MachineID string `json:"machine_id"`
-	// State is the last state the watcher told the workflow ("" none yet).
+	// State is the last state the workflow is known to have of the
+	// machine ("" none yet): what the watcher last told it, or "running"
+	// once the job's status says it runs (the job store sets it then).
 	State MachineState `json:"state,omitempty"`
 	// LogOffset is how much of the machine's output has reached the job
 	// store (providers whose output the watcher ships: local).
