@@ -48,6 +48,11 @@ type Options struct {
 	// (the worker's, the API's and its relay's) dials instead of the
 	// server's own address: tests put a proxy there to cut Temporal off.
 	TemporalClientAddr string
+	// ExternalTemporal dials the Temporal server already serving at the
+	// configured address instead of embedding one (a benchmark runs the
+	// server as a process of its own to measure it apart). The server must
+	// have gpuflow's namespace and search attributes.
+	ExternalTemporal bool
 	// SuggestContinueAsNewAt, when positive, makes the Temporal server
 	// suggest continue-as-new at this history length (events): the
 	// history capture's knob to run a job's watch through continue-as-new.
@@ -72,15 +77,43 @@ type Stack struct {
 	stopRelay func()
 }
 
+// EmbeddedTemporalOptions are the embedded Temporal server's options for cfg and
+// opts (as Start uses them): on <data dir>/temporal.db unless
+// InMemoryTemporal, with gpuflow's namespace and search attributes.
+func EmbeddedTemporalOptions(cfg app.Config, opts Options, logger *slog.Logger) (devtemporal.Options, error) {
+	tport, err := port(cfg.TemporalAddress)
+	if err != nil {
+		return devtemporal.Options{}, err
+	}
+	topts := devtemporal.Options{
+		Host: host(cfg.TemporalAddress), Port: tport, Namespace: cfg.TemporalNamespace,
+		SearchAttributes: workflows.SearchAttributeNames, Logger: logger.With("component", "temporal-server"),
+		SuggestContinueAsNewAt: opts.SuggestContinueAsNewAt,
+	}
+	if !opts.InMemoryTemporal {
+		topts.DBFile = filepath.Join(cfg.DataDir, "temporal.db")
+	}
+	if !opts.NoUI {
+		if topts.UIPort, err = port(cfg.TemporalUIAddr); err != nil {
+			return devtemporal.Options{}, err
+		}
+	}
+	return topts, nil
+}
+
 // Start brings the stack up. Ports are checked before anything starts.
 // On failure everything started so far is stopped again.
 func Start(ctx context.Context, cfg app.Config, opts Options, logger *slog.Logger) (s *Stack, err error) {
-	for _, addr := range []string{cfg.HTTPAddr, cfg.TemporalAddress} {
+	ports := []string{cfg.HTTPAddr}
+	if !opts.ExternalTemporal {
+		ports = append(ports, cfg.TemporalAddress)
+	}
+	for _, addr := range ports {
 		if err := api.CheckPortFree(addr); err != nil {
 			return nil, err
 		}
 	}
-	if !opts.NoUI {
+	if !opts.NoUI && !opts.ExternalTemporal {
 		if err := api.CheckPortFree(cfg.TemporalUIAddr); err != nil {
 			return nil, err
 		}
@@ -107,23 +140,6 @@ func Start(ctx context.Context, cfg app.Config, opts Options, logger *slog.Logge
 
 	// Temporal first: its file lock tells a second copy to go away before
 	// it touches anything else.
-	tport, err := port(cfg.TemporalAddress)
-	if err != nil {
-		return nil, err
-	}
-	topts := devtemporal.Options{
-		Host: host(cfg.TemporalAddress), Port: tport, Namespace: cfg.TemporalNamespace,
-		SearchAttributes: workflows.SearchAttributeNames, Logger: logger.With("component", "temporal-server"),
-		SuggestContinueAsNewAt: opts.SuggestContinueAsNewAt,
-	}
-	if !opts.InMemoryTemporal {
-		topts.DBFile = filepath.Join(cfg.DataDir, "temporal.db")
-	}
-	if !opts.NoUI {
-		if topts.UIPort, err = port(cfg.TemporalUIAddr); err != nil {
-			return nil, err
-		}
-	}
 	// The embedded server's own system workers are SDK workers of this
 	// process and create the process's one sticky workflow cache: its size
 	// must be set before they start, or the worker's bound
@@ -132,8 +148,14 @@ func Start(ctx context.Context, cfg app.Config, opts Options, logger *slog.Logge
 	if cfg.WorkflowCache > 0 {
 		sdkworker.SetStickyWorkflowCacheSize(cfg.WorkflowCache)
 	}
-	if s.Temporal, err = devtemporal.Start(ctx, topts); err != nil {
-		return nil, err
+	if !opts.ExternalTemporal {
+		topts, err := EmbeddedTemporalOptions(cfg, opts, logger)
+		if err != nil {
+			return nil, err
+		}
+		if s.Temporal, err = devtemporal.Start(ctx, topts); err != nil {
+			return nil, err
+		}
 	}
 
 	if cfg.DatabaseURL == "" {

@@ -3,6 +3,7 @@ package devstack
 import (
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 
 	"github.com/gpuflow/gpuflow/internal/app"
@@ -17,12 +18,18 @@ type Emulator = emuproc.Emulator
 type runningEmulator = emuproc.Running
 
 // startEmulators starts an emulator for every cloud without credentials
-// and records their URLs in cfg.Clouds.Emulators.
+// or an emulator of its own elsewhere, and records their URLs in cfg.Clouds.Emulators.
 func startEmulators(cfg *app.Config, logger *slog.Logger) (map[string]*runningEmulator, error) {
 	out := map[string]*runningEmulator{}
-	cfg.Clouds.Emulators = map[string]string{}
+	cfg.Clouds.Emulators = maps.Clone(cfg.Clouds.Emulators) // the caller's map stays as it was
+	if cfg.Clouds.Emulators == nil {
+		cfg.Clouds.Emulators = map[string]string{}
+	}
 	for _, name := range app.Clouds {
-		if cfg.Clouds.Live(name) {
+		// A live cloud needs none; one whose emulator URL is configured
+		// (GPUFLOW_<CLOUD>_EMULATOR_URL) uses that emulator, running
+		// elsewhere.
+		if cfg.Clouds.Live(name) || cfg.Clouds.Emulators[name] != "" {
 			continue
 		}
 		log := logger.With("emulator", name)

@@ -70,8 +70,15 @@ func TestBenchScale(t *testing.T) {
 	exitWait := envDuration(t, "GPUFLOW_SCALE_EXIT_WAIT", 5*time.Minute)
 	rampWait := envDuration(t, "GPUFLOW_SCALE_RAMP_WAIT", max(10*time.Minute, time.Duration(n)*300*time.Millisecond))
 	dropFinished := os.Getenv("GPUFLOW_SCALE_AGENT_FINISHED") == "drop"
+	split := os.Getenv("GPUFLOW_SCALE_PROCESSES") != "one"
 
 	cfg := testConfig(t)
+	opts := devstack.Options{NoUI: true}
+	var side *sideProcs
+	if split { // stopped after the stack: registered first
+		side = startSideProcs(t, &cfg)
+		opts.ExternalTemporal = true
+	}
 	agent := startAgentProxy(t, "http://"+cfg.HTTPAddr, dropFinished)
 	cfg.AgentURL = agent.url
 	if v := envInt("GPUFLOW_WORKFLOW_CACHE", 0); v > 0 {
@@ -81,7 +88,7 @@ func TestBenchScale(t *testing.T) {
 	t.Logf("BENCH scale: jobs %d, steady %v, concurrency %d, exit batch %d × %ds, agent finished reports %s; load at start %s",
 		n, steady, conc, exitN, exitRun, map[bool]string{false: "forwarded", true: "dropped (503)"}[dropFinished], loadavg())
 	logs := newLogCounter(os.Stderr, 5)
-	s, err := devstack.Start(context.Background(), cfg, devstack.Options{NoUI: true}, slog.New(logs))
+	s, err := devstack.Start(context.Background(), cfg, opts, slog.New(logs))
 	if err != nil {
 		t.Fatalf("start stack: %v", err)
 	}
@@ -90,8 +97,9 @@ func TestBenchScale(t *testing.T) {
 		t.Logf("BENCH scale logs over the whole run (warnings and errors, by message): %s", logs.summary())
 	})
 	c := newAPI(t, s.APIURL())
+	st := &scaleStack{Stack: s, procs: side.benchProcs(), temporalPID: side.temporalPID(), clouds: newBenchClouds(s, side)}
 	// Run before the stack stops: every job ends and no machine is left.
-	t.Cleanup(func() { cancelAll(t, s, c, n+exitN, conc) })
+	t.Cleanup(func() { cancelAll(t, st, c, n+exitN, conc) })
 	conn, err := pgx.Connect(context.Background(), cfg.DatabaseURL)
 	if err != nil {
 		t.Fatal(err)
@@ -116,18 +124,18 @@ func TestBenchScale(t *testing.T) {
 			"provider": cl.provider, "env": map[string]string{emulate.EnvRunSeconds: strconv.Itoa(run)}}
 	}
 
-	base := measure(t, conn, s, cfg.DataDir)
-	t.Logf("BENCH scale idle: test process RSS %.0f MiB, Go heap in use %.0f MiB, %d goroutines before any job",
-		float64(base.rssKiB)/1024, float64(base.heap.HeapInuse)/(1<<20), base.goroutines)
+	base := measure(t, conn, st, cfg.DataDir)
+	t.Logf("BENCH scale idle: RSS before any job: %s; this process's Go heap in use %.0f MiB, %d goroutines",
+		base.rssLine(st.procs), float64(base.heap.HeapInuse)/(1<<20), base.goroutines)
 	// The stack's own cost with no job (the Temporal server's housekeeping,
 	// the reconcilers' sweeps, the watchers): the steady figures are also
 	// given over this, per job.
 	idleWindow := envDuration(t, "GPUFLOW_SCALE_IDLE", time.Minute)
 	time.Sleep(idleWindow)
-	idle := measure(t, conn, s, cfg.DataDir)
+	idle := measure(t, conn, st, cfg.DataDir)
 	idleRate := rates(base, idle)
-	t.Logf("BENCH scale idle: over %v with no job: test process CPU %.1f %% of one core, wrote %.1f KiB/min; PostgreSQL CPU %.1f %%, wrote %.1f KiB/min (WAL %.1f KiB/min)",
-		idleWindow, idleRate.selfCPU, idleRate.selfWriteKiBMin, idleRate.pgCPU, idleRate.pgWriteKiBMin, idleRate.walKiBMin)
+	t.Logf("BENCH scale idle: over %v with no job: all but PostgreSQL CPU %.1f %% of one core, wrote %.1f KiB/min (%s); PostgreSQL CPU %.1f %%, wrote %.1f KiB/min (WAL %.1f KiB/min)",
+		idleWindow, idleRate.selfCPU, idleRate.selfWriteKiBMin, idleRate.procLine(st.procs), idleRate.pgCPU, idleRate.pgWriteKiBMin, idleRate.walKiBMin)
 
 	// GPUFLOW_SCALE_PPROF=dir keeps profiles of this process (it hosts the
 	// Temporal server, the worker, the API and the emulators): CPU from the
@@ -180,15 +188,15 @@ func TestBenchScale(t *testing.T) {
 	// last jobs' start-up writes settle (the Temporal server's queued tasks
 	// and SQLite's checkpoint of the ramp): until a 5 s slice writes no
 	// more than twice the idle rate, for at most GPUFLOW_SCALE_SETTLE.
-	settle(t, envDuration(t, "GPUFLOW_SCALE_SETTLE", 2*time.Minute), idleRate.selfWriteKiBMin)
+	settle(t, st.temporalPID, envDuration(t, "GPUFLOW_SCALE_SETTLE", 2*time.Minute), idleRate.procs[temporalName(st)].writeKiBMin)
 	runningBefore := tr.count(ids, gpuflow.StatusRunning)
-	m0 := measure(t, conn, s, cfg.DataDir)
+	m0 := measure(t, conn, st, cfg.DataDir)
 	stopSteadyCPU := startCPUProfile(t, profDir, "steady.cpu.pprof")
-	steadyWrites(t, steady, m0)
+	steadyWrites(t, st.temporalPID, steady, m0.procs[temporalName(st)].write, m0.at)
 	stopSteadyCPU()
-	m1 := measure(t, conn, s, cfg.DataDir)
+	m1 := measure(t, conn, st, cfg.DataDir)
 	runningAfter := tr.count(ids, gpuflow.StatusRunning)
-	report(t, base, idleRate, m0, m1, (runningBefore+runningAfter)/2)
+	report(t, st, base, idleRate, m0, m1, (runningBefore+runningAfter)/2)
 	t.Logf("BENCH scale steady logs (warnings and errors, by message): %s", logs.since(m0.logs))
 
 	// Exit latency: a second batch that exits on its own while the first
@@ -202,17 +210,18 @@ func TestBenchScale(t *testing.T) {
 	t.Logf("BENCH scale end: load %s", loadavg())
 }
 
-// steadyWrites waits d, logging every 15 s what this process wrote to
-// disk in that slice (so a one-time flush, such as a SQLite checkpoint of
-// the ramp's writes, shows apart from the steady rate).
-func steadyWrites(t *testing.T, d time.Duration, m0 snapshot) {
+// steadyWrites waits d, logging every 15 s what the process pid (the one
+// writing Temporal's SQLite file) wrote to disk in that slice (so a
+// one-time flush, such as a SQLite checkpoint of the ramp's writes, shows
+// apart from the steady rate); it had written w0 at at0.
+func steadyWrites(t *testing.T, pid int, d time.Duration, w0 int64, at0 time.Time) {
 	const slice = 15 * time.Second
 	end := time.Now().Add(d)
-	prev, prevAt := m0.selfWrite, m0.at
+	prev, prevAt := w0, at0
 	var slices []string
 	for time.Until(end) > 0 {
 		time.Sleep(min(slice, time.Until(end)))
-		w, err := procWriteBytes(os.Getpid())
+		w, err := procWriteBytes(pid)
 		if err != nil {
 			return
 		}
@@ -220,7 +229,7 @@ func steadyWrites(t *testing.T, d time.Duration, m0 snapshot) {
 		slices = append(slices, fmt.Sprintf("%.0f KiB/s", float64(w-prev)/1024/now.Sub(prevAt).Seconds()))
 		prev, prevAt = w, now
 	}
-	t.Logf("BENCH scale steady disk: test process writes by %v slice: %s", slice, strings.Join(slices, ", "))
+	t.Logf("BENCH scale steady disk: Temporal server's process writes by %v slice: %s", slice, strings.Join(slices, ", "))
 }
 
 // startCPUProfile writes a CPU profile of this process to dir/name until
@@ -560,32 +569,58 @@ func quantiles(d []time.Duration) string {
 	return fmt.Sprintf("p50 %v  p90 %v  p99 %v  max %v  (n=%d)", p(0.5), p(0.9), p(0.99), d[len(d)-1].Round(time.Millisecond), len(d))
 }
 
+// scaleStack is the stack under measure: the dev stack in this process,
+// the processes measured (this one alone, or also the Temporal server's
+// and the emulators'), and the emulators.
+type scaleStack struct {
+	*devstack.Stack
+	procs       []benchProc
+	temporalPID int // the process writing Temporal's SQLite file
+	clouds      benchClouds
+}
+
+// temporalName is the name of the process holding the Temporal server.
+func temporalName(st *scaleStack) string {
+	for _, p := range st.procs {
+		if p.pid == st.temporalPID {
+			return p.name
+		}
+	}
+	return ""
+}
+
 // snapshot is what the steady-state figures are differences of.
 type snapshot struct {
 	at         time.Time
-	selfCPU    float64 // seconds
+	selfCPU    float64 // seconds, every measured process (all but PostgreSQL)
 	selfWrite  int64
+	procs      map[string]procSample // by benchProc.name
 	pg         map[int]procSample
 	walBytes   int64
 	tdbSize    map[string]int64 // temporal.db, -wal, -shm
 	calls      map[string]map[string]int64
-	rssKiB     int64
-	hwmKiB     int64
-	heap       runtime.MemStats
+	heap       runtime.MemStats // this process's
 	goroutines int
 	logs       map[string]int
 }
 
 type procSample struct {
-	cpu   float64
-	write int64
+	cpu      float64 // seconds
+	write    int64
+	rss, hwm int64 // KiB
 }
 
-func measure(t *testing.T, conn *pgx.Conn, s *devstack.Stack, dataDir string) snapshot {
-	sn := snapshot{at: time.Now(), pg: map[int]procSample{}, tdbSize: map[string]int64{}, calls: map[string]map[string]int64{}}
-	self := os.Getpid()
-	sn.selfCPU, _ = procCPU(self)
-	sn.selfWrite, _ = procWriteBytes(self)
+func measure(t *testing.T, conn *pgx.Conn, st *scaleStack, dataDir string) snapshot {
+	sn := snapshot{at: time.Now(), procs: map[string]procSample{}, pg: map[int]procSample{}, tdbSize: map[string]int64{}}
+	for _, p := range st.procs {
+		var ps procSample
+		ps.cpu, _ = procCPU(p.pid)
+		ps.write, _ = procWriteBytes(p.pid)
+		ps.rss, ps.hwm = procRSS(p.pid)
+		sn.procs[p.name] = ps
+		sn.selfCPU += ps.cpu
+		sn.selfWrite += ps.write
+	}
 	for _, pid := range pgPIDs(t, conn) {
 		cpu, err1 := procCPU(pid)
 		w, err2 := procWriteBytes(pid)
@@ -601,27 +636,47 @@ func measure(t *testing.T, conn *pgx.Conn, s *devstack.Stack, dataDir string) sn
 			sn.tdbSize["temporal.db"+suffix] = fi.Size()
 		}
 	}
-	for name, e := range s.Emulators {
-		sn.calls[name] = e.Calls()
-	}
-	sn.rssKiB, sn.hwmKiB = procRSS(self)
+	sn.calls = st.clouds.calls(t)
 	runtime.ReadMemStats(&sn.heap)
 	sn.goroutines = runtime.NumGoroutine()
-	if lc, ok := s.Logger.Handler().(*logCounter); ok {
+	if lc, ok := st.Logger.Handler().(*logCounter); ok {
 		sn.logs = lc.counts()
 	}
 	return sn
 }
 
-// rate is a window's CPU (% of one core) and writes (KiB a minute).
+// rssLine is every measured process's RSS (and peak), and their sum.
+func (sn snapshot) rssLine(procs []benchProc) string {
+	var parts []string
+	var sum int64
+	for _, p := range procs {
+		ps := sn.procs[p.name]
+		sum += ps.rss
+		parts = append(parts, fmt.Sprintf("%s %.0f MiB (peak %.0f)", p.name, float64(ps.rss)/1024, float64(ps.hwm)/1024))
+	}
+	if len(procs) > 1 {
+		parts = append(parts, fmt.Sprintf("together %.0f MiB", float64(sum)/1024))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// rate is a window's CPU (% of one core) and writes (KiB a minute): of
+// all measured processes (self), each of them, and PostgreSQL's.
 type rate struct {
 	selfCPU, selfWriteKiBMin, pgCPU, pgWriteKiBMin, walKiBMin float64
+	procs                                                     map[string]procRate
 }
+
+type procRate struct{ cpu, writeKiBMin float64 }
 
 func rates(m0, m1 snapshot) rate {
 	secs := m1.at.Sub(m0.at).Seconds()
 	r := rate{selfCPU: 100 * (m1.selfCPU - m0.selfCPU) / secs, selfWriteKiBMin: float64(m1.selfWrite-m0.selfWrite) / 1024 / secs * 60,
-		walKiBMin: float64(m1.walBytes-m0.walBytes) / 1024 / secs * 60}
+		walKiBMin: float64(m1.walBytes-m0.walBytes) / 1024 / secs * 60, procs: map[string]procRate{}}
+	for name, a := range m1.procs {
+		b := m0.procs[name]
+		r.procs[name] = procRate{cpu: 100 * (a.cpu - b.cpu) / secs, writeKiBMin: float64(a.write-b.write) / 1024 / secs * 60}
+	}
 	for pid, a := range m1.pg {
 		b := m0.pg[pid] // a process started during the window counts from zero
 		r.pgCPU += 100 * (a.cpu - b.cpu) / secs
@@ -630,15 +685,27 @@ func rates(m0, m1 snapshot) rate {
 	return r
 }
 
-// settle waits until a 5 s slice of this process's writes is at most
-// twice idleKiBMin (and at least 60 KiB a minute), for at most d.
-func settle(t *testing.T, d time.Duration, idleKiBMin float64) {
+// procLine is each measured process's CPU and writes, when there are
+// several.
+func (r rate) procLine(procs []benchProc) string {
+	var parts []string
+	for _, p := range procs {
+		pr := r.procs[p.name]
+		parts = append(parts, fmt.Sprintf("%s %.1f %%, %.1f KiB/min", p.name, pr.cpu, pr.writeKiBMin))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// settle waits until a 5 s slice of the writes of pid (the process
+// writing Temporal's SQLite file) is at most twice idleKiBMin (and at
+// least 60 KiB a minute), for at most d.
+func settle(t *testing.T, pid int, d time.Duration, idleKiBMin float64) {
 	start := time.Now()
 	limit := max(2*idleKiBMin, 60)
-	prev, _ := procWriteBytes(os.Getpid())
+	prev, _ := procWriteBytes(pid)
 	for time.Since(start) < d {
 		time.Sleep(5 * time.Second)
-		w, err := procWriteBytes(os.Getpid())
+		w, err := procWriteBytes(pid)
 		if err != nil {
 			return
 		}
@@ -652,7 +719,7 @@ func settle(t *testing.T, d time.Duration, idleKiBMin float64) {
 	t.Logf("BENCH scale settle: writes still above %.0f KiB/min after %v; measuring anyway", limit, d)
 }
 
-func report(t *testing.T, idle snapshot, idleRate rate, m0, m1 snapshot, running int) {
+func report(t *testing.T, st *scaleStack, idle snapshot, idleRate rate, m0, m1 snapshot, running int) {
 	secs := m1.at.Sub(m0.at).Seconds()
 	mins := secs / 60
 	perJobMin := func(b int64) string {
@@ -663,7 +730,12 @@ func report(t *testing.T, idle snapshot, idleRate rate, m0, m1 snapshot, running
 	}
 	r := rates(m0, m1)
 	t.Logf("BENCH scale steady: %d jobs running over %.0f s; load %s", running, secs, loadavg())
-	t.Logf("BENCH scale steady CPU: test process (API, worker, Temporal server, emulators) %.1f %% of one core", r.selfCPU)
+	for _, p := range st.procs {
+		t.Logf("BENCH scale steady CPU: %s %.1f %% of one core", p.name, r.procs[p.name].cpu)
+	}
+	if len(st.procs) > 1 {
+		t.Logf("BENCH scale steady CPU: all but PostgreSQL together %.1f %% of one core", r.selfCPU)
+	}
 	var pgWrite int64
 	for pid, a := range m1.pg {
 		pgWrite += a.write - m0.pg[pid].write // a process started during the window counts from zero
@@ -676,9 +748,11 @@ func report(t *testing.T, idle snapshot, idleRate rate, m0, m1 snapshot, running
 	}
 	t.Logf("BENCH scale steady CPU: PostgreSQL (%d processes, %d exited during the window) %.1f %% of one core",
 		len(m1.pg), gone, r.pgCPU)
-	selfWrite := m1.selfWrite - m0.selfWrite
-	t.Logf("BENCH scale steady disk: test process wrote %.1f MiB (%.0f KiB/s), %s per running job per minute (nearly all Temporal's SQLite)",
-		float64(selfWrite)/(1<<20), float64(selfWrite)/1024/secs, perJobMin(selfWrite))
+	for _, p := range st.procs {
+		w := m1.procs[p.name].write - m0.procs[p.name].write
+		t.Logf("BENCH scale steady disk: %s wrote %.1f MiB (%.0f KiB/s), %s per running job per minute",
+			p.name, float64(w)/(1<<20), float64(w)/1024/secs, perJobMin(w))
+	}
 	var growth []string
 	for _, f := range []string{"temporal.db", "temporal.db-wal", "temporal.db-shm"} {
 		growth = append(growth, fmt.Sprintf("%s %+.1f MiB (now %.1f MiB)", f, float64(m1.tdbSize[f]-m0.tdbSize[f])/(1<<20), float64(m1.tdbSize[f])/(1<<20)))
@@ -700,22 +774,29 @@ func report(t *testing.T, idle snapshot, idleRate rate, m0, m1 snapshot, running
 		t.Logf("BENCH scale steady calls: %s %.0f per minute (%s)", name, float64(total)/mins, strings.Join(ops, ", "))
 	}
 	h := m1.heap
-	t.Logf("BENCH scale steady memory: test process RSS %.0f MiB (peak %.0f MiB), Go heap in use %.0f MiB, Go sys %.0f MiB, %d goroutines; over idle: %.1f KiB RSS, %.1f KiB heap, %.1f goroutines per running job",
-		float64(m1.rssKiB)/1024, float64(m1.hwmKiB)/1024, float64(h.HeapInuse)/(1<<20), float64(h.Sys)/(1<<20), m1.goroutines,
-		float64(m1.rssKiB-idle.rssKiB)/float64(max(running, 1)), float64(h.HeapInuse-idle.heap.HeapInuse)/1024/float64(max(running, 1)),
+	self := st.procs[0].name
+	t.Logf("BENCH scale steady memory: RSS %s", m1.rssLine(st.procs))
+	t.Logf("BENCH scale steady memory: %s: Go heap in use %.0f MiB, Go sys %.0f MiB, %d goroutines; over idle: %.1f KiB RSS, %.1f KiB heap, %.1f goroutines per running job",
+		self, float64(h.HeapInuse)/(1<<20), float64(h.Sys)/(1<<20), m1.goroutines,
+		float64(m1.procs[self].rss-idle.procs[self].rss)/float64(max(running, 1)), float64(h.HeapInuse-idle.heap.HeapInuse)/1024/float64(max(running, 1)),
 		float64(m1.goroutines-idle.goroutines)/float64(max(running, 1)))
 	if running > 0 {
 		n := float64(running)
-		t.Logf("BENCH scale steady over idle, per running job: test process CPU %+.4f %% of one core, writes %+.2f KiB/min; PostgreSQL writes %+.2f KiB/min, WAL %+.2f KiB/min",
-			(r.selfCPU-idleRate.selfCPU)/n, (r.selfWriteKiBMin-idleRate.selfWriteKiBMin)/n,
-			(r.pgWriteKiBMin-idleRate.pgWriteKiBMin)/n, (r.walKiBMin-idleRate.walKiBMin)/n)
+		var parts []string
+		for _, p := range st.procs {
+			parts = append(parts, fmt.Sprintf("%s CPU %+.4f %% of one core, writes %+.2f KiB/min", p.name,
+				(r.procs[p.name].cpu-idleRate.procs[p.name].cpu)/n, (r.procs[p.name].writeKiBMin-idleRate.procs[p.name].writeKiBMin)/n))
+		}
+		t.Logf("BENCH scale steady over idle, per running job: %s; PostgreSQL writes %+.2f KiB/min, WAL %+.2f KiB/min",
+			strings.Join(parts, "; "), (r.pgWriteKiBMin-idleRate.pgWriteKiBMin)/n, (r.walKiBMin-idleRate.walKiBMin)/n)
 	}
 }
 
 // cancelAll cancels every job not ended yet and waits until they have ended
 // and no emulator holds a machine.
-func cancelAll(t *testing.T, s *devstack.Stack, c api, expect, conc int) {
+func cancelAll(t *testing.T, st *scaleStack, c api, expect, conc int) {
 	start := time.Now()
+	s := st.Stack
 	ids := openJobs(t, s)
 	httpc := &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: conc}}
 	var wg sync.WaitGroup
@@ -748,8 +829,11 @@ func cancelAll(t *testing.T, s *devstack.Stack, c api, expect, conc int) {
 	deadline := time.Now().Add(max(5*time.Minute, time.Duration(expect)*100*time.Millisecond))
 	for time.Now().Before(deadline) {
 		live := 0
-		for _, e := range s.Emulators {
-			live += len(e.Live())
+		for _, n := range st.clouds.live(t) {
+			if n < 0 { // not known: counts as held
+				n = 1
+			}
+			live += n
 		}
 		if live == 0 && len(openJobs(t, s)) == 0 {
 			t.Logf("BENCH scale teardown: %d jobs cancelled through the API in %v (%d refused), all ended and every machine gone after %v; load %s",
@@ -758,12 +842,8 @@ func cancelAll(t *testing.T, s *devstack.Stack, c api, expect, conc int) {
 		}
 		time.Sleep(time.Second)
 	}
-	live := map[string]int{}
-	for name, e := range s.Emulators {
-		live[name] = len(e.Live())
-	}
 	t.Logf("BENCH scale teardown: %d jobs cancelled through the API in %v (%d refused); after %v, %d jobs not ended, machines left %v; load %s",
-		len(ids), cancelled.Round(time.Millisecond), failed.Load(), time.Since(start).Round(time.Second), len(openJobs(t, s)), live, loadavg())
+		len(ids), cancelled.Round(time.Millisecond), failed.Load(), time.Since(start).Round(time.Second), len(openJobs(t, s)), st.clouds.live(t), loadavg())
 	t.Errorf("teardown did not finish: jobs or machines left")
 }
 

@@ -3,8 +3,10 @@
 // workers and whole stacks killed and restarted as separate processes.
 //
 // The test binary doubles as those processes: with GPUFLOW_E2E_CHILD set it
-// runs a worker ("worker") or the whole dev stack ("dev") instead of tests,
-// configured from the environment like the real binary.
+// runs a worker ("worker"), the whole dev stack ("dev"), the dev stack's
+// Temporal server alone ("temporal") or the cloud emulators alone
+// ("emulators") instead of tests, configured from the environment like the
+// real binary.
 package e2e
 
 import (
@@ -12,15 +14,26 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"testing"
 
 	"github.com/gpuflow/gpuflow/internal/app"
 	"github.com/gpuflow/gpuflow/internal/devstack"
+	"github.com/gpuflow/gpuflow/internal/devtemporal"
+	"github.com/gpuflow/gpuflow/internal/emuproc"
 	"github.com/gpuflow/gpuflow/internal/pgtest"
 )
 
 const childEnv = "GPUFLOW_E2E_CHILD"
+
+// Environment of the "temporal" and "emulators" children: the file a child
+// creates once it serves, and the emulators' listen addresses
+// ("runpod=127.0.0.1:7001,tencent=...").
+const (
+	childReadyEnv     = "GPUFLOW_E2E_READY"
+	childEmulatorsEnv = "GPUFLOW_E2E_EMULATORS"
+)
 
 func TestMain(m *testing.M) {
 	if role := os.Getenv(childEnv); role != "" {
@@ -67,6 +80,41 @@ func runChild(role string) error {
 		return nil
 	case "dev":
 		return devstack.Run(ctx, cfg, logger)
+	case "temporal":
+		// The dev stack's server, as devstack.Start embeds it.
+		opts, err := devstack.EmbeddedTemporalOptions(cfg, devstack.Options{NoUI: true}, logger)
+		if err != nil {
+			return err
+		}
+		srv, err := devtemporal.Start(ctx, opts)
+		if err != nil {
+			return err
+		}
+		defer srv.Stop()
+		return childServe(ctx)
+	case "emulators":
+		addrs := map[string]string{}
+		for kv := range strings.SplitSeq(os.Getenv(childEmulatorsEnv), ",") {
+			if name, addr, ok := strings.Cut(kv, "="); ok {
+				addrs[name] = addr
+			}
+		}
+		es, err := emuproc.Start(emuproc.Config{Addrs: addrs}, logger)
+		if err != nil {
+			return err
+		}
+		defer emuproc.StopAll(es)
+		return childServe(ctx)
 	}
 	return fmt.Errorf("unknown role %q", role)
+}
+
+// childServe says the child serves (the file named by childReadyEnv), then
+// waits for the end.
+func childServe(ctx context.Context) error {
+	if err := os.WriteFile(os.Getenv(childReadyEnv), nil, 0o600); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return nil
 }

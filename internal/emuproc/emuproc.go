@@ -16,11 +16,13 @@
 //
 // Admin endpoints of every emulator, without auth: GET/PUT
 // /_emulator/faults, GET/PUT /_emulator/ratelimits, GET /_emulator/live
-// (emulate.LiveReport) and POST /_emulator/preempt/<machine id>.
+// (emulate.LiveReport), GET /_emulator/calls (the cloud API requests
+// answered, by operation) and POST /_emulator/preempt/<machine id>.
 package emuproc
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -106,8 +108,22 @@ func (r *Running) Calls() map[string]int64 {
 	return maps.Clone(r.calls)
 }
 
+// CallsPath serves Calls as JSON ({"DescribeInstances": 12, ...}) to GET,
+// for a benchmark that runs the emulators as a process of their own.
+const CallsPath = "/_emulator/calls"
+
 // ServeHTTP counts the request, then lets the emulator answer it.
 func (r *Running) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	if req.URL.Path == CallsPath {
+		if req.Method != http.MethodGet {
+			w.Header().Set("Allow", http.MethodGet)
+			http.Error(w, "GET only", http.StatusMethodNotAllowed)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(r.Calls())
+		return
+	}
 	if !strings.HasPrefix(req.URL.Path, "/_emulator/") {
 		op := req.Header.Get("X-TC-Action")
 		if op == "" {

@@ -257,3 +257,56 @@ func TestRunNeedsAnEmulator(t *testing.T) {
 		t.Error("Run with no address: nil error")
 	}
 }
+
+// GET /_emulator/calls answers the cloud API requests served, by
+// operation, as Calls does; admin requests are not counted.
+func TestCallsEndpoint(t *testing.T) {
+	e, err := emuproc.New(app.CloudTencent, slog.New(slog.DiscardHandler), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := emuproc.Serve(e, ln, slog.New(slog.DiscardHandler))
+	t.Cleanup(r.Stop)
+	providers, err := app.NewProviders(app.Config{Clouds: app.CloudConfig{Emulators: map[string]string{app.CloudTencent: r.URL}}},
+		slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := providers.Get(app.CloudTencent).Offers(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	get := func() map[string]int64 {
+		resp, err := http.Get(r.URL + emuproc.CallsPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %d", emuproc.CallsPath, resp.StatusCode)
+		}
+		var calls map[string]int64
+		if err := json.NewDecoder(resp.Body).Decode(&calls); err != nil {
+			t.Fatal(err)
+		}
+		return calls
+	}
+	first := get()
+	if len(first) == 0 {
+		t.Fatal("no call counted after Offers")
+	}
+	if second := get(); fmt.Sprint(second) != fmt.Sprint(first) || fmt.Sprint(r.Calls()) != fmt.Sprint(first) {
+		t.Errorf("calls: first %v, then %v, Calls() %v: admin requests were counted or the answers differ", first, second, r.Calls())
+	}
+	resp, err := http.Post(r.URL+emuproc.CallsPath, "application/json", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("POST %s: %d, want 405", emuproc.CallsPath, resp.StatusCode)
+	}
+}
