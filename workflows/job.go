@@ -777,6 +777,12 @@ func (w *jobWorkflow) finish(res *RunJobResult) {
 	// Last, with the final status written: the pass this wakes counts the
 	// room and the owner's share this job held as free.
 	w.leaveQueue(w.dctx)
+	// A queue signal from a pass that read the entry before it went means
+	// nothing now: drop it, rather than end with it unhandled. (No
+	// command: old histories replay the same.)
+	ch := workflow.GetSignalChannel(w.dctx, SignalQueue)
+	for ch.ReceiveAsync(nil) {
+	}
 }
 
 // startDeadline cancels the work when max_duration_minutes is reached.

@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -36,8 +38,16 @@ type benchProc struct {
 
 // sideProcs are the benchmark's child processes in the split mode.
 type sideProcs struct {
-	temporal, emulators *exec.Cmd
+	temporal, emulators *benchChild
 	emulatorURLs        map[string]string
+}
+
+// benchChild is a child process and the address of its net/http/pprof
+// endpoints.
+type benchChild struct {
+	role  string
+	cmd   *exec.Cmd
+	pprof string
 }
 
 // startSideProcs starts the emulators and the Temporal server as
@@ -65,7 +75,7 @@ func startSideProcs(t *testing.T, cfg *app.Config) *sideProcs {
 // in dir/<role>.log, and waits until it serves (it creates its ready file)
 // for at most two minutes. When the test ends it gets SIGTERM, then
 // SIGKILL after 20 s.
-func startBenchChild(t *testing.T, role string, environ []string, dir string) *exec.Cmd {
+func startBenchChild(t *testing.T, role string, environ []string, dir string) *benchChild {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
@@ -97,9 +107,9 @@ func startBenchChild(t *testing.T, role string, environ []string, dir string) *e
 	})
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		if _, err := os.Stat(ready); err == nil {
+		if addr, err := os.ReadFile(ready); err == nil && len(addr) > 0 {
 			t.Logf("BENCH scale: %s runs as process %d (log %s)", role, cmd.Process.Pid, logPath)
-			return cmd
+			return &benchChild{role: role, cmd: cmd, pprof: string(addr)}
 		}
 		select {
 		case err := <-exited:
@@ -122,8 +132,8 @@ func (sp *sideProcs) benchProcs() []benchProc {
 	}
 	return []benchProc{
 		{"gpuflow (API, worker)", os.Getpid()},
-		{"Temporal server", sp.temporal.Process.Pid},
-		{"emulators (the clouds and their machines)", sp.emulators.Process.Pid},
+		{"Temporal server", sp.temporal.cmd.Process.Pid},
+		{"emulators (the clouds and their machines)", sp.emulators.cmd.Process.Pid},
 	}
 }
 
@@ -132,7 +142,38 @@ func (sp *sideProcs) temporalPID() int {
 	if sp == nil {
 		return os.Getpid()
 	}
-	return sp.temporal.Process.Pid
+	return sp.temporal.cmd.Process.Pid
+}
+
+// profileCPU profiles each child's CPU for d into dir/<role>.<name>
+// (nothing when dir is "" or there are no children); the returned func
+// waits for the profiles.
+func (sp *sideProcs) profileCPU(t *testing.T, dir, name string, d time.Duration) func() {
+	if sp == nil || dir == "" {
+		return func() {}
+	}
+	var wg sync.WaitGroup
+	for _, c := range []*benchChild{sp.temporal, sp.emulators} {
+		wg.Go(func() {
+			u := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", c.pprof, int(d.Seconds()))
+			resp, err := http.Get(u) // #nosec G107 -- the child's loopback address
+			if err != nil {
+				t.Logf("%s profile: %v", c.role, err)
+				return
+			}
+			defer resp.Body.Close()
+			f, err := os.Create(filepath.Join(dir, c.role+"."+name))
+			if err != nil {
+				t.Logf("%s profile: %v", c.role, err)
+				return
+			}
+			defer f.Close()
+			if _, err := io.Copy(f, resp.Body); err != nil {
+				t.Logf("%s profile: %v", c.role, err)
+			}
+		})
+	}
+	return wg.Wait
 }
 
 // benchClouds reads the emulators: in this process (devstack's) or, in

@@ -38,23 +38,26 @@ import (
 //
 //   - the time to submit GPUFLOW_SCALE_JOBS jobs through the API
 //     (concurrency GPUFLOW_SCALE_CONCURRENCY) and until all of them run;
-//   - over GPUFLOW_SCALE_STEADY while they merely run: the CPU of this
-//     process (which hosts the whole stack) and of every PostgreSQL
-//     process, bytes written to disk by each (per running job per minute),
-//     the Temporal database files' growth, PostgreSQL's WAL, the cloud API
-//     calls each emulator answered, and this process's memory;
-//   - from a machine's exit to its job's `succeeded`, p50 and p99, for a
-//     second batch of GPUFLOW_SCALE_EXIT_JOBS jobs that run
+//   - over GPUFLOW_SCALE_STEADY while they merely run (after a window as
+//     long with no job, GPUFLOW_SCALE_IDLE): the CPU of each process
+//     (gpuflow's, the Temporal server's, the emulators'; bench_procs_test.go)
+//     and of every PostgreSQL process, bytes written to disk by each (per
+//     running job per minute), the Temporal database files' growth,
+//     PostgreSQL's WAL, the cloud API calls each emulator answered, and the
+//     processes' memory;
+//   - from a machine's exit to its job's `succeeded`, p50 and p99, for
+//     batches of GPUFLOW_SCALE_EXIT_JOBS jobs that run
 //     GPUFLOW_SCALE_EXIT_RUN seconds while the first batch keeps running;
 //   - the time to cancel every job until no emulator holds a machine.
 //
 // A machine's exit is the moment its emulated job reports its exit code to
 // the agent endpoint: the agent URL handed to machines points at a proxy
-// in this test, which records each report and forwards it to the API. With
-// GPUFLOW_SCALE_AGENT_FINISHED=drop the proxy answers those reports 503
-// instead (the machine cannot reach the API), so the job's end must be
-// found some other way; jobs that do not end within GPUFLOW_SCALE_EXIT_WAIT
-// are counted, not waited for.
+// in this test, which records each report and forwards it to the API. A
+// second batch follows, whose reports the proxy answers 503 instead (the
+// machine cannot reach the API), so the job's end must be found some other
+// way (GPUFLOW_SCALE_AGENT_FINISHED=forward or drop runs only one of the
+// two); jobs that do not end within GPUFLOW_SCALE_EXIT_WAIT are counted,
+// not waited for.
 //
 // Status is followed through PostgreSQL's NOTIFY feed (no polling of the
 // API), with a count from the jobs table every few seconds while waiting.
@@ -69,7 +72,20 @@ func TestBenchScale(t *testing.T) {
 	exitRun := envInt("GPUFLOW_SCALE_EXIT_RUN", 20)
 	exitWait := envDuration(t, "GPUFLOW_SCALE_EXIT_WAIT", 5*time.Minute)
 	rampWait := envDuration(t, "GPUFLOW_SCALE_RAMP_WAIT", max(10*time.Minute, time.Duration(n)*300*time.Millisecond))
-	dropFinished := os.Getenv("GPUFLOW_SCALE_AGENT_FINISHED") == "drop"
+	// The exit batches: one whose agents' finished reports reach the API,
+	// then one whose reports the proxy answers 503 (the machine cannot
+	// reach the API), unless GPUFLOW_SCALE_AGENT_FINISHED names one
+	// ("forward" or "drop").
+	exitModes := []bool{false, true} // dropped?
+	switch m := os.Getenv("GPUFLOW_SCALE_AGENT_FINISHED"); m {
+	case "":
+	case "forward":
+		exitModes = []bool{false}
+	case "drop":
+		exitModes = []bool{true}
+	default:
+		t.Fatalf("GPUFLOW_SCALE_AGENT_FINISHED=%q: want forward or drop", m)
+	}
 	split := os.Getenv("GPUFLOW_SCALE_PROCESSES") != "one"
 
 	cfg := testConfig(t)
@@ -79,14 +95,14 @@ func TestBenchScale(t *testing.T) {
 		side = startSideProcs(t, &cfg)
 		opts.ExternalTemporal = true
 	}
-	agent := startAgentProxy(t, "http://"+cfg.HTTPAddr, dropFinished)
+	agent := startAgentProxy(t, "http://"+cfg.HTTPAddr)
 	cfg.AgentURL = agent.url
 	if v := envInt("GPUFLOW_WORKFLOW_CACHE", 0); v > 0 {
 		cfg.WorkflowCache = v
 	}
 	t.Logf("BENCH scale: workflow cache %d", cfg.WorkflowCache)
 	t.Logf("BENCH scale: jobs %d, steady %v, concurrency %d, exit batch %d × %ds, agent finished reports %s; load at start %s",
-		n, steady, conc, exitN, exitRun, map[bool]string{false: "forwarded", true: "dropped (503)"}[dropFinished], loadavg())
+		n, steady, conc, exitN, exitRun, exitModeNames(exitModes), loadavg())
 	logs := newLogCounter(os.Stderr, 5)
 	s, err := devstack.Start(context.Background(), cfg, opts, slog.New(logs))
 	if err != nil {
@@ -99,7 +115,7 @@ func TestBenchScale(t *testing.T) {
 	c := newAPI(t, s.APIURL())
 	st := &scaleStack{Stack: s, procs: side.benchProcs(), temporalPID: side.temporalPID(), clouds: newBenchClouds(s, side)}
 	// Run before the stack stops: every job ends and no machine is left.
-	t.Cleanup(func() { cancelAll(t, st, c, n+exitN, conc) })
+	t.Cleanup(func() { cancelAll(t, st, c, n+len(exitModes)*exitN, conc) })
 	conn, err := pgx.Connect(context.Background(), cfg.DatabaseURL)
 	if err != nil {
 		t.Fatal(err)
@@ -137,10 +153,11 @@ func TestBenchScale(t *testing.T) {
 	t.Logf("BENCH scale idle: over %v with no job: all but PostgreSQL CPU %.1f %% of one core, wrote %.1f KiB/min (%s); PostgreSQL CPU %.1f %%, wrote %.1f KiB/min (WAL %.1f KiB/min)",
 		idleWindow, idleRate.selfCPU, idleRate.selfWriteKiBMin, idleRate.procLine(st.procs), idleRate.pgCPU, idleRate.pgWriteKiBMin, idleRate.walKiBMin)
 
-	// GPUFLOW_SCALE_PPROF=dir keeps profiles of this process (it hosts the
-	// Temporal server, the worker, the API and the emulators): CPU from the
-	// first submit until all run and over the steady window, and the heap
-	// once all run.
+	// GPUFLOW_SCALE_PPROF=dir keeps profiles of this process (gpuflow; in
+	// the "one" mode also the Temporal server and the emulators): CPU from
+	// the first submit until all run and over the steady window, and the
+	// heap once all run; and of each child process, CPU over the steady
+	// window (temporal.steady.cpu.pprof, emulators.steady.cpu.pprof).
 	profDir := os.Getenv("GPUFLOW_SCALE_PPROF")
 	stopRamp := startCPUProfile(t, profDir, "ramp.cpu.pprof")
 	stopCPU := func() { stopRamp(); stopRamp = func() {} }
@@ -192,21 +209,29 @@ func TestBenchScale(t *testing.T) {
 	runningBefore := tr.count(ids, gpuflow.StatusRunning)
 	m0 := measure(t, conn, st, cfg.DataDir)
 	stopSteadyCPU := startCPUProfile(t, profDir, "steady.cpu.pprof")
+	childProfiles := side.profileCPU(t, profDir, "steady.cpu.pprof", steady)
 	steadyWrites(t, st.temporalPID, steady, m0.procs[temporalName(st)].write, m0.at)
 	stopSteadyCPU()
+	childProfiles()
 	m1 := measure(t, conn, st, cfg.DataDir)
 	runningAfter := tr.count(ids, gpuflow.StatusRunning)
 	report(t, st, base, idleRate, m0, m1, (runningBefore+runningAfter)/2)
 	t.Logf("BENCH scale steady logs (warnings and errors, by message): %s", logs.since(m0.logs))
 
-	// Exit latency: a second batch that exits on its own while the first
-	// batch still runs.
-	start = time.Now()
-	exitIDs, exitFailed := submitMany(t, httpc, c, exitN, conc, func(i int) map[string]any { return spec(i, exitRun) })
-	t.Logf("BENCH scale exit batch: %d jobs of %ds submitted in %v (%d refused) with %d running",
-		len(exitIDs), exitRun, time.Since(start).Round(time.Millisecond), exitFailed, tr.count(ids, gpuflow.StatusRunning))
-	done := tr.waitAll(t, conn, exitIDs, gpuflow.StatusSucceeded, start, time.Duration(exitRun)*time.Second+exitWait)
-	exitLatency(t, conn, tr, agent, exitIDs, done, dropFinished)
+	// Exit latency: batches that exit on their own while the first batch
+	// still runs, one after the other.
+	for _, drop := range exitModes {
+		agent.drop.Store(drop)
+		agent.mu.Lock()
+		clear(agent.answers)
+		agent.mu.Unlock()
+		start = time.Now()
+		exitIDs, exitFailed := submitMany(t, httpc, c, exitN, conc, func(i int) map[string]any { return spec(i, exitRun) })
+		t.Logf("BENCH scale exit batch (agent finished reports %s): %d jobs of %ds submitted in %v (%d refused) with %d running",
+			exitModeNames([]bool{drop}), len(exitIDs), exitRun, time.Since(start).Round(time.Millisecond), exitFailed, tr.count(ids, gpuflow.StatusRunning))
+		done := tr.waitAll(t, conn, exitIDs, gpuflow.StatusSucceeded, start, time.Duration(exitRun)*time.Second+exitWait)
+		exitLatency(t, conn, tr, agent, exitIDs, done, drop)
+	}
 	t.Logf("BENCH scale end: load %s", loadavg())
 }
 
@@ -448,9 +473,18 @@ type agentProxy struct {
 	mu       sync.Mutex
 	finished map[string]time.Time // first report of each job's exit
 	answers  map[int]int          // status codes the API gave those reports
+	drop     atomic.Bool          // answer finished reports 503 instead
 }
 
-func startAgentProxy(t *testing.T, api string, drop bool) *agentProxy {
+func exitModeNames(drops []bool) string {
+	var names []string
+	for _, d := range drops {
+		names = append(names, map[bool]string{false: "forwarded", true: "dropped (503)"}[d])
+	}
+	return strings.Join(names, ", then ")
+}
+
+func startAgentProxy(t *testing.T, api string) *agentProxy {
 	target, err := url.Parse(api)
 	if err != nil {
 		t.Fatal(err)
@@ -470,7 +504,7 @@ func startAgentProxy(t *testing.T, api string, drop bool) *agentProxy {
 			p.finished[id] = now
 		}
 		p.mu.Unlock()
-		if drop {
+		if p.drop.Load() {
 			p.answered(http.StatusServiceUnavailable)
 			http.Error(w, "dropped by the benchmark", http.StatusServiceUnavailable)
 			return

@@ -12,11 +12,15 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/http"
+	httppprof "net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/gpuflow/gpuflow/internal/app"
 	"github.com/gpuflow/gpuflow/internal/devstack"
@@ -109,10 +113,21 @@ func runChild(role string) error {
 	return fmt.Errorf("unknown role %q", role)
 }
 
-// childServe says the child serves (the file named by childReadyEnv), then
-// waits for the end.
+// childServe says the child serves (the file named by childReadyEnv),
+// then waits for the end. The file holds the address of the child's
+// net/http/pprof endpoints (loopback), for the benchmark's profiles.
 func childServe(ctx context.Context) error {
-	if err := os.WriteFile(os.Getenv(childReadyEnv), nil, 0o600); err != nil {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", httppprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", httppprof.Profile)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+	if err := os.WriteFile(os.Getenv(childReadyEnv), []byte(ln.Addr().String()), 0o600); err != nil {
 		return err
 	}
 	<-ctx.Done()
