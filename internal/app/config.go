@@ -52,7 +52,7 @@ import (
 //	ALIBABA_CLOUD_ACCESS_KEY_ID, ALIBABA_CLOUD_ACCESS_KEY_SECRET  Alibaba Cloud credentials (live mode)
 //	ALIBABA_CLOUD_REGIONS, ALIBABA_CLOUD_IMAGE_ID, ALIBABA_CLOUD_ENDPOINT  regions, GPU boot image, endpoint override
 //	RUNPOD_EMULATOR_URL, TENCENTCLOUD_EMULATOR_URL, ALIBABA_CLOUD_EMULATOR_URL  a cloud without credentials runs emulated against the emulator at this URL
-//	GPUFLOW_RECONCILE_INTERVAL 1m                 how often the reconciler looks for machines no live job owns
+//	GPUFLOW_RECONCILE_INTERVAL 5m                 how often the reconciler looks for machines no live job owns
 //	GPUFLOW_AGENT_URL       http://<HTTP_ADDR>    the API's base URL as cloud machines reach it (their agent reports there)
 //	GPUFLOW_RECONCILE_GRACE 2m                    how old such a machine must be before it is terminated
 //	GPUFLOW_MAX_RUNNING_JOBS 0                    per user: jobs holding or making a machine at once (0: no limit); more wait in queued
@@ -187,7 +187,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return c, fmt.Errorf("LOG_FORMAT must be text or json, not %q", c.LogFormat)
 	}
-	if c.ReconcileInterval, err = parseDuration(getenv("GPUFLOW_RECONCILE_INTERVAL"), time.Minute); err != nil {
+	if c.ReconcileInterval, err = parseDuration(getenv("GPUFLOW_RECONCILE_INTERVAL"), DefaultReconcileInterval); err != nil {
 		return c, fmt.Errorf("GPUFLOW_RECONCILE_INTERVAL: %w", err)
 	}
 	if c.ReconcileGrace, err = parseDuration(getenv("GPUFLOW_RECONCILE_GRACE"), 2*time.Minute); err != nil {
@@ -452,3 +452,12 @@ func parseRate(s string) (*api.RateLimit, error) {
 	}
 	return &api.RateLimit{Limit: limit, Period: period}, nil
 }
+
+// DefaultReconcileInterval is how often the reconciler looks for machines
+// no live job owns. Each look lists every machine of every provider and
+// every running job workflow: at 10,000 jobs, one a minute was 30 % of the
+// Temporal server's CPU and 16 % of the worker's while jobs merely ran
+// (docs/BENCHMARKS.md, session 7). A leaked machine is rare (the watchers
+// and the workflows tear machines down); five minutes plus the grace bounds
+// what one costs.
+const DefaultReconcileInterval = 5 * time.Minute
