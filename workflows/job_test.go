@@ -13,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/mock"
 	"go.temporal.io/sdk/converter"
+	"go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
 	"go.temporal.io/sdk/workflow"
@@ -65,7 +66,17 @@ func (b *bundle) outage(from, to time.Duration) {
 
 func setup(t *testing.T) *bundle {
 	t.Helper()
+	return setupLogged(t, nil)
+}
+
+// setupLogged is setup with the workflows' and the SDK's logs going to
+// logger (nil: the test suite's own).
+func setupLogged(t *testing.T, logger log.Logger) *bundle {
+	t.Helper()
 	var s testsuite.WorkflowTestSuite
+	if logger != nil {
+		s.SetLogger(logger)
+	}
 	b := &bundle{env: s.NewTestWorkflowEnvironment()}
 	b.env.RegisterWorkflowWithOptions(RunJob, workflow.RegisterOptions{Name: JobWorkflowName})
 	b.env.RegisterActivity(&activities.Activities{})
@@ -997,5 +1008,45 @@ func TestRunJobMachineEndsBeforeProvisionAnswers(t *testing.T) {
 	b.env.ExecuteWorkflow(RunJob, input())
 	if res := b.result(t); res.Status != gpuflow.StatusSucceeded || b.checks != 0 {
 		t.Fatalf("result %+v after %d safety checks: the early report was lost", res, b.checks)
+	}
+}
+
+// warnLog keeps the warnings and errors logged.
+type warnLog struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (l *warnLog) Debug(string, ...any) {}
+func (l *warnLog) Info(string, ...any)  {}
+func (l *warnLog) Warn(msg string, kv ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.msgs = append(l.msgs, fmt.Sprint(append([]any{msg}, kv...)...))
+}
+func (l *warnLog) Error(msg string, kv ...any) { l.Warn(msg, kv...) }
+
+// A queue signal that arrives after the job was admitted (a dispatcher
+// pass that read the entry before it went) is dropped when the job ends,
+// not left unhandled.
+func TestLateQueueSignalIsDropped(t *testing.T) {
+	logs := &warnLog{}
+	b := setupLogged(t, logs)
+	b.happyPath()
+	b.watch(0, time.Minute)
+	b.terminateOK()
+	b.env.RegisterDelayedCallback(func() {
+		b.env.SignalWorkflow(SignalQueue, QueueSignal{Admitted: &activities.SelectResult{Offer: testOffer}})
+	}, 30*time.Second)
+	b.env.ExecuteWorkflow(JobWorkflowName, input())
+	if res := b.result(t); res.Status != gpuflow.StatusSucceeded {
+		t.Fatalf("status %s (%s), want succeeded", res.Status, res.Error)
+	}
+	logs.mu.Lock()
+	defer logs.mu.Unlock()
+	for _, m := range logs.msgs {
+		if strings.Contains(m, "unhandled signals") {
+			t.Errorf("logged %q", m)
+		}
 	}
 }
