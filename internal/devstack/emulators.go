@@ -18,7 +18,8 @@ type Emulator = emuproc.Emulator
 type runningEmulator = emuproc.Running
 
 // startEmulators starts an emulator for every cloud without credentials
-// or an emulator of its own elsewhere, and records their URLs in cfg.Clouds.Emulators.
+// or an emulator of its own elsewhere, and records their URLs in
+// cfg.Clouds.Emulators.
 func startEmulators(cfg *app.Config, logger *slog.Logger) (map[string]*runningEmulator, error) {
 	out := map[string]*runningEmulator{}
 	cfg.Clouds.Emulators = maps.Clone(cfg.Clouds.Emulators) // the caller's map stays as it was
@@ -27,8 +28,8 @@ func startEmulators(cfg *app.Config, logger *slog.Logger) (map[string]*runningEm
 	}
 	for _, name := range app.Clouds {
 		// A live cloud needs none; one whose emulator URL is configured
-		// (GPUFLOW_<CLOUD>_EMULATOR_URL) uses that emulator, running
-		// elsewhere.
+		// (app.EmulatorURLEnv, e.g. RUNPOD_EMULATOR_URL) uses that
+		// emulator, running elsewhere.
 		if cfg.Clouds.Live(name) || cfg.Clouds.Emulators[name] != "" {
 			continue
 		}

@@ -77,20 +77,14 @@ func startSideProcs(t *testing.T, cfg *app.Config) *sideProcs {
 // SIGKILL after 20 s.
 func startBenchChild(t *testing.T, role string, environ []string, dir string) *benchChild {
 	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	logPath := filepath.Join(dir, role+".log")
 	out, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ready := filepath.Join(dir, role+".ready")
-	cmd := exec.Command(exe, "-test.run=^$") // #nosec G204 -- this test binary
-	cmd.Env = append(environ, childEnv+"="+role, childReadyEnv+"="+ready)
+	cmd := childCmd(t, role, append(environ, childReadyEnv+"="+ready))
 	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

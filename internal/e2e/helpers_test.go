@@ -90,21 +90,29 @@ type child struct {
 
 func startChild(t testing.TB, role string, cfg app.Config) *child {
 	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(exe, "-test.run=^$")
-	cmd.Env = append(env(cfg), childEnv+"="+role)
+	cmd := childCmd(t, role, env(cfg))
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	c := &child{cmd: cmd, out: &out}
 	t.Cleanup(func() { c.kill() })
 	return c
+}
+
+// childCmd is this test binary run as role (TestMain's runChild) with
+// environ, in a process group of its own; not started.
+func childCmd(t testing.TB, role string, environ []string) *exec.Cmd {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run=^$") // #nosec G204 -- this test binary
+	cmd.Env = append(environ, childEnv+"="+role)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	return cmd
 }
 
 // kill stops the child with SIGKILL: no cleanup of any kind runs.
