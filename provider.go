@@ -130,6 +130,13 @@ type ProvisionRequest struct {
 type AgentEndpoint struct {
 	URL   string `json:"url"`
 	Token string `json:"token"`
+	// ReportGrace is how long the agent keeps trying, once the job's
+	// command has ended, to get its remaining output and its exit code
+	// acknowledged. Past it the agent stops its machine (a VM powers off,
+	// a RunPod pod is stopped), so the provider's watcher sees the job end
+	// even though its exit code never arrived. Zero means
+	// agentscript.DefaultReportGrace.
+	ReportGrace time.Duration `json:"report_grace,omitempty"`
 }
 
 // Provider rents machines from one vendor (or runs jobs on this host).

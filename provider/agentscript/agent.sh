@@ -1,18 +1,36 @@
 # gpuflow agent (POSIX sh): durable reports to the agent endpoint.
-: "${GPUFLOW_RETRY_MIN_MS:=1000}" "${GPUFLOW_RETRY_MAX_MS:=30000}" "${GPUFLOW_DEADLINE:=0}"
+: "${GPUFLOW_RETRY_MIN_MS:=1000}" "${GPUFLOW_RETRY_MAX_MS:=30000}" "${GPUFLOW_DEADLINE:=0}" "${GPUFLOW_REPORT_GRACE:=600}"
 : "${GPUFLOW_LOG_CHUNK:=262144}" "${GPUFLOW_LOG_INTERVAL_MS:=5000}"
 gf_log() { printf 'gpuflow agent: %s\n' "$*" >&2; }
 gf_rand() { _r=$(od -An -N2 -tu2 /dev/urandom 2>/dev/null | tr -dc 0-9); echo "${_r:-0}"; }
 gf_secs() { echo "$(($1 / 1000)).$(printf '%03d' $(($1 % 1000)))"; }
 gf_sleep_ms() { sleep "$(gf_secs "$1")"; }
 gf_past_deadline() { [ "$GPUFLOW_DEADLINE" -gt 0 ] && [ "$(date +%s)" -ge "$GPUFLOW_DEADLINE" ]; }
+# gf_ended: the job's command has ended; its reports have until the report
+# grace passes ($GF_S/give_up, kept across a restart of the runner).
+gf_ended() {
+	[ -e "$GF_S/give_up" ] && return 0
+	echo $(($(date +%s) + GPUFLOW_REPORT_GRACE)) >"$GF_S/give_up.tmp" && mv -f "$GF_S/give_up.tmp" "$GF_S/give_up"
+}
+# gf_give_up: true past the deadline or the report grace, with the reason
+# in $GF_WHY.
+gf_give_up() {
+	if gf_past_deadline; then
+		GF_WHY="the job's deadline passed"
+		return 0
+	fi
+	_gu=$(cat "$GF_S/give_up" 2>/dev/null) || return 1
+	[ "$(date +%s)" -ge "${_gu:-0}" ] || return 1
+	GF_WHY="the report grace (${GPUFLOW_REPORT_GRACE}s after the job ended) passed"
+}
 gf_init() {
 	GF_S=$1
 	mkdir -p "$GF_S" || return 1
 	(umask 077 && printf 'Authorization: Bearer %s\n' "$GPUFLOW_AGENT_TOKEN" >"$GF_S/auth.h")
 }
 # gf_post PATH FILE TYPE [HEADER]: 0 once the API answers 2xx, 1 when it
-# refuses for good, 2 past the deadline; anything else is retried.
+# refuses for good, 2 past the deadline or the report grace; anything else
+# is retried.
 gf_post() {
 	_gp_delay=$GPUFLOW_RETRY_MIN_MS
 	while :; do
@@ -26,8 +44,8 @@ gf_post() {
 			return 1
 			;;
 		esac
-		if gf_past_deadline; then
-			gf_log "$1: the job's deadline passed, giving up"
+		if gf_give_up; then
+			gf_log "$1: $GF_WHY, giving up"
 			return 2
 		fi
 		_gp_wait=$((_gp_delay / 2 + $(gf_rand) % (_gp_delay / 2 + 1)))

@@ -25,6 +25,16 @@
 // the job ends, what is left is shipped, then the finished report
 // {"exit_code":N} is sent.
 //
+// A machine whose end is never acknowledged stops itself. Once the job's
+// command has ended, the agent retries for GPUFLOW_REPORT_GRACE (10 min by
+// default; the endpoint's ReportGrace). If the rest of the output and the
+// exit code are not acknowledged by then, or the API refuses them for
+// good, the boot script powers the VM off and the runner stops its pod.
+// No cloud API carries a job's exit code, but each shows a stopped
+// machine: the provider's watcher sees it within one interval and the job
+// ends, failed with its exit code unknown, instead of billing until its
+// max duration.
+//
 // The cloud emulators read the script's header back with Env and play the
 // job through provider/emulate, which follows the same rules.
 package agentscript
@@ -54,6 +64,12 @@ const (
 	// EnvDeadline is when the agent stops retrying, in Unix seconds (0:
 	// never). The runner stops its RunPod pod then.
 	EnvDeadline = "GPUFLOW_DEADLINE"
+	// EnvReportGrace is how long, in seconds, the agent keeps trying to
+	// get the rest of the output and the exit code acknowledged once the
+	// job's command has ended (ReportGrace). Past it, or when the API
+	// refuses the report for good, the agent stops its machine: the boot
+	// script powers the VM off, the runner stops its pod.
+	EnvReportGrace = "GPUFLOW_REPORT_GRACE"
 	// EnvPrefixJob prefixes the job's own environment in the script's
 	// header (GPUFLOW_JOBENV_<NAME>), so the header stays parseable.
 	EnvPrefixJob = "GPUFLOW_JOBENV_"
@@ -94,6 +110,31 @@ const (
 
 // DefaultImage runs command-only jobs on cloud VMs.
 const DefaultImage = "nvidia/cuda:12.4.1-runtime-ubuntu22.04"
+
+// DefaultReportGrace is the agent's report grace when the endpoint sets
+// none: long enough for an API restart or a short network outage, short
+// enough that a machine whose end cannot be reported stops billing soon.
+const DefaultReportGrace = 10 * time.Minute
+
+// ReportGrace is the endpoint's report grace in whole seconds (at least
+// one), DefaultReportGrace when it sets none: the value of EnvReportGrace.
+func ReportGrace(a *gpuflow.AgentEndpoint) string {
+	g := DefaultReportGrace
+	if a != nil && a.ReportGrace > 0 {
+		g = a.ReportGrace
+	}
+	return strconv.FormatInt(max(int64(g/time.Second), 1), 10)
+}
+
+// ParseReportGrace reads EnvReportGrace's value; DefaultReportGrace when
+// absent or invalid.
+func ParseReportGrace(v string) time.Duration {
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n <= 0 {
+		return DefaultReportGrace
+	}
+	return time.Duration(n) * time.Second
+}
 
 // DefaultLife is a job's allowed life when neither the request nor the
 // spec bounds it.
@@ -153,6 +194,7 @@ func Script(req gpuflow.ProvisionRequest) (string, error) {
 	w(EnvAgentToken, req.Agent.Token)
 	w(EnvImage, image)
 	w(EnvDeadline, strconv.FormatInt(Deadline(req, time.Now()).Unix(), 10))
+	w(EnvReportGrace, ReportGrace(req.Agent))
 	for _, k := range slices.Sorted(maps.Keys(req.Spec.Env)) {
 		if !validName.MatchString(k) {
 			return "", fmt.Errorf("env name %q is not a valid variable name", k)

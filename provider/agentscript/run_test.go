@@ -146,7 +146,9 @@ func fastEnv(state string) []string {
 }
 
 // stubDocker puts a docker on PATH that prints its argv (one <arg> a
-// line), STUB_LINES lines, one line on stderr, and exits STUB_EXIT.
+// line), STUB_LINES lines, one line on stderr, and exits STUB_EXIT; and a
+// poweroff (and shutdown) that only appends a line to STUB_HALTED (see
+// halts), so that no test powers the machine it runs on off.
 func stubDocker(t *testing.T) string {
 	dir := t.TempDir()
 	stub := `#!/bin/sh
@@ -156,10 +158,44 @@ while [ "$i" -lt "${STUB_LINES:-0}" ]; do echo "line $i"; i=$((i + 1)); done
 echo "on stderr" >&2
 exit "${STUB_EXIT:-0}"
 `
-	if err := os.WriteFile(filepath.Join(dir, "docker"), []byte(stub), 0o755); err != nil {
-		t.Fatal(err)
+	halt := "#!/bin/sh\necho \"$0 $*\" >>\"${STUB_HALTED:-/dev/null}\"\n"
+	for name, body := range map[string]string{"docker": stub, "poweroff": halt, "shutdown": halt} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return dir
+}
+
+// bootEnv is the environment of a boot script run: the fast knobs, the
+// stubs first on PATH, STUB_HALTED at halted, and extra.
+func bootEnv(t *testing.T, halted string, extra ...string) []string {
+	return append(append(fastEnv(t.TempDir()), "PATH="+stubDocker(t)+":"+os.Getenv("PATH"), "STUB_HALTED="+halted), extra...)
+}
+
+// halts counts the poweroffs the stub recorded in file.
+func halts(t *testing.T, file string) int {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if os.IsNotExist(err) {
+		return 0
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(b), "\n")
+}
+
+// setHeader replaces the value of an exported variable in a boot script's
+// header.
+func setHeader(t *testing.T, script, name, value string) string {
+	t.Helper()
+	head, rest, ok := strings.Cut(script, "export "+name+"=")
+	if !ok {
+		t.Fatalf("no %s in the script's header", name)
+	}
+	_, rest, _ = strings.Cut(rest, "\n")
+	return head + "export " + name + "=" + quote(value) + "\n" + rest
 }
 
 func bootRequest(agentURL string) gpuflow.ProvisionRequest {
@@ -272,8 +308,8 @@ func TestBootScriptReportsThroughFailures(t *testing.T) {
 		t.Fatal(err)
 	}
 	const lines = 3000
-	cmd, stderr := startBoot(t, script, append(fastEnv(t.TempDir()), "PATH="+stubDocker(t)+":"+os.Getenv("PATH"),
-		"STUB_LINES="+strconv.Itoa(lines), "STUB_EXIT=3")...)
+	halted := filepath.Join(t.TempDir(), "halted")
+	cmd, stderr := startBoot(t, script, bootEnv(t, halted, "STUB_LINES="+strconv.Itoa(lines), "STUB_EXIT=3")...)
 	if !stderr.wait("again in", 3) {
 		t.Fatalf("the agent did not retry the refused connection:\n%s", stderr.text())
 	}
@@ -295,6 +331,9 @@ func TestBootScriptReportsThroughFailures(t *testing.T) {
 	if hits["logs"] < 3+lines*8/4096 || hits["finished"] != 5 {
 		t.Errorf("hits %v: want the 503s retried and output in chunks", hits)
 	}
+	if n := halts(t, halted); n != 0 {
+		t.Errorf("the machine was powered off %d times after its end was acknowledged", n)
+	}
 }
 
 func TestBootScriptStopsOnRefusal(t *testing.T) {
@@ -307,12 +346,16 @@ func TestBootScriptStopsOnRefusal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd, stderr := startBoot(t, script, append(fastEnv(t.TempDir()), "PATH="+stubDocker(t)+":"+os.Getenv("PATH"), "STUB_LINES=10")...)
+	halted := filepath.Join(t.TempDir(), "halted")
+	cmd, stderr := startBoot(t, script, bootEnv(t, halted, "STUB_LINES=10")...)
 	if err := cmd.Wait(); cmd.ProcessState.ExitCode() != 1 {
 		t.Fatalf("boot script: %v, want exit status 1 (refused)\n%s", err, stderr.text())
 	}
 	if _, _, hits := api.snapshot(); hits["finished"] != 1 || hits["logs"] != 1 {
 		t.Errorf("hits %v: a 409 or 401 must not be retried", hits)
+	}
+	if n := halts(t, halted); n != 1 {
+		t.Errorf("powered off %d times, want once: an end refused for good is never acknowledged", n)
 	}
 }
 
@@ -327,10 +370,9 @@ func TestBootScriptGivesUpAtTheDeadline(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A job whose allowed life has passed.
-	head, rest, _ := strings.Cut(script, "export "+EnvDeadline+"=")
-	_, rest, _ = strings.Cut(rest, "\n")
-	script = head + "export " + EnvDeadline + "='" + strconv.FormatInt(time.Now().Add(-time.Second).Unix(), 10) + "'\n" + rest
-	cmd, stderr := startBoot(t, script, append(fastEnv(t.TempDir()), "PATH="+stubDocker(t)+":"+os.Getenv("PATH"))...)
+	script = setHeader(t, script, EnvDeadline, strconv.FormatInt(time.Now().Add(-time.Second).Unix(), 10))
+	halted := filepath.Join(t.TempDir(), "halted")
+	cmd, stderr := startBoot(t, script, bootEnv(t, halted)...)
 	if err := cmd.Wait(); cmd.ProcessState.ExitCode() != 2 {
 		t.Fatalf("boot script: %v, want exit status 2 (deadline)\n%s", err, stderr.text())
 	}
@@ -339,5 +381,45 @@ func TestBootScriptGivesUpAtTheDeadline(t *testing.T) {
 	}
 	if !strings.Contains(stderr.text(), "deadline passed") {
 		t.Errorf("no word of the deadline:\n%s", stderr.text())
+	}
+	if n := halts(t, halted); n != 1 {
+		t.Errorf("powered off %d times, want once", n)
+	}
+}
+
+func TestBootScriptPowersOffWhenItsEndIsNotAcknowledged(t *testing.T) {
+	t.Parallel()
+	// The API answers every finished report 503, as while it cannot be
+	// reached: past the report grace (1 s here) the agent gives up and
+	// powers the VM off, so that the cloud shows it stopped.
+	api := newAgentAPI(t)
+	api.status = map[string]int{"finished": http.StatusServiceUnavailable}
+	ln := listen(t)
+	serve(t, ln, api)
+	script, err := Script(bootRequest("http://" + ln.Addr().String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(script, "export "+EnvReportGrace+"='600'\n") {
+		t.Errorf("the header does not carry the default report grace")
+	}
+	script = setHeader(t, script, EnvReportGrace, "1")
+	halted := filepath.Join(t.TempDir(), "halted")
+	cmd, stderr := startBoot(t, script, bootEnv(t, halted, "STUB_LINES=5", "STUB_EXIT=4")...)
+	if err := cmd.Wait(); cmd.ProcessState.ExitCode() != 2 {
+		t.Fatalf("boot script: %v, want exit status 2 (gave up)\n%s", err, stderr.text())
+	}
+	logs, finished, hits := api.snapshot()
+	if hits["finished"] < 2 || len(finished) != 0 {
+		t.Errorf("finished hits %d, acknowledged %v: want retries and no acknowledgement", hits["finished"], finished)
+	}
+	if logs != expectedOutput(5) {
+		t.Errorf("the output was not shipped before giving up: %q", logs)
+	}
+	if n := halts(t, halted); n != 1 {
+		t.Errorf("powered off %d times, want once\n%s", n, stderr.text())
+	}
+	if !strings.Contains(stderr.text(), "report grace") || !strings.Contains(stderr.text(), "powering this machine off") {
+		t.Errorf("the agent did not say why it powered off:\n%s", stderr.text())
 	}
 }

@@ -8,6 +8,7 @@ gf_idle() {
 			sleep 2147483647
 		fi
 	done
+	gf_log "the job's deadline passed: stopping this pod"
 	gf_stop_pod
 	exec sleep 2147483647
 }
@@ -24,7 +25,7 @@ gf_stop_pod() {
 			"${GPUFLOW_RUNPOD_API:-https://api.runpod.io}/v2/pods/$RUNPOD_POD_ID/action" 2>/dev/null) || :
 		case $_st_code in
 		2??)
-			gf_log "the job's deadline passed: pod stopped"
+			gf_log "pod stopped"
 			return 0
 			;;
 		4??) [ "$_st_code" = 429 ] || {
@@ -80,6 +81,7 @@ else
 	echo "$code" >"$GF_S/exit_code.tmp" && mv -f "$GF_S/exit_code.tmp" "$GF_S/exit_code"
 	kill "$gf_progress" 2>/dev/null
 fi
+gf_ended
 if [ -n "${gf_shipper-}" ]; then
 	gf_ship_end "$gf_shipper"
 else
@@ -87,7 +89,14 @@ else
 	gf_ship
 fi
 if [ ! -e "$GF_S/finished.acked" ]; then
-	gf_report finished "{\"exit_code\":$code}"
-	: >"$GF_S/finished.acked"
+	if gf_report finished "{\"exit_code\":$code}"; then
+		: >"$GF_S/finished.acked"
+	else
+		# RunPod shows a stopped pod (EXITED): the provider's watcher sees
+		# it, and the job ends instead of billing on.
+		gf_log "the job's end was not acknowledged: stopping this pod"
+		gf_stop_pod
+		exec sleep 2147483647
+	fi
 fi
 gf_idle

@@ -187,6 +187,32 @@ func TestRunnerStopsItsPodAtTheDeadline(t *testing.T) {
 	}
 }
 
+func TestRunnerStopsItsPodWhenItsEndIsNotAcknowledged(t *testing.T) {
+	t.Parallel()
+	api := newAgentAPI(t)
+	api.status = map[string]int{"finished": http.StatusServiceUnavailable}
+	ln := listen(t)
+	serve(t, ln, api)
+	url := "http://" + ln.Addr().String()
+	counter := filepath.Join(t.TempDir(), "runs")
+	c := newContainer(t, url, countingJob(counter, 5, ""), EnvReportGrace+"=1",
+		"RUNPOD_POD_ID=pod1", "RUNPOD_API_KEY=pod-key", EnvRunPodAPI+"="+url)
+	c.start()
+	api.waitFor(func() bool { return len(api.stops) > 0 })
+	if _, finished, hits := api.snapshot(); len(finished) != 0 || hits["finished"] < 2 || api.stops[0] != `{"action":"stop"}` {
+		t.Errorf("finished %v after %d tries, stop %q: want retries, no acknowledgement, then a stop", finished, hits["finished"], api.stops[0])
+	}
+	if _, err := os.Stat(filepath.Join(c.state, "finished.acked")); !os.IsNotExist(err) {
+		t.Errorf("finished.acked exists (%v) though the report was never acknowledged", err)
+	}
+	if !c.stderr.wait("not acknowledged: stopping this pod", 1) {
+		t.Errorf("the runner did not say why it stopped its pod:\n%s", c.stderr.text())
+	}
+	if n := runs(t, counter); n != 1 {
+		t.Errorf("the job ran %d times", n)
+	}
+}
+
 func TestScriptsParse(t *testing.T) {
 	t.Parallel()
 	s, err := Script(bootRequest("http://127.0.0.1:1"))

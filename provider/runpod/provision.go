@@ -259,6 +259,7 @@ func (p *Provider) podEnv(req gpuflow.ProvisionRequest) map[string]string {
 	env[agentscript.EnvRunner] = agentscript.Runner()
 	env[agentscript.EnvStateDir] = stateDir
 	env[agentscript.EnvDeadline] = strconv.FormatInt(p.deadline(req).Unix(), 10)
+	env[agentscript.EnvReportGrace] = agentscript.ReportGrace(req.Agent)
 	tags := maps.Clone(req.Tags)
 	if tags == nil {
 		tags = map[string]string{}
