@@ -139,6 +139,11 @@ type AgentEndpoint struct {
 	ReportGrace time.Duration `json:"report_grace,omitempty"`
 }
 
+// ReasonSelfStopped is the reason of a machine that stopped itself: its
+// agent stops it when the job's end is not acknowledged within the report
+// grace (AgentEndpoint.ReportGrace), so the job's exit code is unknown.
+const ReasonSelfStopped = "the machine stopped itself: its agent could not get the job's end acknowledged, so its exit code is unknown"
+
 // Provider rents machines from one vendor (or runs jobs on this host).
 // Implementations live in provider/<name> and classify their errors with
 // *ProviderError.

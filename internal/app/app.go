@@ -131,7 +131,7 @@ func NewWorker(cfg Config, deps Deps) (*worker.Worker, error) {
 		if err != nil {
 			return nil, fmt.Errorf("agent tokens: %w", err)
 		}
-		acts.Agents = agentIssuer{base: strings.TrimSuffix(cfg.AgentURL, "/"), tokens: tokens}
+		acts.Agents = agentIssuer{base: strings.TrimSuffix(cfg.AgentURL, "/"), tokens: tokens, grace: cfg.AgentReportGrace}
 	}
 	if deps.Metrics != nil {
 		obs, err := queueMetrics(deps.Metrics)
@@ -223,6 +223,7 @@ func queueMetrics(reg prometheus.Registerer) (func(dispatch.PassStats), error) {
 type agentIssuer struct {
 	base   string
 	tokens *auth.AgentTokens
+	grace  time.Duration
 }
 
 func (a agentIssuer) Endpoint(jobID string, ttl time.Duration) (*gpuflow.AgentEndpoint, error) {
@@ -230,7 +231,7 @@ func (a agentIssuer) Endpoint(jobID string, ttl time.Duration) (*gpuflow.AgentEn
 	if err != nil {
 		return nil, err
 	}
-	return &gpuflow.AgentEndpoint{URL: a.base + "/agent/v1/jobs/" + jobID, Token: tok}, nil
+	return &gpuflow.AgentEndpoint{URL: a.base + "/agent/v1/jobs/" + jobID, Token: tok, ReportGrace: a.grace}, nil
 }
 
 // StartWorker starts the workers over deps and installs (or updates) the

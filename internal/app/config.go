@@ -23,6 +23,7 @@ import (
 	"github.com/gpuflow/gpuflow"
 	"github.com/gpuflow/gpuflow/api"
 	"github.com/gpuflow/gpuflow/auth"
+	"github.com/gpuflow/gpuflow/provider/agentscript"
 	"github.com/gpuflow/gpuflow/watcher"
 )
 
@@ -54,6 +55,7 @@ import (
 //	RUNPOD_EMULATOR_URL, TENCENTCLOUD_EMULATOR_URL, ALIBABA_CLOUD_EMULATOR_URL  a cloud without credentials runs emulated against the emulator at this URL
 //	GPUFLOW_RECONCILE_INTERVAL 5m                 how often the reconciler looks for machines no live job owns
 //	GPUFLOW_AGENT_URL       http://<HTTP_ADDR>    the API's base URL as cloud machines reach it (their agent reports there)
+//	GPUFLOW_AGENT_REPORT_GRACE 10m                how long a machine's agent retries the job's end once its command ended; then it stops its machine
 //	GPUFLOW_RECONCILE_GRACE 2m                    how old such a machine must be before it is terminated
 //	GPUFLOW_MAX_RUNNING_JOBS 0                    per user: jobs holding or making a machine at once (0: no limit); more wait in queued
 //	GPUFLOW_MAX_SPEND_PER_HOUR 0                  per user: dollars per hour of those jobs together (0: no limit); more wait in queued
@@ -77,6 +79,10 @@ type Config struct {
 	JWTSecret         string
 	JWTLifetime       time.Duration
 	AgentURL          string
+	// AgentReportGrace is how long a machine's agent keeps trying to get
+	// the job's end acknowledged once its command has ended, before it
+	// stops its machine (gpuflow.AgentEndpoint.ReportGrace).
+	AgentReportGrace  time.Duration
 	Clouds            CloudConfig
 	ReconcileInterval time.Duration
 	ReconcileGrace    time.Duration
@@ -145,7 +151,7 @@ var EnvVars = append([]string{
 	"GPUFLOW_DATA_DIR", "HTTP_ADDR", "DATABASE_URL", "TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE",
 	"TEMPORAL_UI_ADDR", "TEMPORAL_UI_URL", "JWT_SECRET", "JWT_SECRET_FILE", "JWT_LIFETIME", "TRUSTED_PROXIES", "CORS_ALLOWED_ORIGINS", "LOG_LEVEL", "LOG_FORMAT",
 	"GPUFLOW_LOCAL_ENABLED", "GPUFLOW_LOCAL_DIR", "GPUFLOW_LOCAL_CPU_SLOTS",
-	"GPUFLOW_RECONCILE_INTERVAL", "GPUFLOW_RECONCILE_GRACE", "GPUFLOW_AGENT_URL",
+	"GPUFLOW_RECONCILE_INTERVAL", "GPUFLOW_RECONCILE_GRACE", "GPUFLOW_AGENT_URL", "GPUFLOW_AGENT_REPORT_GRACE",
 	"GPUFLOW_MAX_RUNNING_JOBS", "GPUFLOW_MAX_SPEND_PER_HOUR", "GPUFLOW_QUEUE_RECHECK", "GPUFLOW_WATCH_INTERVAL", "METRICS_ADDR",
 	"GPUFLOW_PROGRESS_INTERVAL",
 	"GPUFLOW_WORKFLOW_CACHE",
@@ -192,6 +198,12 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	}
 	if c.ReconcileGrace, err = parseDuration(getenv("GPUFLOW_RECONCILE_GRACE"), 2*time.Minute); err != nil {
 		return c, fmt.Errorf("GPUFLOW_RECONCILE_GRACE: %w", err)
+	}
+	if c.AgentReportGrace, err = parseDuration(getenv("GPUFLOW_AGENT_REPORT_GRACE"), agentscript.DefaultReportGrace); err != nil {
+		return c, fmt.Errorf("GPUFLOW_AGENT_REPORT_GRACE: %w", err)
+	}
+	if c.AgentReportGrace < time.Second {
+		return c, fmt.Errorf("GPUFLOW_AGENT_REPORT_GRACE must be at least 1s, not %s", c.AgentReportGrace)
 	}
 	if c.JWTLifetime, err = parseLifetime(getenv("JWT_LIFETIME")); err != nil {
 		return c, fmt.Errorf("JWT_LIFETIME: %w", err)

@@ -156,8 +156,9 @@ func TestRunPodJobRunsOnce(t *testing.T) {
 // before the commands end: a TCP proxy stands between the agent URL the
 // machines are given and the API, and refuses every connection meanwhile.
 // A real VM stays RUNNING after its command ends (the emulators' too), so
-// no watcher can end these jobs: only the agent's report can, and the
-// agent retries it with backoff until the API acknowledges it. After the
+// no watcher can end these jobs within the agent's report grace (10 min by
+// default): only the agent's report can, and the agent retries it with
+// backoff until the API acknowledges it. After the
 // cut the jobs end with the reported codes, the report having been
 // received after the cut and delivered once, and the machines are gone.
 //
@@ -241,6 +242,77 @@ func TestAgentCutOffTwoMinutes(t *testing.T) {
 		if logs := c.logs(id); !strings.Contains(logs, fmt.Sprintf("exiting with %d", tc.code)) {
 			t.Errorf("%s job %s: output %q, want the end shipped after the cut", tc.provider, id, logs)
 		}
+	}
+}
+
+// TestUnreportedEndStopsTheMachine: jobs on Tencent, Alibaba and RunPod
+// (an on-demand pod and a spot pod) whose agents never reach the API again
+// once their commands end: a TCP proxy between the machines' agent URL and
+// the API refuses every connection from just before. No cloud API carries
+// an exit code, so only the machine can say the job is over: past the
+// report grace (5 s here) each agent stops its machine, as the real agent
+// does (the VMs power off and read STOPPED and Stopped, the on-demand pod
+// is stopped and reads EXITED, the spot pod is removed, since a stopped
+// spot pod reads as reclaimed). The watchers see it on their next sweep:
+// every job ends failed, once, with no exit code and an error that says
+// the machine stopped, no command ran twice, and no machine is left.
+//
+//	go test -count=1 -run TestUnreportedEndStopsTheMachine -v ./internal/e2e/
+func TestUnreportedEndStopsTheMachine(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	cfg.AgentReportGrace = 5 * time.Second
+	cfg.WatchInterval = 5 * time.Second
+	proxy := testutil.NewTCPProxy(t, cfg.HTTPAddr)
+	cfg.AgentURL = "http://" + proxy.Addr()
+	s := startStack(t, cfg, devstack.Options{InMemoryTemporal: true, NoUI: true})
+	assertNoLiveMachines(t, s)
+	c := newAPI(t, s.APIURL())
+	rp := s.Emulators["runpod"].Emulator.(*runpodemu.Emulator)
+
+	cases := []struct {
+		provider, gpu string
+		spot          bool
+		reason        string
+	}{
+		{"tencent", "T4", false, "stopped itself"},
+		{"alibaba", "A10", false, "the instance stopped"},
+		{"runpod", "RTX4090", false, "the pod stopped"},
+		{"runpod", "RTX4090", true, "disappeared"},
+	}
+	ids := make([]string, len(cases))
+	for i, tc := range cases {
+		ids[i] = c.submit(map[string]any{"command": []string{"python", "train.py"}, "gpu_type": tc.gpu, "gpu_count": 1,
+			"provider": tc.provider, "spot": tc.spot, "env": map[string]string{emulate.EnvRunSeconds: "20", emulate.EnvExitCode: "0"}})
+	}
+	for _, id := range ids {
+		c.waitEvent(id, "progress from the machine's agent", func(e map[string]any) bool { return e["type"] == "job.progress" }, 120*time.Second)
+	}
+	proxy.Cut()
+	for i, tc := range cases {
+		id := ids[i]
+		j := c.waitStatus(id, "failed", 180*time.Second)
+		if exitCodeOf(j) != -999 {
+			t.Errorf("%s job %s: exit code %d, but none was ever reported", tc.provider, id, exitCodeOf(j))
+		}
+		if e := fmt.Sprint(j["error"]); !strings.Contains(e, tc.reason) {
+			t.Errorf("%s job %s (spot %v): error %q, want it to say %q", tc.provider, id, tc.spot, e, tc.reason)
+		}
+		machine, _ := j["instance_id"].(string)
+		if live := s.Emulators[tc.provider].Live(); machine == "" || slices.Contains(live, machine) {
+			t.Errorf("%s job %s ended while its machine %q lives (%v)", tc.provider, id, machine, live)
+		}
+		if tc.provider == "runpod" {
+			if n := rp.CommandRuns(machine); n != 1 {
+				t.Errorf("runpod job %s: the command ran %d times, want once", id, n)
+			}
+		}
+		if ends := c.endEvents(id); len(ends) != 1 {
+			t.Errorf("%s job %s: final events %v, want one", tc.provider, id, ends)
+		}
+	}
+	if n := proxy.Refused(); n == 0 {
+		t.Errorf("no agent tried to reach the API during the cut")
 	}
 }
 

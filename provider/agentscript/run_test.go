@@ -38,7 +38,7 @@ type agentAPI struct {
 	hits         map[string]int
 	logs         bytes.Buffer
 	finished     []int
-	stops        []string // bodies of RunPod stop actions
+	stops        []string // bodies of RunPod stop actions; "DELETE" for a removal
 	cond         *sync.Cond
 }
 
@@ -54,11 +54,18 @@ func (a *agentAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer a.mu.Unlock()
 	defer a.cond.Broadcast()
 	if strings.HasPrefix(r.URL.Path, "/v2/pods/") {
-		if r.Header.Get("Authorization") != "Bearer pod-key" || r.URL.Path != "/v2/pods/pod1/action" {
+		switch {
+		case r.Header.Get("Authorization") != "Bearer pod-key":
 			w.WriteHeader(http.StatusUnauthorized)
 			return
+		case r.Method == http.MethodDelete && r.URL.Path == "/v2/pods/pod1":
+			a.stops = append(a.stops, "DELETE")
+		case r.Method == http.MethodPost && r.URL.Path == "/v2/pods/pod1/action":
+			a.stops = append(a.stops, string(body))
+		default:
+			w.WriteHeader(http.StatusNotFound)
+			return
 		}
-		a.stops = append(a.stops, string(body))
 		w.WriteHeader(http.StatusOK)
 		return
 	}
@@ -390,7 +397,7 @@ func TestBootScriptGivesUpAtTheDeadline(t *testing.T) {
 func TestBootScriptPowersOffWhenItsEndIsNotAcknowledged(t *testing.T) {
 	t.Parallel()
 	// The API answers every finished report 503, as while it cannot be
-	// reached: past the report grace (1 s here) the agent gives up and
+	// reached: past the report grace (2 s here) the agent gives up and
 	// powers the VM off, so that the cloud shows it stopped.
 	api := newAgentAPI(t)
 	api.status = map[string]int{"finished": http.StatusServiceUnavailable}
@@ -403,7 +410,7 @@ func TestBootScriptPowersOffWhenItsEndIsNotAcknowledged(t *testing.T) {
 	if !strings.Contains(script, "export "+EnvReportGrace+"='600'\n") {
 		t.Errorf("the header does not carry the default report grace")
 	}
-	script = setHeader(t, script, EnvReportGrace, "1")
+	script = setHeader(t, script, EnvReportGrace, "2") // whole seconds: at least 1 s of retries
 	halted := filepath.Join(t.TempDir(), "halted")
 	cmd, stderr := startBoot(t, script, bootEnv(t, halted, "STUB_LINES=5", "STUB_EXIT=4")...)
 	if err := cmd.Wait(); cmd.ProcessState.ExitCode() != 2 {

@@ -12,6 +12,8 @@ gf_idle() {
 	gf_stop_pod
 	exec sleep 2147483647
 }
+# gf_stop_pod [remove]: stop this pod (POST .../action {"action":"stop"}),
+# or remove it (DELETE), through RunPod's API with the pod-scoped key.
 gf_stop_pod() {
 	if [ -z "${RUNPOD_POD_ID-}" ] || [ -z "${RUNPOD_API_KEY-}" ]; then
 		gf_log "no RUNPOD_POD_ID or RUNPOD_API_KEY: cannot stop this pod"
@@ -20,12 +22,17 @@ gf_stop_pod() {
 	(umask 077 && printf 'Authorization: Bearer %s\n' "$RUNPOD_API_KEY" >"$GF_S/runpod.h")
 	_st_delay=$GPUFLOW_RETRY_MIN_MS
 	while :; do
-		_st_code=$(curl -sS -o /dev/null -w '%{http_code}' --connect-timeout 10 -m 60 -H @"$GF_S/runpod.h" \
-			-H 'Content-Type: application/json' -d '{"action":"stop"}' \
-			"${GPUFLOW_RUNPOD_API:-https://api.runpod.io}/v2/pods/$RUNPOD_POD_ID/action" 2>/dev/null) || :
+		if [ "${1-}" = remove ]; then
+			_st_code=$(curl -sS -o /dev/null -w '%{http_code}' --connect-timeout 10 -m 60 -H @"$GF_S/runpod.h" -X DELETE \
+				"${GPUFLOW_RUNPOD_API:-https://api.runpod.io}/v2/pods/$RUNPOD_POD_ID" 2>/dev/null) || :
+		else
+			_st_code=$(curl -sS -o /dev/null -w '%{http_code}' --connect-timeout 10 -m 60 -H @"$GF_S/runpod.h" \
+				-H 'Content-Type: application/json' -d '{"action":"stop"}' \
+				"${GPUFLOW_RUNPOD_API:-https://api.runpod.io}/v2/pods/$RUNPOD_POD_ID/action" 2>/dev/null) || :
+		fi
 		case $_st_code in
 		2??)
-			gf_log "pod stopped"
+			gf_log "pod ${1:-stop}: done"
 			return 0
 			;;
 		4??) [ "$_st_code" = 429 ] || {
@@ -92,10 +99,16 @@ if [ ! -e "$GF_S/finished.acked" ]; then
 	if gf_report finished "{\"exit_code\":$code}"; then
 		: >"$GF_S/finished.acked"
 	else
-		# RunPod shows a stopped pod (EXITED): the provider's watcher sees
-		# it, and the job ends instead of billing on.
-		gf_log "the job's end was not acknowledged: stopping this pod"
-		gf_stop_pod
+		# RunPod shows a stopped pod EXITED, or a removed one gone: the
+		# provider's watcher sees it, and the job ends instead of billing
+		# on. A spot pod is removed: stopped, it would read as reclaimed.
+		if [ "${GPUFLOW_SPOT-}" = true ]; then
+			gf_log "the job's end was not acknowledged: removing this pod"
+			gf_stop_pod remove
+		else
+			gf_log "the job's end was not acknowledged: stopping this pod"
+			gf_stop_pod
+		fi
 		exec sleep 2147483647
 	fi
 fi

@@ -195,7 +195,7 @@ func TestRunnerStopsItsPodWhenItsEndIsNotAcknowledged(t *testing.T) {
 	serve(t, ln, api)
 	url := "http://" + ln.Addr().String()
 	counter := filepath.Join(t.TempDir(), "runs")
-	c := newContainer(t, url, countingJob(counter, 5, ""), EnvReportGrace+"=1",
+	c := newContainer(t, url, countingJob(counter, 5, ""), EnvReportGrace+"=2",
 		"RUNPOD_POD_ID=pod1", "RUNPOD_API_KEY=pod-key", EnvRunPodAPI+"="+url)
 	c.start()
 	api.waitFor(func() bool { return len(api.stops) > 0 })
@@ -210,6 +210,24 @@ func TestRunnerStopsItsPodWhenItsEndIsNotAcknowledged(t *testing.T) {
 	}
 	if n := runs(t, counter); n != 1 {
 		t.Errorf("the job ran %d times", n)
+	}
+}
+
+func TestRunnerRemovesItsSpotPodWhenItsEndIsNotAcknowledged(t *testing.T) {
+	t.Parallel()
+	// A stopped spot pod reads as one RunPod reclaimed: the runner removes
+	// it instead.
+	api := newAgentAPI(t)
+	api.status = map[string]int{"finished": http.StatusServiceUnavailable}
+	ln := listen(t)
+	serve(t, ln, api)
+	url := "http://" + ln.Addr().String()
+	c := newContainer(t, url, countingJob(filepath.Join(t.TempDir(), "runs"), 0, ""), EnvReportGrace+"=1", "GPUFLOW_SPOT=true",
+		"RUNPOD_POD_ID=pod1", "RUNPOD_API_KEY=pod-key", EnvRunPodAPI+"="+url)
+	c.start()
+	api.waitFor(func() bool { return len(api.stops) > 0 })
+	if api.stops[0] != "DELETE" {
+		t.Errorf("the runner sent %q, want the pod removed (DELETE)", api.stops[0])
 	}
 }
 

@@ -161,7 +161,9 @@ func (p *Provider) machine(region string, inst *ecs.DescribeInstancesResponseBod
 		m.State = gpuflow.MachineStopping
 	case statusStopped:
 		m.State = gpuflow.MachineFailed
-		m.Reason = "the instance was stopped"
+		// A guest power-off (the job's agent's, when its end is not
+		// acknowledged) and a StopInstance call look alike.
+		m.Reason = "the instance stopped: its agent powers it off when the job's end cannot be reported (the exit code is unknown), or it was stopped outside gpuflow"
 		if mode := tea.StringValue(inst.StoppedMode); mode != "" && mode != "Not-applicable" {
 			m.Reason += " (" + mode + ")"
 		}

@@ -12,6 +12,7 @@ package emulate
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -21,6 +22,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gpuflow/gpuflow/provider/agentscript"
@@ -146,8 +148,8 @@ var (
 	// ErrRefused: the API refused the report with a 4xx that can never
 	// succeed (400, 401, 403, 404, 409, 410, 413, 422).
 	ErrRefused = errors.New("agent report refused")
-	// ErrDeadline: the agent's deadline passed before the API
-	// acknowledged the report.
+	// ErrDeadline: the agent's deadline, or its report grace after the
+	// job's end, passed before the API acknowledged the report.
 	ErrDeadline = errors.New("agent deadline passed")
 )
 
@@ -167,15 +169,41 @@ type Agent struct {
 	// LogInterval is how often new output is shipped while the job runs;
 	// zero means DefaultLogInterval.
 	LogInterval time.Duration
+	// Grace is the report grace (agentscript.EnvReportGrace): once the
+	// job has ended (Reporter.Finish), its reports are retried this long;
+	// zero means agentscript.DefaultReportGrace.
+	Grace time.Duration
 	// Now is the clock the deadline is read on; nil means time.Now.
 	Now func() time.Time
+
+	// giveUp is when the report grace ends, in Unix nanoseconds (0: the
+	// job has not ended), shared by the copies a Reporter hands out.
+	giveUp *atomic.Int64
+}
+
+// now reads a's clock.
+func (a Agent) now() time.Time {
+	if a.Now == nil {
+		return time.Now()
+	}
+	return a.Now()
+}
+
+// givenUp reports whether the agent stops retrying at t: past its deadline
+// or its report grace.
+func (a Agent) givenUp(t time.Time) bool {
+	if !a.Deadline.IsZero() && !t.Before(a.Deadline) {
+		return true
+	}
+	return a.giveUp != nil && a.giveUp.Load() != 0 && t.UnixNano() >= a.giveUp.Load()
 }
 
 // AgentFromEnv is the agent a machine's environment describes
 // (agentscript's variables), sending with client.
 func AgentFromEnv(env map[string]string, client *http.Client) Agent {
 	return Agent{URL: env[agentscript.EnvAgentURL], Token: env[agentscript.EnvAgentToken], Client: client,
-		Deadline: agentscript.ParseDeadline(env[agentscript.EnvDeadline])}
+		Deadline: agentscript.ParseDeadline(env[agentscript.EnvDeadline]),
+		Grace:    agentscript.ParseReportGrace(env[agentscript.EnvReportGrace])}
 }
 
 // Post sends one request; path is "progress", "finished" or "logs". It
@@ -216,8 +244,9 @@ func (a Agent) Post(ctx context.Context, path string, body []byte, header http.H
 // Report sends one report until the API acknowledges it with a 2xx,
 // retrying refused connections, timeouts, 429 and 5xx with a.Backoff. It
 // returns nil once acknowledged, an error wrapping ErrRefused for a 4xx
-// that can never succeed, ErrDeadline past a.Deadline, or ctx's error (the
-// machine is gone). An agent without a URL reports nothing.
+// that can never succeed, ErrDeadline past a.Deadline or the report grace,
+// or ctx's error (the machine is gone). An agent without a URL reports
+// nothing.
 func (a Agent) Report(ctx context.Context, path string, body []byte, header http.Header) error {
 	if a.URL == "" {
 		return nil
@@ -227,10 +256,6 @@ func (a Agent) Report(ctx context.Context, path string, body []byte, header http
 		b = DefaultBackoff
 	}
 	b.Max = max(b.Max, b.Min)
-	now := a.Now
-	if now == nil {
-		now = time.Now
-	}
 	delay := b.Min
 	for {
 		status, ra, err := a.Post(ctx, path, body, header)
@@ -241,7 +266,7 @@ func (a Agent) Report(ctx context.Context, path string, body []byte, header http
 			return fmt.Errorf("%w: %w", ErrRefused, err)
 		case ctx.Err() != nil:
 			return ctx.Err()
-		case !a.Deadline.IsZero() && !now().Before(a.Deadline):
+		case a.givenUp(a.now()):
 			return fmt.Errorf("%w: %w", ErrDeadline, err)
 		}
 		wait := delay/2 + rand.N(delay/2+1)
@@ -341,6 +366,9 @@ type Reporter struct {
 // StartReporter starts shipping out and sending progress for a job on the
 // machine whose life is ctx.
 func StartReporter(ctx context.Context, a Agent, out *Spool) *Reporter {
+	if a.giveUp == nil {
+		a.giveUp = new(atomic.Int64)
+	}
 	r := &Reporter{a: a, out: out, ctx: ctx, shipped: make(chan error, 1), kick: make(chan struct{}, 1)}
 	var pctx context.Context
 	pctx, r.stopProg = context.WithCancel(ctx)
@@ -411,13 +439,20 @@ func (r *Reporter) Progress(percent float64, message string) {
 
 // Finish ends the job with its exit code: progress not yet sent is
 // dropped, the rest of the output is shipped, then the finished report
-// {"exit_code":code} is sent until acknowledged. It returns Report's error
-// for the finished report.
+// {"exit_code":code} is sent until acknowledged, all within the agent's
+// report grace. It returns nil once the finished report was acknowledged,
+// else the error of the shipping or of the report (ctx's error when the
+// machine is gone).
 func (r *Reporter) Finish(code int) error {
 	r.Stop()
+	r.a.giveUp.CompareAndSwap(0, r.a.now().Add(durationOr(r.a.Grace, agentscript.DefaultReportGrace)).UnixNano())
 	r.out.end()
-	<-r.shipped
-	return r.a.Report(r.ctx, "finished", fmt.Appendf(nil, `{"exit_code":%d}`, code), nil)
+	shipErr := <-r.shipped
+	err := r.a.Report(r.ctx, "finished", fmt.Appendf(nil, `{"exit_code":%d}`, code), nil)
+	if err == nil || r.ctx.Err() != nil {
+		return err
+	}
+	return cmp.Or(shipErr, err)
 }
 
 // Stop stops sending progress (the job was interrupted or has ended).
@@ -482,8 +517,8 @@ func PlayJobFrom(ctx context.Context, plan JobPlan, jobID string, out *Spool, pr
 // does: output and progress while it runs, then the rest of the output and
 // the exit code, each report retried until the API acknowledges it. It
 // returns when the finished report was acknowledged (or refused for good,
-// or a's deadline passed), or when ctx is done (the machine was
-// terminated).
+// or a's deadline or report grace passed), or when ctx is done (the
+// machine was terminated).
 func RunJob(ctx context.Context, a Agent, plan JobPlan, jobID string) {
 	ResumeJob(ctx, a, JobState{Plan: plan}, jobID, 0, JobHooks{})
 }

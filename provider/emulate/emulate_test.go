@@ -186,3 +186,34 @@ func TestRunJobReportsOnce(t *testing.T) {
 		t.Errorf("finished %v, output %q", a.finished, a.logs)
 	}
 }
+
+func TestRunJobHaltsWhenItsEndIsNotAcknowledged(t *testing.T) {
+	t.Parallel()
+	// Every report answered 503: past the report grace after the job's
+	// end, the agent gives up and stops its machine (Halt), and says the
+	// job ended (Ended) but never that it was acknowledged.
+	a := newAPI(t)
+	a.status = http.StatusServiceUnavailable
+	ln := listen(t, "127.0.0.1:0")
+	serveOn(t, ln, a)
+	ag := Agent{URL: "http://" + ln.Addr().String() + "/j", Token: "tok", Backoff: fast, Grace: 50 * time.Millisecond}
+	var ended, acked, halted int
+	ResumeJob(t.Context(), ag, JobState{Plan: JobPlan{ExitCode: 2, Run: 10 * time.Millisecond}}, "j", 0, JobHooks{
+		Ended: func(int) { ended++ },
+		Acked: func() { acked++ },
+		Halt:  func() { halted++ },
+	})
+	a.mu.Lock()
+	if ended != 1 || acked != 0 || halted != 1 || a.hits["finished"] < 1 || a.hits["logs"] < 2 {
+		t.Errorf("ended %d, acked %d, halted %d after %d log and %d finished reports: want 1, 0, 1 after retries",
+			ended, acked, halted, a.hits["logs"], a.hits["finished"])
+	}
+	// Acknowledged: no halt.
+	a.status = 0
+	a.mu.Unlock()
+	halted = 0
+	ResumeJob(t.Context(), ag, JobState{Plan: JobPlan{Run: 10 * time.Millisecond}}, "j", 0, JobHooks{Halt: func() { halted++ }})
+	if halted != 0 {
+		t.Errorf("halted %d times after an acknowledged end", halted)
+	}
+}

@@ -107,6 +107,10 @@ type JobHooks struct {
 	Ended func(code int)
 	// Acked: the API acknowledged the finished report.
 	Acked func()
+	// Halt: the job's end was not acknowledged within the report grace
+	// (or was refused for good), so the agent stops its machine, as the
+	// real agent powers its VM off or stops its pod.
+	Halt func()
 }
 
 // PlayMachineJob starts, on wg, the job of a VM whose boot script (the
@@ -114,15 +118,18 @@ type JobHooks struct {
 // the script says, through client. st is the job as kept; elapsed is how
 // long ago it began (0 for a job starting now). update applies a change of
 // the job's state under the emulator's lock and persists it: the job's end
-// and the API's acknowledgement go through it. The job stops when ctx
-// ends; cancel is called when it is over.
+// and the API's acknowledgement go through it. powerOff is the guest
+// powering the VM off: the agent does it when the job's end was not
+// acknowledged within its report grace. The job stops when ctx ends;
+// cancel is called when it is over.
 func PlayMachineJob(ctx context.Context, cancel context.CancelFunc, wg *sync.WaitGroup, script string, client *http.Client,
-	st JobState, elapsed time.Duration, update func(func(*JobState))) {
+	st JobState, elapsed time.Duration, update func(func(*JobState)), powerOff func()) {
 	env := agentscript.Env(script)
-	agent := Agent{URL: env[agentscript.EnvAgentURL], Token: env[agentscript.EnvAgentToken], Client: client}
+	agent := AgentFromEnv(env, client)
 	hooks := JobHooks{
 		Ended: func(code int) { update(func(j *JobState) { j.Ended, j.ExitCode = true, code }) },
 		Acked: func() { update(func(j *JobState) { j.Acked = true }) },
+		Halt:  powerOff,
 	}
 	wg.Go(func() {
 		defer cancel()
@@ -157,8 +164,13 @@ func ResumeJob(ctx context.Context, a Agent, st JobState, jobID string, elapsed 
 			h.Ended(code)
 		}
 	}
-	if r.Finish(code) == nil && h.Acked != nil {
-		h.Acked()
+	switch err := r.Finish(code); {
+	case err == nil:
+		if h.Acked != nil {
+			h.Acked()
+		}
+	case ctx.Err() == nil && h.Halt != nil:
+		h.Halt()
 	}
 }
 

@@ -115,7 +115,10 @@ func (p *Provider) machine(pd *pod) *gpuflow.Machine {
 		if pd.Env[EnvSpot] == "true" {
 			m.State, m.Reason = gpuflow.MachineFailed, ReasonPreempted
 		} else {
-			m.State, m.Reason = gpuflow.MachineExited, "the pod stopped; the job's agent reports its exit code"
+			// The runner stops its pod only when the job's end was not
+			// acknowledged, or at the deadline; a stop outside gpuflow
+			// kills the job: no report follows either way.
+			m.State, m.Reason = gpuflow.MachineFailed, "the pod stopped: its runner stops it when the job's end cannot be reported (the exit code is unknown), or it was stopped outside gpuflow"
 		}
 	case statusError:
 		m.State, m.Reason = gpuflow.MachineFailed, ReasonError

@@ -52,7 +52,14 @@
 //   - It runs the argv as positional parameters (never re-parsed by a
 //     shell), spools the output on the volume and ships it, and reports
 //     the exit code with agentscript's durable agent (retried until the API
-//     acknowledges it, bounded by the job's deadline).
+//     acknowledges it, bounded by the job's deadline and, once the job has
+//     ended, by its report grace).
+//   - An end not acknowledged within the report grace (or refused for
+//     good) stops the pod at once, the same way as at the deadline below,
+//     so that gpuflow sees it EXITED and ends the job (failed, its exit
+//     code unknown) instead of the pod billing on. A spot pod is removed
+//     (DELETE /v2/pods/$RUNPOD_POD_ID) instead: stopped, it would read as
+//     reclaimed, and the job would run again.
 //   - Then it keeps the container from exiting, so RunPod restarts nothing
 //     and the pod stays RUNNING until gpuflow terminates it. A restarted
 //     container (host trouble, a restart or stop/start action) finds the
@@ -70,7 +77,8 @@
 // Why not stop the pod as soon as the job ends: a stopped pod reads EXITED,
 // which is also how RunPod shows a reclaimed spot pod, so gpuflow could not
 // tell a finished job from a preemption; and gpuflow terminates the pod
-// within seconds of the acknowledged report anyway. The runner needs curl
+// within seconds of the acknowledged report anyway. The stop is kept for
+// the case where no report can get through. The runner needs curl
 // (it installs it with apt-get, apk, microdnf, dnf or yum when missing) and
 // an image whose ENTRYPOINT, if any, runs its arguments as a command; a
 // job with no command (an image's own default command) is refused as an
@@ -90,9 +98,11 @@
 // PROVISIONING is pending; STARTING, and RUNNING without a runtime block
 // (RunPod reports RUNNING before the container is up), are starting;
 // RUNNING with a runtime is running (also after the job: the runner
-// idles); EXITED is exited (no exit code: the agent reports it; the runner
-// stops its pod only at the deadline) for on-demand pods and failed
-// ("preempted") for spot pods, which RunPod stops when it reclaims them;
+// idles); EXITED is failed for on-demand pods (the runner stops its pod
+// only when no report of the job's end got through, or at the deadline,
+// and a stop outside gpuflow kills the job: no report follows either way)
+// and failed ("preempted") for spot pods, which RunPod stops when it
+// reclaims them;
 // ERROR is failed;
 // TERMINATED, or 404, is gone.
 //

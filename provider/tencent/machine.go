@@ -138,13 +138,19 @@ func mapState(state string, spot, released bool, latestOp, errMsg string) (gpufl
 		}
 		return gpuflow.MachineFailed, reason
 	case "STOPPING", "STOPPED", "SHUTDOWN", "TERMINATING":
+		stopped := state == "STOPPING" || state == "STOPPED"
 		switch {
 		case released || latestOp == "TerminateInstances":
 			return gpuflow.MachineStopping, "terminating (" + state + ")"
+		case stopped && latestOp == "StopInstances":
+			return gpuflow.MachineFailed, "instance stopped outside gpuflow (" + state + ")"
+		case stopped:
+			// Powered off from inside, as the job's agent does when its
+			// end is not acknowledged (no StopInstances call: a reclaimed
+			// spot instance is terminated, SHUTDOWN, never STOPPED).
+			return gpuflow.MachineFailed, gpuflow.ReasonSelfStopped + " (" + state + ")"
 		case spot:
 			return gpuflow.MachineFailed, ReasonPreempted + " (" + state + ")"
-		case state == "STOPPING" || state == "STOPPED":
-			return gpuflow.MachineFailed, "instance stopped outside gpuflow (" + state + ")"
 		}
 		return gpuflow.MachineStopping, "terminated outside gpuflow (" + state + ")"
 	}

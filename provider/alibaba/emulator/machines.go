@@ -182,5 +182,23 @@ func (e *Emulator) playJob(m *machine, resumed bool) {
 			e.dirty = true
 			e.flush()
 		}
-	})
+	}, func() { e.powerOff(m) })
+}
+
+// powerOff is the guest powering the instance off (the job's agent does
+// when its end is not acknowledged): ECS shows a running instance Stopped,
+// still charged (StoppedMode KeepCharging: economical mode applies only to
+// a StopInstance call that asks for it).
+func (e *Emulator) powerOff(m *machine) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.machines[m.id] != m || m.status != statusRunning || !m.preemptedAt.IsZero() {
+		return
+	}
+	e.log.Info("the guest powered the instance off", "instance_id", m.id)
+	m.stopJob()
+	m.status, m.stoppedMode = statusStopped, "KeepCharging"
+	e.dirty = true
+	e.schedule(m)
+	e.flush()
 }

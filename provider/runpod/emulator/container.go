@@ -156,7 +156,8 @@ func (e *Emulator) runBare(ctx context.Context, p *pod, gen int, env map[string]
 // runRunner plays agentscript's runner: the job runs once per state
 // directory; its output and exit code are reported until acknowledged;
 // then the container idles until the deadline, when the runner stops the
-// pod through RunPod's API with its pod-scoped key. Resumed (the
+// pod through RunPod's API with its pod-scoped key. An end not
+// acknowledged within the report grace stops the pod at once. Resumed (the
 // emulator restarted while the container ran), a job that was running goes
 // on from its start time, as it would have on the pod.
 func (e *Emulator) runRunner(ctx context.Context, p *pod, gen int, env map[string]string, resumed bool) {
@@ -203,8 +204,27 @@ func (e *Emulator) runRunner(ctx context.Context, p *pod, gen int, env map[strin
 	if acked {
 		r.Stop()
 	} else {
-		_ = r.Finish(code)
+		err := r.Finish(code)
 		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			// Not acknowledged within the report grace: the runner stops
+			// its pod through RunPod's API, so that gpuflow sees it EXITED.
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			// A spot pod is removed instead: stopped, it would read as
+			// reclaimed.
+			if e.pods[p.id] == p && !p.stopped && p.containerStarts == gen {
+				if p.spot {
+					e.log.Info("runpod emulator: the runner removed its spot pod: the job's end was not acknowledged", "pod_id", p.id, "err", err)
+					e.remove(p)
+				} else {
+					e.log.Info("runpod emulator: the runner stopped its pod: the job's end was not acknowledged", "pod_id", p.id, "err", err)
+					e.stop(p)
+				}
+				e.flush()
+			}
 			return
 		}
 		e.mu.Lock()

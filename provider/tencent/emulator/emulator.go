@@ -102,9 +102,13 @@ const APIVersion = "2017-03-12"
 
 // Instance states (InstanceState) the emulator uses.
 const (
-	StatePending     = "PENDING"
-	StateStarting    = "STARTING"
-	StateRunning     = "RUNNING"
+	StatePending  = "PENDING"
+	StateStarting = "STARTING"
+	StateRunning  = "RUNNING"
+	// StateStopped is a VM whose guest powered it off (the job's agent
+	// does when its end is not acknowledged): CVM shows it STOPPED, with
+	// its last operation unchanged (a StopInstances call would set it).
+	StateStopped     = "STOPPED"
 	StateShutdown    = "SHUTDOWN"
 	StateTerminating = "TERMINATING"
 )
@@ -486,7 +490,22 @@ func (e *Emulator) playJobLocked(in *instance, resumed bool) {
 			e.dirty = true
 			e.flushLocked()
 		}
-	})
+	}, func() { e.powerOff(in) })
+}
+
+// powerOff is the guest powering the instance off: a running instance
+// shows STOPPED (its action timer still stands).
+func (e *Emulator) powerOff(in *instance) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.instances[in.id] != in || in.state != StateRunning {
+		return
+	}
+	e.log.Info("the guest powered the instance off", "instance_id", in.id)
+	in.state = StateStopped
+	e.stopJobLocked(in)
+	e.scheduleLocked(in)
+	e.flushLocked()
 }
 
 // newID returns prefix followed by n random lowercase letters and digits.
