@@ -55,9 +55,12 @@ import (
 // in this test, which records each report and forwards it to the API. A
 // second batch follows, whose reports the proxy answers 503 instead (the
 // machine cannot reach the API), so the job's end must be found some other
-// way (GPUFLOW_SCALE_AGENT_FINISHED=forward or drop runs only one of the
-// two); jobs that do not end within GPUFLOW_SCALE_EXIT_WAIT are counted,
-// not waited for.
+// way: past the agents' report grace (GPUFLOW_SCALE_REPORT_GRACE, 30 s
+// here) they stop their machines, the watchers see it and the jobs end
+// failed; its figures are given from the exit and from the end of the
+// grace, when the machine stops (GPUFLOW_SCALE_AGENT_FINISHED=forward or
+// drop runs only one of the two); jobs that do not end within
+// GPUFLOW_SCALE_EXIT_WAIT are counted, not waited for.
 //
 // Status is followed through PostgreSQL's NOTIFY feed (no polling of the
 // API), with a count from the jobs table every few seconds while waiting.
@@ -97,6 +100,8 @@ func TestBenchScale(t *testing.T) {
 	}
 	agent := startAgentProxy(t, "http://"+cfg.HTTPAddr)
 	cfg.AgentURL = agent.url
+	cfg.AgentReportGrace = envDuration(t, "GPUFLOW_SCALE_REPORT_GRACE", 30*time.Second)
+	t.Logf("BENCH scale: agent report grace %v, watch interval %v", cfg.AgentReportGrace, cfg.WatchInterval)
 	if v := envInt("GPUFLOW_WORKFLOW_CACHE", 0); v > 0 {
 		cfg.WorkflowCache = v
 	}
@@ -229,8 +234,12 @@ func TestBenchScale(t *testing.T) {
 		exitIDs, exitFailed := submitMany(t, httpc, c, exitN, conc, func(i int) map[string]any { return spec(i, exitRun) })
 		t.Logf("BENCH scale exit batch (agent finished reports %s): %d jobs of %ds submitted in %v (%d refused) with %d running",
 			exitModeNames([]bool{drop}), len(exitIDs), exitRun, time.Since(start).Round(time.Millisecond), exitFailed, tr.count(ids, gpuflow.StatusRunning))
-		done := tr.waitAll(t, conn, exitIDs, gpuflow.StatusSucceeded, start, time.Duration(exitRun)*time.Second+exitWait)
-		exitLatency(t, conn, tr, agent, exitIDs, done, drop)
+		end := gpuflow.StatusSucceeded
+		if drop {
+			end = gpuflow.StatusFailed // its exit code unknown
+		}
+		done := tr.waitAll(t, conn, exitIDs, end, start, time.Duration(exitRun)*time.Second+exitWait)
+		exitLatency(t, conn, tr, agent, exitIDs, done, drop, end, cfg.AgentReportGrace)
 	}
 	t.Logf("BENCH scale end: load %s", loadavg())
 }
@@ -548,12 +557,15 @@ func (w *statusWriter) WriteHeader(code int) {
 }
 
 // exitLatency reports, for the jobs that reported their exit, the time
-// from that report to the job's `succeeded`: as the NOTIFY feed delivered
-// it and as job_events recorded it.
-func exitLatency(t *testing.T, conn *pgx.Conn, tr *tracker, agent *agentProxy, ids []string, done int, dropped bool) {
+// from that report to the job's end status: as the NOTIFY feed delivered
+// it and as job_events recorded it. For dropped reports it also gives the
+// time from the end of the agent's report grace, when it stops its
+// machine.
+func exitLatency(t *testing.T, conn *pgx.Conn, tr *tracker, agent *agentProxy, ids []string, done int, dropped bool,
+	end gpuflow.JobStatus, grace time.Duration) {
 	recorded := map[string]time.Time{}
 	rows, err := conn.Query(context.Background(),
-		`SELECT job_id::text, min(created_at) FROM job_events WHERE status = 'succeeded' AND job_id = ANY($1::uuid[]) GROUP BY job_id`, ids)
+		`SELECT job_id::text, min(created_at) FROM job_events WHERE status = $2 AND job_id = ANY($1::uuid[]) GROUP BY job_id`, ids, string(end))
 	if err != nil {
 		t.Fatalf("job_events: %v", err)
 	}
@@ -574,7 +586,7 @@ func exitLatency(t *testing.T, conn *pgx.Conn, tr *tracker, agent *agentProxy, i
 			noExit++
 			continue
 		}
-		if at, ok := tr.seen(id, gpuflow.StatusSucceeded); ok {
+		if at, ok := tr.seen(id, end); ok {
 			feed = append(feed, at.Sub(exit))
 		}
 		if at, ok := recorded[id]; ok {
@@ -588,10 +600,16 @@ func exitLatency(t *testing.T, conn *pgx.Conn, tr *tracker, agent *agentProxy, i
 	if dropped {
 		how = "agent's report dropped"
 	}
-	t.Logf("BENCH scale exit→succeeded (%s): %d of %d succeeded, %d never reported an exit; API answers to exit reports %v",
-		how, done, len(ids), noExit, answers)
-	t.Logf("BENCH scale exit→succeeded, NOTIFY feed: %s", quantiles(feed))
-	t.Logf("BENCH scale exit→succeeded, job_events.created_at: %s", quantiles(db))
+	t.Logf("BENCH scale exit→%s (%s): %d of %d %s, %d never reported an exit; API answers to exit reports %v",
+		end, how, done, len(ids), end, noExit, answers)
+	t.Logf("BENCH scale exit→%s, NOTIFY feed: %s", end, quantiles(feed))
+	t.Logf("BENCH scale exit→%s, job_events.created_at: %s", end, quantiles(db))
+	if dropped {
+		for i := range feed {
+			feed[i] -= grace
+		}
+		t.Logf("BENCH scale machine stop (exit + report grace %v)→%s, NOTIFY feed: %s", grace, end, quantiles(feed))
+	}
 }
 
 func quantiles(d []time.Duration) string {

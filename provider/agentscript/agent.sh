@@ -53,6 +53,12 @@ gf_post() {
 		if [ -n "$_gp_ra" ] && [ "$_gp_ra" -lt 300 ] && [ $((_gp_ra * 1000)) -gt "$_gp_wait" ]; then
 			_gp_wait=$((_gp_ra * 1000))
 		fi
+		# The last try comes when the report grace ends, not a backoff later.
+		if _gu=$(cat "$GF_S/give_up" 2>/dev/null); then
+			_gp_left=$(((_gu - $(date +%s)) * 1000))
+			[ "$_gp_left" -ge 0 ] || _gp_left=0
+			[ "$_gp_wait" -le "$_gp_left" ] || _gp_wait=$_gp_left
+		fi
 		gf_log "$1: ${_gp_code:-000}, again in ${_gp_wait}ms"
 		gf_sleep_ms "$_gp_wait"
 		_gp_delay=$((_gp_delay * 2))

@@ -271,6 +271,10 @@ func (a Agent) Report(ctx context.Context, path string, body []byte, header http
 		}
 		wait := delay/2 + rand.N(delay/2+1)
 		wait = max(wait, ra)
+		if a.giveUp != nil && a.giveUp.Load() != 0 {
+			// The last try comes when the report grace ends.
+			wait = min(wait, max(time.Unix(0, a.giveUp.Load()).Sub(a.now()), 0))
+		}
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
