@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gpuflow/gpuflow"
+	"github.com/gpuflow/gpuflow/provider/agentscript"
 	"github.com/gpuflow/gpuflow/provider/emulate"
 	"github.com/gpuflow/gpuflow/provider/runpod"
 	"github.com/gpuflow/gpuflow/provider/runpod/emulator"
@@ -20,7 +21,8 @@ import (
 // BenchmarkDescribeMany10k is one DescribeMany over 10,000 running pods
 // on the emulator: one listing of the account's pods (GET /v2/pods), with
 // the rate limit lifted. RunPod lists without paging, so a sweep is one
-// call whatever the number of pods; what grows is the answer.
+// call whatever the number of pods; what grows is the answer (each pod's
+// env holds the runner script, as gpuflow's pods do).
 func BenchmarkDescribeMany10k(b *testing.B) {
 	const n = 10_000
 	em := emulator.New(emulator.Options{
@@ -39,7 +41,8 @@ func BenchmarkDescribeMany10k(b *testing.B) {
 		body, _ := json.Marshal(map[string]any{
 			"name": fmt.Sprintf("%sbench-%d", runpod.NamePrefix, i), "image": "runpod/base:0.6.2",
 			"gpu": map[string]any{"id": "NVIDIA GeForce RTX 4090", "count": 1},
-			"env": map[string]string{emulate.EnvRunSeconds: "3600"},
+			// As gpuflow's pods carry it: the runner script, about 6 KB.
+			"env": map[string]string{emulate.EnvRunSeconds: "3600", agentscript.EnvRunner: agentscript.Runner()},
 		})
 		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/v2/pods", bytes.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+testKey)

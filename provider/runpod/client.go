@@ -61,13 +61,24 @@ type pod struct {
 	Name         string            `json:"name"`
 	Status       string            `json:"status"`
 	Image        string            `json:"image"`
-	Env          map[string]string `json:"env"`
+	Env          podEnvRead        `json:"env"`
 	GPU          *gpuConfig        `json:"gpu"`
 	Cloud        string            `json:"cloud"`
 	DataCenterID *string           `json:"dataCenterId"`
 	Cost         float64           `json:"cost"`
 	Runtime      json.RawMessage   `json:"runtime"`
 	CreatedAt    string            `json:"createdAt"`
+}
+
+// podEnvRead is the part of a pod's env the provider reads back (the keys
+// must match EnvTags, EnvSpot and agentscript.EnvJobID). A listing carries
+// every pod's env, and each holds the runner script (about 6 KB):
+// decoding it into a map allocated all of them on every sweep, while
+// encoding/json skips the keys a struct does not name without allocating.
+type podEnvRead struct {
+	Tags  string `json:"GPUFLOW_TAGS"`
+	Spot  string `json:"GPUFLOW_SPOT"`
+	JobID string `json:"GPUFLOW_JOB_ID"`
 }
 
 // hasRuntime reports whether the pod's runtime block is present: RunPod

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/gpuflow/gpuflow"
-	"github.com/gpuflow/gpuflow/provider/agentscript"
 )
 
 // Pod statuses of REST v2.
@@ -88,7 +87,7 @@ func (p *Provider) List(ctx context.Context) ([]gpuflow.Machine, error) {
 
 // machine maps a v2 pod to a machine.
 func (p *Provider) machine(pd *pod) *gpuflow.Machine {
-	m := &gpuflow.Machine{ID: pd.ID, Provider: Name, Tags: tagsFromEnv(pd.Name, pd.Env)}
+	m := &gpuflow.Machine{ID: pd.ID, Provider: Name, Tags: tagsOf(pd.Name, pd.Env.Tags, pd.Env.JobID)}
 	if t, err := time.Parse(time.RFC3339, pd.CreatedAt); err == nil {
 		m.CreatedAt = t
 	}
@@ -112,7 +111,7 @@ func (p *Provider) machine(pd *pod) *gpuflow.Machine {
 			m.State = gpuflow.MachineRunning
 		}
 	case statusExited:
-		if pd.Env[EnvSpot] == "true" {
+		if pd.Env.Spot == "true" {
 			m.State, m.Reason = gpuflow.MachineFailed, ReasonPreempted
 		} else {
 			// The runner stops its pod only when the job's end was not
@@ -130,19 +129,19 @@ func (p *Provider) machine(pd *pod) *gpuflow.Machine {
 	return m
 }
 
-// tagsFromEnv recovers a pod's tags from its env (EnvTags), or, for a pod
-// without them, from its name and job id.
-func tagsFromEnv(name string, env map[string]string) map[string]string {
+// tagsOf recovers a pod's tags from its env's EnvTags (tagsJSON), or, for
+// a pod without them, from its name and job id (agentscript.EnvJobID).
+func tagsOf(name, tagsJSON, jobID string) map[string]string {
 	tags := map[string]string{}
-	if s := env[EnvTags]; s != "" {
-		_ = json.Unmarshal([]byte(s), &tags) // not ours to fail on
+	if tagsJSON != "" {
+		_ = json.Unmarshal([]byte(tagsJSON), &tags) // not ours to fail on
 	}
 	if strings.HasPrefix(name, NamePrefix) {
 		if _, ok := tags[gpuflow.TagManaged]; !ok {
 			tags[gpuflow.TagManaged] = "true"
 		}
-		if id := env[agentscript.EnvJobID]; id != "" && tags[gpuflow.TagJob] == "" {
-			tags[gpuflow.TagJob] = id
+		if jobID != "" && tags[gpuflow.TagJob] == "" {
+			tags[gpuflow.TagJob] = jobID
 		}
 	}
 	if len(tags) == 0 {

@@ -209,7 +209,7 @@ func (p *Provider) rent(ctx context.Context, req gpuflow.ProvisionRequest, name 
 	m := &gpuflow.Machine{
 		ID: gp.ID, Provider: Name, State: gpuflow.MachinePending,
 		GPUType: gpu.ID, GPUCount: req.Spec.GPUCount, Region: in.DataCenterID,
-		PricePerHour: bid, Tags: tagsFromEnv(name, env), CreatedAt: p.now(),
+		PricePerHour: bid, Tags: tagsOf(name, env[EnvTags], env[agentscript.EnvJobID]), CreatedAt: p.now(),
 	}
 	if gp.CostPerHr > 0 {
 		m.PricePerHour = gp.CostPerHr / float64(req.Spec.GPUCount)
