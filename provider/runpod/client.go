@@ -57,17 +57,17 @@ type gpuConfig struct {
 
 // pod is the v2 Pod, the fields the adapter reads.
 type pod struct {
-	ID           string            `json:"id"`
-	Name         string            `json:"name"`
-	Status       string            `json:"status"`
-	Image        string            `json:"image"`
-	Env          podEnvRead        `json:"env"`
-	GPU          *gpuConfig        `json:"gpu"`
-	Cloud        string            `json:"cloud"`
-	DataCenterID *string           `json:"dataCenterId"`
-	Cost         float64           `json:"cost"`
-	Runtime      json.RawMessage   `json:"runtime"`
-	CreatedAt    string            `json:"createdAt"`
+	ID           string          `json:"id"`
+	Name         string          `json:"name"`
+	Status       string          `json:"status"`
+	Image        string          `json:"image"`
+	Env          podEnvRead      `json:"env"`
+	GPU          *gpuConfig      `json:"gpu"`
+	Cloud        string          `json:"cloud"`
+	DataCenterID *string         `json:"dataCenterId"`
+	Cost         float64         `json:"cost"`
+	Runtime      json.RawMessage `json:"runtime"`
+	CreatedAt    string          `json:"createdAt"`
 }
 
 // podEnvRead is the part of a pod's env the provider reads back (the keys
