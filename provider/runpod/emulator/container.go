@@ -109,13 +109,20 @@ func (e *Emulator) startContainer(p *pod, resumed bool) {
 func (e *Emulator) containerEnded(p *pod, gen int) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.pods[p.id] != p || p.stopped || p.containerStarts != gen {
+	if !e.current(p, gen) {
 		return
 	}
 	e.log.Info("runpod emulator: container exited; restarting it", "pod_id", p.id, "starts", p.containerStarts)
 	e.stopJob(p)
 	p.jobStarted = false // advance starts it again
 	e.changed()
+}
+
+// current reports whether container gen is still the one p runs: p was
+// neither removed nor stopped, nor its container restarted, meanwhile. The
+// caller holds e.mu.
+func (e *Emulator) current(p *pod, gen int) bool {
+	return e.pods[p.id] == p && !p.stopped && p.containerStarts == gen
 }
 
 // restartContainer restarts p's container in place (the restart action).
@@ -215,7 +222,7 @@ func (e *Emulator) runRunner(ctx context.Context, p *pod, gen int, env map[strin
 			defer e.mu.Unlock()
 			// A spot pod is removed instead: stopped, it would read as
 			// reclaimed.
-			if e.pods[p.id] == p && !p.stopped && p.containerStarts == gen {
+			if e.current(p, gen) {
 				if p.spot {
 					e.log.Info("runpod emulator: the runner removed its spot pod: the job's end was not acknowledged", "pod_id", p.id, "err", err)
 					e.remove(p)
@@ -245,7 +252,7 @@ func (e *Emulator) runRunner(ctx context.Context, p *pod, gen int, env map[strin
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.pods[p.id] == p && !p.stopped && p.containerStarts == gen {
+	if e.current(p, gen) {
 		e.log.Info("runpod emulator: the runner stopped its pod at the job's deadline", "pod_id", p.id)
 		e.stop(p)
 		e.flush()
