@@ -19,7 +19,11 @@ import (
 )
 
 // flakyAgent is an agent endpoint whose finished reports fail with 503
-// while down is set; it keeps the exit codes it acknowledged.
+// while down is set; it keeps the exit codes it acknowledged. Whether it
+// was down is judged when a report is sent, not when its handler runs: a
+// report the killed container sent while the endpoint was down fails,
+// however late the server gets to it (under load its handler can run
+// after down is cleared).
 type flakyAgent struct {
 	srv      *httptest.Server
 	mu       sync.Mutex
@@ -28,6 +32,9 @@ type flakyAgent struct {
 	finished []int
 	logs     string
 }
+
+// headerSentDown marks a report sent while the flaky agent was down.
+const headerSentDown = "X-Test-Sent-Down"
 
 func newFlakyAgent(t *testing.T) *flakyAgent {
 	a := &flakyAgent{down: true}
@@ -38,7 +45,7 @@ func newFlakyAgent(t *testing.T) *flakyAgent {
 		switch {
 		case strings.HasSuffix(r.URL.Path, "/finished"):
 			a.attempts++
-			if a.down {
+			if r.Header.Get(headerSentDown) != "" {
 				w.WriteHeader(http.StatusServiceUnavailable)
 				return
 			}
@@ -55,6 +62,25 @@ func newFlakyAgent(t *testing.T) *flakyAgent {
 	t.Cleanup(a.srv.Close)
 	return a
 }
+
+// client is the emulated runner's HTTP client: it marks each report sent
+// while the agent is down.
+func (a *flakyAgent) client() *http.Client {
+	return &http.Client{Timeout: 10 * time.Second, Transport: roundTripper(func(r *http.Request) (*http.Response, error) {
+		a.mu.Lock()
+		down := a.down
+		a.mu.Unlock()
+		if down {
+			r = r.Clone(r.Context())
+			r.Header.Set(headerSentDown, "1")
+		}
+		return http.DefaultTransport.RoundTrip(r)
+	})}
+}
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 func (a *flakyAgent) get() (attempts int, finished []int, logs string) {
 	a.mu.Lock()
@@ -73,7 +99,8 @@ func TestRunPodJobRunsOnceAndReportsOnce(t *testing.T) {
 		spot bool
 	}{{0, false}, {3, true}} {
 		t.Run(strconv.Itoa(tc.code), func(t *testing.T) {
-			em := emulator.New(emulator.Options{APIKey: testKey, Timing: testTiming,
+			agent := newFlakyAgent(t)
+			em := emulator.New(emulator.Options{APIKey: testKey, Timing: testTiming, AgentClient: agent.client(),
 				AgentBackoff: emulate.Backoff{Min: 2 * time.Millisecond, Max: 20 * time.Millisecond}, AgentLogInterval: 5 * time.Millisecond})
 			srv := httptest.NewServer(em)
 			t.Cleanup(func() { em.Close(); srv.Close() })
@@ -81,7 +108,6 @@ func TestRunPodJobRunsOnceAndReportsOnce(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			agent := newFlakyAgent(t)
 			ctx := context.Background()
 			offers, err := p.Offers(ctx)
 			if err != nil {
