@@ -491,6 +491,9 @@ func (e *Emulator) describeInstances(c *call) (int, any) {
 	return http.StatusOK, body
 }
 
+// maxStatusPageSize is DescribeInstanceStatus's largest PageSize.
+const maxStatusPageSize = 50
+
 func (e *Emulator) describeInstanceStatus(c *call) (int, any) {
 	if s, a, ok := e.checkRegion(c); !ok {
 		return s, a
@@ -507,7 +510,8 @@ func (e *Emulator) describeInstanceStatus(c *call) (int, any) {
 		}
 	}
 	pg := readPaging(c.params, len(found))
-	if pg.invalidParameter != "" || pg.tokenPaging {
+	// DescribeInstanceStatus pages by at most 50 (DescribeInstances: 100).
+	if pg.invalidParameter != "" || pg.tokenPaging || pg.size > maxStatusPageSize {
 		return c.invalidParameter("PageSize")
 	}
 	var body describeInstanceStatusBody
