@@ -39,6 +39,7 @@ import (
 	"github.com/alibabacloud-go/tea/tea"
 
 	"github.com/gpuflow/gpuflow"
+	"github.com/gpuflow/gpuflow/provider/desccache"
 )
 
 // Name is the provider's name.
@@ -176,6 +177,10 @@ type Provider struct {
 	// must not call it gone meanwhile.
 	createdMu sync.Mutex
 	created   map[string]time.Time
+
+	// described keeps the full descriptions of Running on-demand
+	// instances, so that DescribeMany asks for their status only.
+	described *desccache.Cache
 }
 
 var (
@@ -245,6 +250,7 @@ func New(cfg Config) (*Provider, error) {
 	if p.now == nil {
 		p.now = time.Now
 	}
+	p.described = desccache.New(0, p.now)
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}

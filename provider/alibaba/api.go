@@ -61,6 +61,10 @@ func (a *regionAPI) DescribeInstances(ctx context.Context, req *ecs.DescribeInst
 	return call(ctx, a, req, (*ecs.Client).DescribeInstancesWithContext)
 }
 
+func (a *regionAPI) DescribeInstanceStatus(ctx context.Context, req *ecs.DescribeInstanceStatusRequest) (*ecs.DescribeInstanceStatusResponse, error) {
+	return call(ctx, a, req, (*ecs.Client).DescribeInstanceStatusWithContext)
+}
+
 func (a *regionAPI) DeleteInstance(ctx context.Context, req *ecs.DeleteInstanceRequest) (*ecs.DeleteInstanceResponse, error) {
 	return call(ctx, a, req, (*ecs.Client).DeleteInstanceWithContext)
 }

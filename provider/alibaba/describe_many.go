@@ -37,6 +37,15 @@ const (
 // instance id (no region) is looked for in every configured region. A
 // throttled call is repeated with backoff; any other failure fails the
 // whole call: no state is known then.
+//
+// On-demand machines described Running by an earlier sweep are asked for
+// their status only (DescribeInstanceStatus, 50 a call: an id and a status
+// each, a fraction of a full description to send and decode); those still
+// Running keep their last description until its refresh (desccache). Any
+// other status, a machine not seen before, one due for its refresh and
+// every spot instance (its reclamation shows only as a lock on a Running
+// instance, which the status call does not carry) are described in full.
+// A lock on a Running on-demand instance is seen at its refresh.
 func (p *Provider) DescribeMany(ctx context.Context, ids []string) (map[string]gpuflow.Machine, error) {
 	out := make(map[string]gpuflow.Machine, len(ids))
 	if len(ids) == 0 {
@@ -74,6 +83,18 @@ func (p *Provider) DescribeMany(ctx context.Context, ids []string) (map[string]g
 		for inst := range byRegion[region] {
 			insts = append(insts, inst)
 		}
+		insts, err = p.fromStatus(ctx, c, region, insts, pace, func(inst string, m gpuflow.Machine) {
+			for _, given := range byRegion[region][inst] {
+				if !found[given] {
+					m.ID = given
+					out[given] = m
+					found[given] = true
+				}
+			}
+		})
+		if err != nil {
+			return nil, err
+		}
 		for start := 0; start < len(insts); start += describeBatch {
 			chunk := insts[start:min(start+describeBatch, len(insts))]
 			idsJSON, _ := json.Marshal(chunk)
@@ -105,6 +126,9 @@ func (p *Provider) DescribeMany(ctx context.Context, ids []string) (map[string]g
 						continue
 					}
 					m := p.machine(region, inst)
+					if tea.StringValue(inst.SpotStrategy) == "" || tea.StringValue(inst.SpotStrategy) == "NoSpot" {
+						p.described.Put(m.ID, *m)
+					}
 					m.ID = given
 					out[given] = *m
 					found[given] = true
@@ -123,6 +147,63 @@ func (p *Provider) DescribeMany(ctx context.Context, ids []string) (map[string]g
 		}
 	}
 	return out, nil
+}
+
+// statusBatch is DescribeInstanceStatus's largest PageSize: one call
+// answers for up to 50 instances.
+const statusBatch = 50
+
+// fromStatus answers, through found, for the instances of insts whose
+// last full description (Running, on demand) is fresh and whose status
+// DescribeInstanceStatus still reads Running. It returns the others, to be
+// described in full.
+func (p *Provider) fromStatus(ctx context.Context, c *regionAPI, region string, insts []string, pace *sweepPacer,
+	found func(inst string, m gpuflow.Machine)) ([]string, error) {
+	var cached, rest []string
+	kept := map[string]gpuflow.Machine{}
+	for _, inst := range insts {
+		if m, ok := p.described.Get(region + ":" + inst); ok {
+			cached = append(cached, inst)
+			kept[inst] = m
+		} else {
+			rest = append(rest, inst)
+		}
+	}
+	for start := 0; start < len(cached); start += statusBatch {
+		chunk := cached[start:min(start+statusBatch, len(cached))]
+		var resp *ecs.DescribeInstanceStatusResponse
+		err := p.retryThrottled(ctx, "describe instance status", pace, func(ctx context.Context) (err error) {
+			resp, err = c.DescribeInstanceStatus(ctx, &ecs.DescribeInstanceStatusRequest{
+				RegionId:   tea.String(region),
+				InstanceId: tea.StringSlice(chunk),
+				PageSize:   tea.Int32(statusBatch),
+			})
+			return err
+		})
+		if err != nil {
+			err = p.classify(ctx, "describe instance status in "+region, err)
+			if !isNotFound(err) {
+				return nil, err
+			}
+			resp = nil // none of them there: described in full below
+		}
+		running := map[string]bool{}
+		if resp != nil && resp.Body != nil && resp.Body.InstanceStatuses != nil {
+			for _, st := range resp.Body.InstanceStatuses.InstanceStatus {
+				if st != nil && tea.StringValue(st.Status) == statusRunning {
+					running[tea.StringValue(st.InstanceId)] = true
+				}
+			}
+		}
+		for _, inst := range chunk {
+			if running[inst] {
+				found(inst, kept[inst])
+			} else {
+				rest = append(rest, inst)
+			}
+		}
+	}
+	return rest, nil
 }
 
 // retryThrottled runs call, repeating it after a throttling answer with

@@ -3,6 +3,7 @@ package alibaba_test
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/gpuflow/gpuflow"
 	"github.com/gpuflow/gpuflow/provider/alibaba"
 	"github.com/gpuflow/gpuflow/provider/alibaba/emulator"
+	"github.com/gpuflow/gpuflow/provider/desccache"
 	"github.com/gpuflow/gpuflow/provider/emulate"
 )
 
@@ -183,4 +185,76 @@ func TestEmulatorEnforcesRate(t *testing.T) {
 	if c := e.emu.RateLimiter().Counts("DescribeInstances"); throttled != 15 || c.Throttled != 15 || c.Allowed != 5 {
 		t.Errorf("%d of 20 describes throttled; emulator counts %+v; want 15 refused, 5 accepted", throttled, c)
 	}
+}
+
+// TestDescribeManyAsksRunningMachinesForTheirStatusOnly: a sweep describes
+// in full the machines it has not seen Running; the next asks the
+// on-demand ones only for their status (DescribeInstanceStatus, 50 a call)
+// and answers as the full describe did; a spot instance is always
+// described in full, so its reclamation (a lock on a Running instance) is
+// seen at once; a machine deleted by another process is described in full
+// again; once their entries are due for refresh all are described in full.
+func TestDescribeManyAsksRunningMachinesForTheirStatusOnly(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	ids := e.provisionN(t, "status", 150)
+	req := e.request("status-spot", true)
+	req.Spec.Env = map[string]string{emulate.EnvRunSeconds: "3600"}
+	spot, err := e.p.Provision(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids = append(ids, spot.ID)
+	e.toRunning()
+	statusCalls := func() int64 { return e.emu.RateLimiter().Counts("DescribeInstanceStatus").Allowed }
+	sweep := func(what string, wantFull, wantStatus int64) map[string]gpuflow.Machine {
+		t.Helper()
+		d0, s0 := e.describeCalls(), statusCalls()
+		got, err := e.p.DescribeMany(ctx, ids)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if d, s := e.describeCalls()-d0, statusCalls()-s0; d != wantFull || s != wantStatus {
+			t.Errorf("%s: %d DescribeInstances and %d DescribeInstanceStatus calls, want %d and %d", what, d, s, wantFull, wantStatus)
+		}
+		return got
+	}
+	first := sweep("first sweep", 2, 0)
+	second := sweep("second sweep", 1, 3) // the spot instance; 150 on-demand by 50
+	if !reflect.DeepEqual(first, second) {
+		t.Errorf("the status sweep answered differently:\n%+v\nthe full one:\n%+v", second, first)
+	}
+	for _, id := range ids {
+		if m := second[id]; m.State != gpuflow.MachineRunning || m.ID != id || m.GPUType != "A10" || m.Tags[gpuflow.TagJob] == "" {
+			t.Fatalf("%s = %+v, want running A10 with its tags", id, m)
+		}
+	}
+
+	if err := e.serving().Preempt(spot.ID); err != nil {
+		t.Fatal(err)
+	}
+	other, err := alibaba.New(e.cfg) // another process, outside gpuflow's watch
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Terminate(ctx, ids[7]); err != nil {
+		t.Fatal(err)
+	}
+	third := sweep("after a reclamation and a deletion outside", 1, 3)
+	for _, id := range []string{spot.ID, ids[7]} {
+		d, err := e.p.Describe(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := third[id]; m.State == gpuflow.MachineRunning || m.State != d.State || m.Reason != d.Reason {
+			t.Errorf("%s: DescribeMany %+v, Describe %+v", id, m, *d)
+		}
+	}
+	if m := third[spot.ID]; !strings.Contains(m.Reason, alibaba.ReasonPreempted) {
+		t.Errorf("reclaimed spot instance = %+v, want preempted", m)
+	}
+
+	e.clock.Advance(desccache.DefaultRefresh*6/5 + time.Second)
+	sweep("after the refresh is due", 2, 0)
+	e.terminateAll(t, ids)
 }

@@ -101,6 +101,7 @@ type env struct {
 	emu   *emulator.Emulator
 	srv   *httptest.Server
 	p     *alibaba.Provider
+	cfg   alibaba.Config // p's
 	agent *fakeAgent
 	logs  *syncBuffer
 	eo    emulator.Options
@@ -174,7 +175,7 @@ func newEnv(t *testing.T, options ...envOption) *env {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	e.p = p
+	e.p, e.cfg = p, cfg
 	e.agent = newFakeAgent(t)
 	return e
 }

@@ -200,6 +200,7 @@ func (p *Provider) Terminate(ctx context.Context, machineID string) error {
 		return nil
 	}
 	for _, region := range regions {
+		p.described.Forget(region + ":" + id)
 		c, err := p.client(region)
 		if err != nil {
 			return err

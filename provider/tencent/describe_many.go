@@ -35,6 +35,14 @@ const (
 // configured is failed with the reason (it cannot be looked at). A
 // throttled call is repeated with backoff; any other failure fails the
 // whole call: no state is known then.
+//
+// Machines described RUNNING by an earlier sweep are asked for their state
+// only (DescribeInstancesStatus, 100 a call: an id and a state each, a
+// fraction of a full description to send and decode); those still RUNNING
+// keep their last description until its refresh (desccache). Any other
+// state, a machine not seen before, and one due for its refresh are
+// described in full, so every change of state and its reason reads as
+// Describe reads it.
 func (p *Provider) DescribeMany(ctx context.Context, ids []string) (map[string]gpuflow.Machine, error) {
 	out := make(map[string]gpuflow.Machine, len(ids))
 	type target struct{ given, machineID string }
@@ -64,6 +72,15 @@ func (p *Provider) DescribeMany(ctx context.Context, ids []string) (map[string]g
 		for inst := range byRegion[region] {
 			insts = append(insts, inst)
 		}
+		insts, err := p.fromStatus(ctx, region, insts, func(inst string, m gpuflow.Machine) {
+			for _, t := range byRegion[region][inst] {
+				m.ID = t.given
+				out[t.given] = m
+			}
+		})
+		if err != nil {
+			return nil, err
+		}
 		for start := 0; start < len(insts); start += describeBatch {
 			chunk := insts[start:min(start+describeBatch, len(insts))]
 			req := cvm.NewDescribeInstancesRequest()
@@ -82,7 +99,9 @@ func (p *Provider) DescribeMany(ctx context.Context, ids []string) (map[string]g
 			listed := map[string]gpuflow.Machine{}
 			for _, inst := range resp.Response.InstanceSet {
 				if inst != nil {
-					listed[deref(inst.InstanceId)] = p.machine(region, inst)
+					m := p.machine(region, inst)
+					p.described.Put(m.ID, m)
+					listed[deref(inst.InstanceId)] = m
 				}
 			}
 			for _, inst := range chunk {
@@ -98,6 +117,53 @@ func (p *Provider) DescribeMany(ctx context.Context, ids []string) (map[string]g
 		}
 	}
 	return out, nil
+}
+
+// fromStatus answers, through found, for the instances of insts whose
+// last full description (RUNNING) is fresh and whose state
+// DescribeInstancesStatus still reads RUNNING. It returns the others, to
+// be described in full.
+func (p *Provider) fromStatus(ctx context.Context, region string, insts []string, found func(inst string, m gpuflow.Machine)) ([]string, error) {
+	var cached, rest []string
+	kept := map[string]gpuflow.Machine{}
+	for _, inst := range insts {
+		if m, ok := p.described.Get(p.machineID(region, inst)); ok {
+			cached = append(cached, inst)
+			kept[inst] = m
+		} else {
+			rest = append(rest, inst)
+		}
+	}
+	for start := 0; start < len(cached); start += describeBatch {
+		chunk := cached[start:min(start+describeBatch, len(cached))]
+		req := cvm.NewDescribeInstancesStatusRequest()
+		req.InstanceIds = ptrs(chunk)
+		req.Limit = ptr(int64(describeBatch))
+		var resp *cvm.DescribeInstancesStatusResponse
+		err := p.retryThrottled(ctx, "describe instances status", func(ctx context.Context) (err error) {
+			cctx, cancel := p.callContext(ctx)
+			defer cancel()
+			resp, err = p.clients[region].DescribeInstancesStatusWithContext(cctx, req)
+			return err
+		})
+		if err != nil {
+			return nil, classify("describe instances status in "+region, err)
+		}
+		running := map[string]bool{}
+		for _, st := range resp.Response.InstanceStatusSet {
+			if st != nil && deref(st.InstanceState) == "RUNNING" {
+				running[deref(st.InstanceId)] = true
+			}
+		}
+		for _, inst := range chunk {
+			if running[inst] {
+				found(inst, kept[inst])
+			} else {
+				rest = append(rest, inst)
+			}
+		}
+	}
+	return rest, nil
 }
 
 // retryThrottled runs call, repeating it after RequestLimitExceeded with

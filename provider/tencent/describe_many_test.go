@@ -3,11 +3,14 @@ package tencent_test
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"testing"
 	"time"
 
 	"github.com/gpuflow/gpuflow"
+	"github.com/gpuflow/gpuflow/provider/desccache"
 	"github.com/gpuflow/gpuflow/provider/emulate"
+	"github.com/gpuflow/gpuflow/provider/tencent"
 	"github.com/gpuflow/gpuflow/provider/tencent/emulator"
 )
 
@@ -198,4 +201,62 @@ func TestEmulatorEnforcesRate(t *testing.T) {
 	if c := e.em.RateLimiter().Counts("DescribeInstances"); throttled != 15 || c.Throttled != 15 || c.Allowed != 5 {
 		t.Errorf("%d of 20 describes throttled; emulator counts %+v; want 15 refused, 5 accepted", throttled, c)
 	}
+}
+
+// TestDescribeManyAsksRunningMachinesForTheirStateOnly: a sweep describes
+// in full the machines it has not seen RUNNING; the next asks those only
+// for their state (DescribeInstancesStatus) and answers as the full
+// describe did; a machine whose state changed (terminated by another
+// process) is described in full again, with the reason Describe gives;
+// once their entries are due for refresh all are described in full.
+func TestDescribeManyAsksRunningMachinesForTheirStateOnly(t *testing.T) {
+	clock := newClock()
+	timing := emulate.Timing{Pending: 10 * time.Second, Starting: 20 * time.Second, Run: time.Hour}
+	e := newEnv(t, envOptions{clock: clock, timing: timing})
+	ctx := context.Background()
+	ids := e.provisionN(t, "status", 150)
+	clock.Add(timing.Pending + timing.Starting + time.Second)
+	statusCalls := func() int64 { return e.em.RateLimiter().Counts("DescribeInstancesStatus").Allowed }
+	sweep := func(what string, wantFull, wantStatus int64) map[string]gpuflow.Machine {
+		t.Helper()
+		d0, s0 := e.describeCalls(), statusCalls()
+		got, err := e.p.DescribeMany(ctx, ids)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if d, s := e.describeCalls()-d0, statusCalls()-s0; d != wantFull || s != wantStatus {
+			t.Errorf("%s: %d DescribeInstances and %d DescribeInstancesStatus calls, want %d and %d", what, d, s, wantFull, wantStatus)
+		}
+		return got
+	}
+	first := sweep("first sweep", 2, 0)
+	second := sweep("second sweep", 0, 2)
+	if !reflect.DeepEqual(first, second) {
+		t.Errorf("the status sweep answered differently:\n%+v\nthe full one:\n%+v", second, first)
+	}
+	for _, id := range ids {
+		if m := second[id]; m.State != gpuflow.MachineRunning || m.ID != id || m.GPUType != "T4" || m.Tags[gpuflow.TagJob] == "" {
+			t.Fatalf("%s = %+v, want running T4 with its tags", id, m)
+		}
+	}
+
+	other, err := tencent.New(e.cfg) // another process, outside gpuflow's watch
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Terminate(ctx, ids[7]); err != nil {
+		t.Fatal(err)
+	}
+	third := sweep("after a termination outside", 1, 2)
+	d, err := e.p.Describe(ctx, ids[7])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := third[ids[7]]; m.State == gpuflow.MachineRunning || m.State != d.State || m.Reason != d.Reason {
+		t.Errorf("terminated elsewhere: DescribeMany %+v, Describe %+v", m, *d)
+	}
+
+	clock.Add(desccache.DefaultRefresh*6/5 + time.Second)
+	sweep("after the refresh is due", 2, 0)
+	e.terminateAll(t, ids)
 }

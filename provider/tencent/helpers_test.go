@@ -102,6 +102,7 @@ type env struct {
 	eo    emulator.Options
 	srv   *httptest.Server
 	p     *tencent.Provider
+	cfg   tencent.Config // p's
 	agent *fakeAgent
 	logs  *syncBuffer
 	clock *fakeClock // nil: the real clock
@@ -167,7 +168,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	e.p = p
+	e.p, e.cfg = p, cfg
 	return e
 }
 

@@ -165,6 +165,7 @@ func (p *Provider) Terminate(ctx context.Context, machineID string) error {
 	if err != nil {
 		return errorf(gpuflow.KindInvalidRequest, "%v", err)
 	}
+	p.described.Forget(machineID)
 	if !instancePattern.MatchString(id) {
 		p.log.Warn("terminate: not an instance id; nothing to terminate", "machine_id", machineID)
 		p.remember(p.released, machineID)

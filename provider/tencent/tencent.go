@@ -19,6 +19,7 @@ import (
 	cvm "github.com/tencentcloud/tencentcloud-sdk-go/tencentcloud/cvm/v20170312"
 
 	"github.com/gpuflow/gpuflow"
+	"github.com/gpuflow/gpuflow/provider/desccache"
 )
 
 // Provider identity, as the API shows it.
@@ -50,6 +51,10 @@ type Provider struct {
 	released map[string]time.Time // terminated here, when
 	spot     map[string]time.Time // seen as SPOTPAID, when
 	pruned   time.Time            // when the maps were last pruned
+
+	// described keeps the full descriptions of RUNNING instances, so that
+	// DescribeMany asks for their state only.
+	described *desccache.Cache
 }
 
 var (
@@ -105,6 +110,7 @@ func New(cfg Config) (*Provider, error) {
 	if p.now == nil {
 		p.now = time.Now
 	}
+	p.described = desccache.New(0, p.now)
 	var scheme, host string
 	if cfg.Endpoint != "" {
 		u, err := url.Parse(cfg.Endpoint)
