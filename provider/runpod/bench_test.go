@@ -7,11 +7,11 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/gpuflow/gpuflow"
+	"github.com/gpuflow/gpuflow/internal/testutil"
 	"github.com/gpuflow/gpuflow/provider/agentscript"
 	"github.com/gpuflow/gpuflow/provider/emulate"
 	"github.com/gpuflow/gpuflow/provider/runpod"
@@ -67,7 +67,7 @@ func BenchmarkDescribeMany10k(b *testing.B) {
 	}
 	ctx := context.Background()
 	sweeps := 0
-	cpu0 := cpuTime()
+	cpu0 := testutil.CPUTime()
 	b.ResetTimer()
 	for b.Loop() {
 		got, err := p.DescribeMany(ctx, ids)
@@ -80,7 +80,7 @@ func BenchmarkDescribeMany10k(b *testing.B) {
 		sweeps++
 	}
 	b.StopTimer()
-	b.ReportMetric(float64((cpuTime()-cpu0).Milliseconds())/float64(sweeps), "cpu-ms/op")
+	b.ReportMetric(float64((testutil.CPUTime()-cpu0).Milliseconds())/float64(sweeps), "cpu-ms/op")
 	b.ReportMetric(float64(em.RateLimiter().Counts(emulator.ClassRead).Allowed)/float64(sweeps), "calls/op")
 	for _, id := range ids {
 		req, _ := http.NewRequest(http.MethodDelete, srv.URL+"/v2/pods/"+id, nil)
@@ -89,13 +89,4 @@ func BenchmarkDescribeMany10k(b *testing.B) {
 			resp.Body.Close()
 		}
 	}
-}
-
-// cpuTime is the CPU time this process (client and emulator alike) has
-// used: a figure the other load on a shared machine does not inflate, as
-// it does ns/op.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

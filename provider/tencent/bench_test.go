@@ -3,7 +3,6 @@ package tencent_test
 import (
 	"context"
 	"net/http/httptest"
-	"syscall"
 	"testing"
 	"time"
 
@@ -12,17 +11,20 @@ import (
 	cvm "github.com/tencentcloud/tencentcloud-sdk-go/tencentcloud/cvm/v20170312"
 
 	"github.com/gpuflow/gpuflow"
+	"github.com/gpuflow/gpuflow/internal/testutil"
 	"github.com/gpuflow/gpuflow/provider/emulate"
 	"github.com/gpuflow/gpuflow/provider/tencent"
 	"github.com/gpuflow/gpuflow/provider/tencent/emulator"
 )
 
 // BenchmarkDescribeMany10k is one DescribeMany over 10,000 running
-// instances on the emulator (100 DescribeInstances calls through the real
-// SDK), with the rate limit lifted (the cost of the sweep itself) and at the
-// emulator's default rate (how long a sweep waits). At the
-// published 40 calls a second the same sweep takes about 1.5 s of waiting
-// (40 at once, then 60 more at 40/s).
+// instances on the emulator through the real SDK: a first sweep ("full":
+// 100 DescribeInstances calls) and a watcher's later one ("status": 100
+// DescribeInstancesStatus calls, the descriptions cached), with the rate
+// limits lifted (the cost of the sweep itself) and at the emulator's
+// default rates (how long a sweep waits). At the published 40 calls a
+// second a sweep takes about 1.5 s of waiting (40 at once, then 60 more at
+// 40/s).
 func BenchmarkDescribeMany10k(b *testing.B) {
 	const n = 10_000
 	em := emulator.New(emulator.Options{
@@ -60,45 +62,39 @@ func BenchmarkDescribeMany10k(b *testing.B) {
 	}
 	time.Sleep(10 * time.Millisecond) // past PENDING and STARTING
 
-	p, err := tencent.New(tencent.Config{SecretID: testSecretID, SecretKey: testSecretKey, Endpoint: srv.URL,
-		Regions: []string{testRegion}, ImageID: "img-gpuflow1", Mode: gpuflow.ModeEmulated})
-	if err != nil {
-		b.Fatal(err)
+	newProvider := func(b *testing.B) *tencent.Provider {
+		p, err := tencent.New(tencent.Config{SecretID: testSecretID, SecretKey: testSecretKey, Endpoint: srv.URL,
+			Regions: []string{testRegion}, ImageID: "img-gpuflow1", Mode: gpuflow.ModeEmulated})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return p
 	}
 	ctx := context.Background()
-	sweep := func(b *testing.B) {
-		calls := em.RateLimiter().Counts("DescribeInstances")
-		sweeps := 0
-		cpu0 := cpuTime()
-		b.ResetTimer()
-		for b.Loop() {
-			got, err := p.DescribeMany(ctx, ids)
-			if err != nil {
-				b.Fatal(err)
-			}
-			if len(got) != n || got[ids[n-1]].State != gpuflow.MachineRunning {
-				b.Fatalf("%d machines, last %+v", len(got), got[ids[n-1]])
-			}
-			sweeps++
+	describe := func(b *testing.B, p *tencent.Provider) {
+		got, err := p.DescribeMany(ctx, ids)
+		if err != nil {
+			b.Fatal(err)
 		}
-		b.StopTimer()
-		after := em.RateLimiter().Counts("DescribeInstances")
-		b.ReportMetric(float64((cpuTime()-cpu0).Milliseconds())/float64(sweeps), "cpu-ms/op")
-		b.ReportMetric(float64(after.Allowed-calls.Allowed)/float64(sweeps), "calls/op")
-		b.ReportMetric(float64(after.Throttled-calls.Throttled)/float64(sweeps), "throttled/op")
+		if len(got) != n || got[ids[n-1]].State != gpuflow.MachineRunning {
+			b.Fatalf("%d machines, last %+v", len(got), got[ids[n-1]])
+		}
 	}
-	b.Run("unlimited", sweep)
-	// At the emulator's default rate, after a pause that fills the bucket.
-	em.RateLimiter().SetRate("DescribeInstances", emulator.DefaultRateLimits["DescribeInstances"])
+	// A watcher's later sweeps ("status": DescribeInstancesStatus, then the
+	// cached descriptions) and a first sweep ("full": DescribeInstances).
+	actions := []string{"DescribeInstances", "DescribeInstancesStatus"}
+	sweep := func(warm bool) func(*testing.B) {
+		return testutil.SweepBench(warm, newProvider, describe, em.RateLimiter(), actions...)
+	}
+	b.Run("full", sweep(false))
+	b.Run("status", sweep(true))
+	// At the emulator's default rates, after a pause that fills the
+	// buckets.
+	for _, a := range actions {
+		em.RateLimiter().SetRate(a, emulator.DefaultRateLimits[a])
+	}
 	time.Sleep(time.Second)
-	b.Run("enforced", sweep)
-}
-
-// cpuTime is the CPU time this process (client and emulator alike) has
-// used: a figure the other load on a shared machine does not inflate, as
-// it does ns/op.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	b.Run("full-enforced", sweep(false))
+	time.Sleep(time.Second)
+	b.Run("status-enforced", sweep(true))
 }
