@@ -206,7 +206,9 @@ func (a api) waitStatus(id, status string, within time.Duration) map[string]any 
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	a.t.Fatalf("job %s still %v after %s, want %s", id, j["status"], within, status)
+	// What the job went through, to tell why it did not get there.
+	_, ev := a.do(http.MethodGet, "/api/gpu/tasks/"+id+"/events", nil)
+	a.t.Fatalf("job %s still %v after %s, want %s\njob: %s\nevents: %s", id, j["status"], within, status, fmtJSON(j), fmtJSON(ev))
 	return nil
 }
 
