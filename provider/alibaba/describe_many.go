@@ -159,18 +159,8 @@ const statusBatch = 50
 // described in full.
 func (p *Provider) fromStatus(ctx context.Context, c *regionAPI, region string, insts []string, pace *sweepPacer,
 	found func(inst string, m gpuflow.Machine)) ([]string, error) {
-	var cached, rest []string
-	kept := map[string]gpuflow.Machine{}
-	for _, inst := range insts {
-		if m, ok := p.described.Get(region + ":" + inst); ok {
-			cached = append(cached, inst)
-			kept[inst] = m
-		} else {
-			rest = append(rest, inst)
-		}
-	}
-	for start := 0; start < len(cached); start += statusBatch {
-		chunk := cached[start:min(start+statusBatch, len(cached))]
+	key := func(inst string) string { return region + ":" + inst }
+	return p.described.FromStatus(insts, key, statusBatch, func(chunk []string) (map[string]bool, error) {
 		var resp *ecs.DescribeInstanceStatusResponse
 		err := p.retryThrottled(ctx, "describe instance status", pace, func(ctx context.Context) (err error) {
 			resp, err = c.DescribeInstanceStatus(ctx, &ecs.DescribeInstanceStatusRequest{
@@ -180,30 +170,22 @@ func (p *Provider) fromStatus(ctx context.Context, c *regionAPI, region string, 
 			})
 			return err
 		})
+		running := map[string]bool{}
 		if err != nil {
-			err = p.classify(ctx, "describe instance status in "+region, err)
-			if !isNotFound(err) {
+			if err = p.classify(ctx, "describe instance status in "+region, err); !isNotFound(err) {
 				return nil, err
 			}
-			resp = nil // none of them there: described in full below
+			return running, nil // none of them there: described in full
 		}
-		running := map[string]bool{}
-		if resp != nil && resp.Body != nil && resp.Body.InstanceStatuses != nil {
+		if resp.Body != nil && resp.Body.InstanceStatuses != nil {
 			for _, st := range resp.Body.InstanceStatuses.InstanceStatus {
 				if st != nil && tea.StringValue(st.Status) == statusRunning {
 					running[tea.StringValue(st.InstanceId)] = true
 				}
 			}
 		}
-		for _, inst := range chunk {
-			if running[inst] {
-				found(inst, kept[inst])
-			} else {
-				rest = append(rest, inst)
-			}
-		}
-	}
-	return rest, nil
+		return running, nil
+	}, found)
 }
 
 // retryThrottled runs call, repeating it after a throttling answer with

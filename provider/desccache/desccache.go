@@ -103,3 +103,36 @@ func (c *Cache) Len() int {
 	defer c.mu.Unlock()
 	return len(c.m)
 }
+
+// FromStatus answers, through found, for the ids whose fresh description
+// is kept (under key(id)) and that running, one status call for up to
+// batch ids, still reads running. It returns the other ids, to be
+// described in full, or running's error.
+func (c *Cache) FromStatus(ids []string, key func(string) string, batch int,
+	running func(chunk []string) (map[string]bool, error), found func(id string, m gpuflow.Machine)) ([]string, error) {
+	var cached, rest []string
+	kept := map[string]gpuflow.Machine{}
+	for _, id := range ids {
+		if m, ok := c.Get(key(id)); ok {
+			cached = append(cached, id)
+			kept[id] = m
+		} else {
+			rest = append(rest, id)
+		}
+	}
+	for start := 0; start < len(cached); start += batch {
+		chunk := cached[start:min(start+batch, len(cached))]
+		up, err := running(chunk)
+		if err != nil {
+			return nil, err
+		}
+		for _, id := range chunk {
+			if up[id] {
+				found(id, kept[id])
+			} else {
+				rest = append(rest, id)
+			}
+		}
+	}
+	return rest, nil
+}

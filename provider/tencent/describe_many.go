@@ -124,18 +124,8 @@ func (p *Provider) DescribeMany(ctx context.Context, ids []string) (map[string]g
 // DescribeInstancesStatus still reads RUNNING. It returns the others, to
 // be described in full.
 func (p *Provider) fromStatus(ctx context.Context, region string, insts []string, found func(inst string, m gpuflow.Machine)) ([]string, error) {
-	var cached, rest []string
-	kept := map[string]gpuflow.Machine{}
-	for _, inst := range insts {
-		if m, ok := p.described.Get(p.machineID(region, inst)); ok {
-			cached = append(cached, inst)
-			kept[inst] = m
-		} else {
-			rest = append(rest, inst)
-		}
-	}
-	for start := 0; start < len(cached); start += describeBatch {
-		chunk := cached[start:min(start+describeBatch, len(cached))]
+	key := func(inst string) string { return p.machineID(region, inst) }
+	return p.described.FromStatus(insts, key, describeBatch, func(chunk []string) (map[string]bool, error) {
 		req := cvm.NewDescribeInstancesStatusRequest()
 		req.InstanceIds = ptrs(chunk)
 		req.Limit = ptr(int64(describeBatch))
@@ -155,15 +145,8 @@ func (p *Provider) fromStatus(ctx context.Context, region string, insts []string
 				running[deref(st.InstanceId)] = true
 			}
 		}
-		for _, inst := range chunk {
-			if running[inst] {
-				found(inst, kept[inst])
-			} else {
-				rest = append(rest, inst)
-			}
-		}
-	}
-	return rest, nil
+		return running, nil
+	}, found)
 }
 
 // retryThrottled runs call, repeating it after RequestLimitExceeded with
