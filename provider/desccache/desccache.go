@@ -130,6 +130,9 @@ func (c *Cache) FromStatus(ids []string, key func(string) string, batch int,
 			if up[id] {
 				found(id, kept[id])
 			} else {
+				// No longer running (or gone): until its full describe
+				// says otherwise, nothing kept stands for it.
+				c.Forget(key(id))
 				rest = append(rest, id)
 			}
 		}
