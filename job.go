@@ -330,6 +330,14 @@ type Event struct {
 // JobUpdate is one state change written by the workflow. Seq numbers the
 // job's changes; the store applies each (job, seq) once, so a replayed
 // activity never duplicates an event or moves a job backwards.
+//
+// A workflow writes its changes from inside a workflow task (local
+// activities), before Temporal has recorded that task: a task that is
+// then lost (its worker killed, Temporal cut off before the task
+// completed) leaves its changes written, and the task's retry, seeing
+// events the lost one had not, may make other changes under the same
+// numbers. The store answers such a change with SeqTaken, and the
+// workflow numbers its changes on from the store's last.
 type JobUpdate struct {
 	JobID     string          `json:"job_id"`
 	Seq       int             `json:"seq"`
@@ -344,6 +352,20 @@ type JobUpdate struct {
 	Data      json.RawMessage `json:"data,omitempty"`
 	At        time.Time       `json:"at"`
 	Started   bool            `json:"started,omitempty"`
+}
+
+// SeqTaken is the cause of the ECONFLICT a store's ApplyUpdate returns
+// for an update whose Seq the job already holds with another change (its
+// type, status or data differ): a lost workflow task wrote it (see
+// JobUpdate). LastSeq is the job's last applied seq.
+type SeqTaken struct {
+	JobID   string
+	Seq     int
+	LastSeq int
+}
+
+func (e *SeqTaken) Error() string {
+	return fmt.Sprintf("job %s already holds another change as seq %d (its last is %d)", e.JobID, e.Seq, e.LastSeq)
 }
 
 // JobFilter selects jobs for a listing. Cursor is opaque to callers.
@@ -365,7 +387,8 @@ type JobStore interface {
 	Jobs(ctx context.Context, f JobFilter) ([]*Job, string, error)
 	// ApplyUpdate applies u and appends its event atomically, once per (job, seq),
 	// and publishes the event to listeners. It returns the event, or nil if the
-	// update had been applied before.
+	// update had been applied before; ECONFLICT caused by *SeqTaken when the
+	// job holds another change under u.Seq.
 	ApplyUpdate(ctx context.Context, u JobUpdate) (*Event, error)
 	// Events returns the job's events in order.
 	Events(ctx context.Context, jobID string) ([]Event, error)

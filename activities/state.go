@@ -2,7 +2,10 @@ package activities
 
 import (
 	"context"
+	"errors"
 	"fmt"
+
+	"go.temporal.io/sdk/temporal"
 
 	"github.com/gpuflow/gpuflow"
 )
@@ -39,7 +42,35 @@ type RecordUpdateResult struct{}
 func (a *Activities) RecordUpdate(ctx context.Context, in *RecordUpdateInput) (*RecordUpdateResult, error) {
 	u := in.Update
 	if _, err := a.Jobs.ApplyUpdate(ctx, u); err != nil {
-		return nil, storeError(fmt.Errorf("record %s of job %s: %w", u.Type, u.JobID, err))
+		err = fmt.Errorf("record %s of job %s: %w", u.Type, u.JobID, err)
+		var taken *gpuflow.SeqTaken
+		if errors.As(err, &taken) {
+			return nil, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeInvalidRecord, err, SeqTakenDetails{LastSeq: taken.LastSeq})
+		}
+		return nil, storeError(err)
 	}
 	return &RecordUpdateResult{}, nil
+}
+
+// SeqTakenDetails are the details of the ErrTypeInvalidRecord error
+// RecordUpdate returns when the store holds another change under the
+// update's seq (gpuflow.SeqTaken): the workflow numbers its changes on
+// from LastSeq. (The type stays ErrTypeInvalidRecord so that a worker from
+// before these details drops the change, as it always did.)
+type SeqTakenDetails struct {
+	LastSeq int `json:"last_seq"`
+}
+
+// SeqTakenLast returns the store's last seq when err is RecordUpdate's
+// answer to an update whose seq the store holds with another change.
+func SeqTakenLast(err error) (int, bool) {
+	var appErr *temporal.ApplicationError
+	if !errors.As(err, &appErr) || appErr.Type() != ErrTypeInvalidRecord || !appErr.HasDetails() {
+		return 0, false
+	}
+	var d SeqTakenDetails
+	if appErr.Details(&d) != nil || d.LastSeq <= 0 {
+		return 0, false
+	}
+	return d.LastSeq, true
 }

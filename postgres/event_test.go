@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -65,8 +66,9 @@ func TestApplyUpdate(t *testing.T) {
 
 	t.Run("SameSeqIsNoop", func(t *testing.T) {
 		before := mustJob(t, db, j.ID)
+		// The same change (type, status, data), made at another time.
 		again, err := db.ApplyUpdate(ctx, gpuflow.JobUpdate{JobID: j.ID, Seq: 1, Type: gpuflow.EventStatus,
-			Status: gpuflow.StatusFailed, Provider: ptr("other"), At: t0.Add(time.Hour)})
+			Status: gpuflow.StatusProvisioning, Provider: ptr("other"), Data: json.RawMessage(`{"reason":"cheapest"}`), At: t0.Add(time.Hour)})
 		if err != nil || again != nil {
 			t.Fatalf("replayed seq 1 = %+v, %v; want nil, nil", again, err)
 		}
@@ -96,12 +98,41 @@ func TestApplyUpdate(t *testing.T) {
 	}
 
 	t.Run("LowerSeqIsNoop", func(t *testing.T) {
-		ev, err := db.ApplyUpdate(ctx, gpuflow.JobUpdate{JobID: j.ID, Seq: 2, Type: gpuflow.EventStatus, Status: gpuflow.StatusQueued})
+		ev, err := db.ApplyUpdate(ctx, gpuflow.JobUpdate{JobID: j.ID, Seq: 2, Type: gpuflow.EventStatus, Status: gpuflow.StatusRunning})
 		if err != nil || ev != nil {
 			t.Fatalf("seq 2 after 3 = %+v, %v; want nil, nil", ev, err)
 		}
 		if s := mustJob(t, db, j.ID).Status; s != gpuflow.StatusRunning {
 			t.Errorf("status moved back to %s", s)
+		}
+	})
+
+	// Another change under a seq the job holds (a lost workflow task
+	// wrote the held one): ECONFLICT with the last seq, nothing changed.
+	t.Run("TakenSeqConflicts", func(t *testing.T) {
+		for name, u := range map[string]gpuflow.JobUpdate{
+			"status": {JobID: j.ID, Seq: 2, Type: gpuflow.EventStatus, Status: gpuflow.StatusQueued},
+			"type":   {JobID: j.ID, Seq: 2, Type: gpuflow.EventProgress, Status: gpuflow.StatusRunning},
+			"data":   {JobID: j.ID, Seq: 3, Type: gpuflow.EventProgress, Data: json.RawMessage(`{"pct":51}`)},
+			"nodata": {JobID: j.ID, Seq: 3, Type: gpuflow.EventProgress},
+		} {
+			ev, err := db.ApplyUpdate(ctx, u)
+			var taken *gpuflow.SeqTaken
+			if ev != nil || gpuflow.ErrorCode(err) != gpuflow.ECONFLICT || !errors.As(err, &taken) ||
+				taken.Seq != u.Seq || taken.LastSeq != 3 || taken.JobID != j.ID {
+				t.Fatalf("%s: ApplyUpdate = %+v, %v; want ECONFLICT by SeqTaken{seq %d, last 3}", name, ev, err, u.Seq)
+			}
+		}
+		// The same data, written otherwise, is the same change.
+		if ev, err := db.ApplyUpdate(ctx, gpuflow.JobUpdate{JobID: j.ID, Seq: 3, Type: gpuflow.EventProgress,
+			Data: json.RawMessage(`{ "pct": 50 }`)}); err != nil || ev != nil {
+			t.Fatalf("seq 3 replayed = %+v, %v", ev, err)
+		}
+		if got := mustJob(t, db, j.ID); got.Status != gpuflow.StatusRunning || got.LastSeq != 3 {
+			t.Errorf("a refused change moved the job: %+v", got)
+		}
+		if n := len(mustEvents(t, db, j.ID)); n != 3 {
+			t.Errorf("%d events, want 3", n)
 		}
 	})
 

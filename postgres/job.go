@@ -274,6 +274,10 @@ func decodeCursor(c string) (time.Time, string, error) {
 // is older than one that was): it changes nothing and returns (nil, nil), so
 // a replayed activity never duplicates an event or moves a job backwards.
 //
+// An update under a seq the job holds with another change (type, status
+// or data differ: a lost workflow task wrote it, see gpuflow.JobUpdate)
+// changes nothing and returns ECONFLICT caused by *gpuflow.SeqTaken.
+//
 // Status changes when u.Status is set; Provider, MachineID, Price,
 // ExitCode and Error when not nil (an empty string clears); Attempts when
 // not nil. StartedAt is set to u.At when u.Started and it was unset;
@@ -324,6 +328,14 @@ func (db *DB) ApplyUpdate(ctx context.Context, u gpuflow.JobUpdate) (*gpuflow.Ev
 		return nil, translate(err, "apply update to job "+id, "update")
 	}
 	if u.Seq <= j.LastSeq {
+		same, err := sameEvent(ctx, tx, id, u)
+		if err != nil {
+			return nil, translate(err, "apply update to job "+id, "update")
+		}
+		if !same {
+			return nil, &gpuflow.Error{Code: gpuflow.ECONFLICT, Message: fmt.Sprintf("job %s holds another change as seq %d", id, u.Seq),
+				Err: &gpuflow.SeqTaken{JobID: id, Seq: u.Seq, LastSeq: j.LastSeq}}
+		}
 		return nil, nil // applied before: the deferred rollback releases the lock
 	}
 
@@ -369,6 +381,24 @@ func (db *DB) ApplyUpdate(ctx context.Context, u gpuflow.JobUpdate) (*gpuflow.Ev
 		return nil, translate(err, "apply update to job "+id, "update")
 	}
 	return ev, nil
+}
+
+// sameEventSQL reports whether the job's event at a seq is the change
+// given (type, status, data; jsonb compares by value). No event at all
+// (none is ever deleted while its job lives) reads as the same.
+const sameEventSQL = `SELECT coalesce((SELECT type = $3 AND status IS NOT DISTINCT FROM $4 AND data IS NOT DISTINCT FROM $5::jsonb
+	FROM job_events WHERE job_id = $1 AND job_seq = $2), true)`
+
+// sameEvent reports whether the job's event at u.Seq is the change u
+// makes: u was applied before (a replayed activity), not lost to another.
+func sameEvent(ctx context.Context, tx pgx.Tx, id string, u gpuflow.JobUpdate) (bool, error) {
+	var data []byte
+	if len(u.Data) > 0 {
+		data = u.Data
+	}
+	var same bool
+	err := tx.QueryRow(ctx, sameEventSQL, id, u.Seq, u.Type, nullString(string(u.Status)), data).Scan(&same)
+	return same, err
 }
 
 // applyToJob changes j as u says, at time at.

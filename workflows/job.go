@@ -890,12 +890,31 @@ func (w *jobWorkflow) recorder(ctx workflow.Context) {
 		_ = workflow.Await(ctx, func() bool { return len(w.queue) > 0 })
 		w.writing = true
 		u := w.queue[0]
-		if err := w.write(ctx, "recording a state change", a.RecordUpdate, &activities.RecordUpdateInput{Update: u}); err != nil {
+		err := w.write(ctx, "recording a state change", a.RecordUpdate, &activities.RecordUpdateInput{Update: u})
+		if last, ok := activities.SeqTakenLast(err); ok && last >= u.Seq {
+			// A lost workflow task wrote changes this run never made
+			// (see gpuflow.JobUpdate): number this one and the rest on
+			// from the store's last, and write it again. (Histories from
+			// before this answer existed never hold it: they replay.)
+			w.logger.Warn("the job store holds changes of a lost workflow task; numbering on from its last", "seq", u.Seq, "store_last_seq", last)
+			w.renumber(last + 1 - u.Seq)
+			w.writing = false
+			continue
+		}
+		if err != nil {
 			w.logger.Error("a state change the store refuses is dropped", "seq", u.Seq, "err", err)
 		}
 		w.queue = w.queue[1:]
 		w.writing = false
 	}
+}
+
+// renumber moves the queued state changes, and the ones to come, by shift.
+func (w *jobWorkflow) renumber(shift int) {
+	for i := range w.queue {
+		w.queue[i].Seq += shift
+	}
+	w.seq += shift
 }
 
 // resume takes over the state of the run this one continues, in the watch

@@ -39,6 +39,43 @@ type bundle struct {
 	outcomes []gpuflow.ProvisionOutcome
 	// down: the job store is unreachable (an outage); every write fails.
 	down bool
+	// lost: the changes a lost workflow task left in the store, by seq
+	// (nil: none); the store then answers as gpuflow.JobStore says.
+	lost map[int]gpuflow.JobUpdate
+}
+
+// applyOnly is a job store that only applies updates (any other call
+// panics on the nil JobStore).
+type applyOnly struct {
+	gpuflow.JobStore
+	apply func(gpuflow.JobUpdate) (*gpuflow.Event, error)
+}
+
+func (f applyOnly) ApplyUpdate(_ context.Context, u gpuflow.JobUpdate) (*gpuflow.Event, error) {
+	return f.apply(u)
+}
+
+// applyOverLost applies u to a store holding b.lost (b.mu held): a seq it
+// holds answers nil for the same change, SeqTaken for another.
+func (b *bundle) applyOverLost(u gpuflow.JobUpdate) (*gpuflow.Event, error) {
+	last := len(b.lost)
+	if n := len(b.updates); n > 0 {
+		last = max(last, b.updates[n-1].Seq)
+	}
+	if u.Seq <= last {
+		held, ok := b.lost[u.Seq]
+		for _, w := range b.updates {
+			if w.Seq == u.Seq {
+				held, ok = w, true
+			}
+		}
+		if ok && held.Type == u.Type && held.Status == u.Status && string(held.Data) == string(u.Data) {
+			return nil, nil
+		}
+		return nil, &gpuflow.Error{Code: gpuflow.ECONFLICT, Message: "seq taken", Err: &gpuflow.SeqTaken{JobID: u.JobID, Seq: u.Seq, LastSeq: last}}
+	}
+	b.updates = append(b.updates, u)
+	return &gpuflow.Event{JobSeq: u.Seq}, nil
 }
 
 // errStoreDown is what the store's writes fail with during an outage.
@@ -110,6 +147,10 @@ func setupLogged(t *testing.T, logger log.Logger) *bundle {
 			defer b.mu.Unlock()
 			if b.down {
 				return nil, errStoreDown
+			}
+			if b.lost != nil {
+				// Through the activity, to its answer for a taken seq.
+				return (&activities.Activities{Jobs: applyOnly{apply: b.applyOverLost}}).RecordUpdate(context.Background(), in)
 			}
 			b.updates = append(b.updates, in.Update)
 			return &activities.RecordUpdateResult{}, nil
@@ -273,6 +314,35 @@ func TestRunJob(t *testing.T) {
 		if decision.Score != 1 || decision.Breakdown["cost"] != 1 || len(decision.Alternatives) != 1 {
 			t.Fatalf("recorded decision %+v", decision)
 		}
+	})
+
+	// A lost workflow task wrote seq 1 as this run does, and seq 2 as a
+	// change this run never makes: every change of the run is recorded,
+	// numbered on from the store's last.
+	t.Run("SeqsTakenByALostTask", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.lost = map[int]gpuflow.JobUpdate{
+			1: {Seq: 1, Type: gpuflow.EventStatus, Status: gpuflow.StatusScheduling},
+			2: {Seq: 2, Type: gpuflow.EventProgress, Data: json.RawMessage(`{"percent":42}`)},
+		}
+		b.happyPath()
+		b.watch(0, time.Minute)
+		b.terminateOK()
+		b.env.ExecuteWorkflow(RunJob, input())
+		if res := b.result(t); res.Status != gpuflow.StatusSucceeded {
+			t.Fatalf("result %+v", res)
+		}
+		var got []gpuflow.JobStatus
+		for i, u := range b.updates {
+			if u.Seq != 3+i {
+				t.Fatalf("update %d (%s %s) has seq %d, want %d", i, u.Type, u.Status, u.Seq, 3+i)
+			}
+			if u.Status != "" {
+				got = append(got, u.Status)
+			}
+		}
+		wantStatuses(t, got, gpuflow.StatusProvisioning, gpuflow.StatusRunning, gpuflow.StatusSucceeded)
 	})
 
 	t.Run("FailedExitCode", func(t *testing.T) {
