@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -220,7 +221,7 @@ func TestBenchScale(t *testing.T) {
 	childProfiles()
 	m1 := measure(t, conn, st, cfg.DataDir)
 	runningAfter := tr.count(ids, gpuflow.StatusRunning)
-	report(t, st, base, idleRate, m0, m1, (runningBefore+runningAfter)/2)
+	report(t, conn, st, base, idle, idleRate, m0, m1, (runningBefore+runningAfter)/2)
 	t.Logf("BENCH scale steady logs (warnings and errors, by message): %s", logs.since(m0.logs))
 
 	// Exit latency: batches that exit on their own while the first batch
@@ -659,10 +660,19 @@ type snapshot struct {
 type procSample struct {
 	cpu      float64 // seconds
 	write    int64
-	rss, hwm int64 // KiB
+	rss, hwm int64  // KiB
+	role     string // PostgreSQL's processes: pgRole
 }
 
+// measure takes a snapshot. It first has PostgreSQL write every dirty
+// page (CHECKPOINT), so that what its processes wrote between two
+// snapshots is what the changes between them cost, the data pages as well
+// as the WAL, and not what a checkpoint inside the window flushed of
+// changes made before it (the ramp's).
 func measure(t *testing.T, conn *pgx.Conn, st *scaleStack, dataDir string) snapshot {
+	if _, err := conn.Exec(context.Background(), `CHECKPOINT`); err != nil {
+		t.Logf("CHECKPOINT: %v", err)
+	}
 	sn := snapshot{at: time.Now(), procs: map[string]procSample{}, pg: map[int]procSample{}, tdbSize: map[string]int64{}}
 	for _, p := range st.procs {
 		var ps procSample
@@ -677,7 +687,7 @@ func measure(t *testing.T, conn *pgx.Conn, st *scaleStack, dataDir string) snaps
 		cpu, err1 := procCPU(pid)
 		w, err2 := procWriteBytes(pid)
 		if err1 == nil && err2 == nil {
-			sn.pg[pid] = procSample{cpu: cpu, write: w}
+			sn.pg[pid] = procSample{cpu: cpu, write: w, role: pgRole(pid)}
 		}
 	}
 	if err := conn.QueryRow(context.Background(), `SELECT wal_bytes::bigint FROM pg_stat_wal`).Scan(&sn.walBytes); err != nil {
@@ -771,7 +781,7 @@ func settle(t *testing.T, pid int, d time.Duration, idleKiBMin float64) {
 	t.Logf("BENCH scale settle: writes still above %.0f KiB/min after %v; measuring anyway", limit, d)
 }
 
-func report(t *testing.T, st *scaleStack, idle snapshot, idleRate rate, m0, m1 snapshot, running int) {
+func report(t *testing.T, conn *pgx.Conn, st *scaleStack, idle0, idle snapshot, idleRate rate, m0, m1 snapshot, running int) {
 	secs := m1.at.Sub(m0.at).Seconds()
 	mins := secs / 60
 	perJobMin := func(b int64) string {
@@ -813,6 +823,8 @@ func report(t *testing.T, st *scaleStack, idle snapshot, idleRate rate, m0, m1 s
 	wal := m1.walBytes - m0.walBytes
 	t.Logf("BENCH scale steady disk: PostgreSQL processes wrote %.1f MiB, %s per running job per minute; WAL %.1f MiB, %s per running job per minute",
 		float64(pgWrite)/(1<<20), perJobMin(pgWrite), float64(wal)/(1<<20), perJobMin(wal))
+	t.Logf("BENCH scale steady disk: PostgreSQL writes by process: %s (idle window: %s)", pgWritesByRole(m0, m1), pgWritesByRole(idle0, idle))
+	t.Logf("BENCH scale steady disk: PostgreSQL autovacuum inside the window (its workers' writes count under the postmaster, which reaps them): %s", autovacuumSince(t, conn, m0.at))
 	for _, name := range slices.Sorted(maps.Keys(m1.calls)) {
 		var total int64
 		var ops []string
@@ -993,6 +1005,76 @@ func procCPU(pid int) (float64, error) {
 
 // procWriteBytes is the process's write_bytes: what it caused to be sent
 // to storage (counted when pages are dirtied).
+// autovacuumSince names the tables autovacuum vacuumed or analyzed since
+// at.
+func autovacuumSince(t *testing.T, conn *pgx.Conn, at time.Time) string {
+	rows, err := conn.Query(context.Background(), `SELECT relname,
+		coalesce(last_autovacuum > $1, false), coalesce(last_autoanalyze > $1, false)
+		FROM pg_stat_user_tables WHERE last_autovacuum > $1 OR last_autoanalyze > $1 ORDER BY relname`, at)
+	if err != nil {
+		t.Logf("pg_stat_user_tables: %v", err)
+		return "?"
+	}
+	var parts []string
+	for rows.Next() {
+		var name string
+		var vacuumed, analyzed bool
+		if err := rows.Scan(&name, &vacuumed, &analyzed); err != nil {
+			t.Logf("pg_stat_user_tables: %v", err)
+			return "?"
+		}
+		var what []string
+		if vacuumed {
+			what = append(what, "vacuumed")
+		}
+		if analyzed {
+			what = append(what, "analyzed")
+		}
+		parts = append(parts, name+" "+strings.Join(what, " and "))
+	}
+	if rows.Err() != nil || len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// pgRole is what a PostgreSQL process is, from its command line:
+// "checkpointer", "walwriter", "autovacuum worker"…, "postmaster", or
+// "backend" for a client's connection.
+func pgRole(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return "?"
+	}
+	title, _, _ := strings.Cut(string(b), "\x00")
+	rest, ok := strings.CutPrefix(title, "postgres: ")
+	if !ok {
+		return "postmaster"
+	}
+	for _, role := range []string{"checkpointer", "background writer", "walwriter", "autovacuum launcher", "autovacuum worker",
+		"logical replication launcher", "stats collector", "archiver", "io worker", "walsummarizer"} {
+		if strings.HasPrefix(rest, role) {
+			return role
+		}
+	}
+	return "backend"
+}
+
+// pgWritesByRole is what PostgreSQL's processes wrote between m0 and m1,
+// in KiB, summed by pgRole, largest first.
+func pgWritesByRole(m0, m1 snapshot) string {
+	by := map[string]int64{}
+	for pid, a := range m1.pg {
+		by[a.role] += a.write - m0.pg[pid].write // a process started during the window counts from zero
+	}
+	roles := slices.SortedFunc(maps.Keys(by), func(a, b string) int { return cmp.Compare(by[b], by[a]) })
+	var parts []string
+	for _, r := range roles {
+		parts = append(parts, fmt.Sprintf("%s %.0f KiB", r, float64(by[r])/1024))
+	}
+	return strings.Join(parts, ", ")
+}
+
 func procWriteBytes(pid int) (int64, error) {
 	return procField(fmt.Sprintf("/proc/%d/io", pid), "write_bytes:")
 }
