@@ -156,11 +156,10 @@ type Emulator struct {
 	order    []string            // instance ids in creation order; compacted as released ones pile up
 	seq      int64               // creations so far
 	tokens   map[string]tokenUse // ClientToken → the create it answered
-	wakeups  wakeups             // when instances are next due to move on (schedule.go)
-	wakeSeq  uint64
-	creates  map[string]int // ClientToken → instances it created
-	dirty    bool           // the state changed since it was last persisted
-	catchUp  bool           // restoring: jobs start at their instance's boot time
+	wakeups  emulate.Wakeups     // when instances are next due to move on (schedule.go)
+	creates  map[string]int      // ClientToken → instances it created
+	dirty    bool                // the state changed since it was last persisted
+	catchUp  bool                // restoring: jobs start at their instance's boot time
 }
 
 // tokenUse remembers a RunInstances call made with a ClientToken.

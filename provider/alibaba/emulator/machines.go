@@ -1,7 +1,6 @@
 package emulator
 
 import (
-	"container/heap"
 	"context"
 	"net/http"
 	"slices"
@@ -46,7 +45,7 @@ type machine struct {
 	job                             *emulate.JobState // the emulated job, once it started
 	cancelJob                       context.CancelFunc
 	seq                             int64  // creation order
-	wake                            uint64 // seq of its live entry in Emulator.wakeups; 0 for none
+	wake                            uint64 // ticket of its live entry in Emulator.wakeups; 0 for none
 }
 
 // stopJob cancels the machine's emulated job, if it runs.
@@ -77,18 +76,17 @@ func (e *Emulator) advance() {
 		return
 	}
 	now := e.now()
-	for len(e.wakeups) > 0 && !now.Before(e.wakeups[0].at) {
-		w := heap.Pop(&e.wakeups).(wakeup)
-		m := e.machines[w.id]
-		if m == nil || m.wake != w.seq {
-			continue // released, or rescheduled since
+	e.wakeups.Due(now, func(id string, ticket uint64) {
+		m := e.machines[id]
+		if m == nil || m.wake != ticket {
+			return // released, or rescheduled since
 		}
 		m.wake = 0
 		e.advanceOne(m, now)
-		if e.machines[w.id] != nil {
+		if e.machines[id] != nil {
 			e.schedule(m)
 		}
-	}
+	})
 }
 
 // advanceOne moves one instance along the clock. The caller holds e.mu.

@@ -1,37 +1,13 @@
 package emulator
 
 import (
-	"container/heap"
 	"slices"
 	"time"
 )
 
 // The emulator moves an instance on only when something is due for it (a
 // phase ends, its auto-release time comes, a reclaimed spot instance is
-// released): each instance has at most one live entry in a queue ordered
-// by time, so a tick or a request costs what is due, not a look at every
-// instance.
-
-// wakeup is an instance's next due moment; seq tells a live entry from
-// one superseded by a later schedule.
-type wakeup struct {
-	at  time.Time
-	id  string
-	seq uint64
-}
-
-type wakeups []wakeup
-
-func (q wakeups) Len() int           { return len(q) }
-func (q wakeups) Less(i, j int) bool { return q[i].at.Before(q[j].at) }
-func (q wakeups) Swap(i, j int)      { q[i], q[j] = q[j], q[i] }
-func (q *wakeups) Push(x any)        { *q = append(*q, x.(wakeup)) }
-func (q *wakeups) Pop() any {
-	old := *q
-	w := old[len(old)-1]
-	*q = old[:len(old)-1]
-	return w
-}
+// released): emulate.Wakeups holds each instance's next due moment.
 
 // nextDue returns when the instance next changes by itself; zero for
 // never.
@@ -66,9 +42,7 @@ func (e *Emulator) schedule(m *machine) {
 		m.wake = 0
 		return
 	}
-	e.wakeSeq++
-	m.wake = e.wakeSeq
-	heap.Push(&e.wakeups, wakeup{at: at, id: m.id, seq: m.wake})
+	m.wake = e.wakeups.Schedule(m.id, at)
 }
 
 // inOrder returns the live instances in creation order. The caller holds

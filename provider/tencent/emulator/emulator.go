@@ -187,9 +187,8 @@ type Emulator struct {
 	tokens    map[string][]string  // region + "\x00" + ClientToken → instance ids
 	seq       int
 	closed    bool
-	wakeups   wakeups // when instances are next due to move on (schedule.go)
-	wakeSeq   uint64
-	creates   map[string]int // ClientToken → instances it created
+	wakeups   emulate.Wakeups // when instances are next due to move on (schedule.go)
+	creates   map[string]int  // ClientToken → instances it created
 	stateFile string
 	dirty     bool // the state changed since it was last persisted
 	catchUp   bool // restoring: jobs start at their instance's boot time
@@ -226,7 +225,7 @@ type instance struct {
 	clientToken   string
 	job           *emulate.JobState // the emulated job, once it started
 	cancelJob     context.CancelFunc
-	wake          uint64 // seq of its live entry in Emulator.wakeups; 0 for none
+	wake          uint64 // ticket of its live entry in Emulator.wakeups; 0 for none
 }
 
 // New returns a running emulator; Close stops its clock and jobs.

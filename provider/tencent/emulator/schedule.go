@@ -1,37 +1,10 @@
 package emulator
 
-import (
-	"container/heap"
-	"time"
-)
+import "time"
 
 // The emulator moves an instance on only when something is due for it (a
-// phase ends, its ActionTimer fires, a terminated one vanishes): each
-// instance has at most one live entry in a queue ordered by time, so a
-// tick or a request costs what is due, not a look at every instance. With
-// 10,000 instances that is the difference between nothing and 10,000
-// checks per tick.
-
-// wakeup is an instance's next due moment; seq tells a live entry from
-// one superseded by a later schedule.
-type wakeup struct {
-	at  time.Time
-	id  string
-	seq uint64
-}
-
-type wakeups []wakeup
-
-func (q wakeups) Len() int           { return len(q) }
-func (q wakeups) Less(i, j int) bool { return q[i].at.Before(q[j].at) }
-func (q wakeups) Swap(i, j int)      { q[i], q[j] = q[j], q[i] }
-func (q *wakeups) Push(x any)        { *q = append(*q, x.(wakeup)) }
-func (q *wakeups) Pop() any {
-	old := *q
-	w := old[len(old)-1]
-	*q = old[:len(old)-1]
-	return w
-}
+// phase ends, its ActionTimer fires, a terminated one vanishes):
+// emulate.Wakeups holds each instance's next due moment.
 
 // nextDue returns when the instance next changes by itself; zero for
 // never.
@@ -63,26 +36,23 @@ func (e *Emulator) scheduleLocked(in *instance) {
 		in.wake = 0
 		return
 	}
-	e.wakeSeq++
-	in.wake = e.wakeSeq
-	heap.Push(&e.wakeups, wakeup{at: at, id: in.id, seq: in.wake})
+	in.wake = e.wakeups.Schedule(in.id, at)
 }
 
 // advanceLocked moves on every instance something is due for.
 func (e *Emulator) advanceLocked() {
 	now := e.now()
-	for len(e.wakeups) > 0 && !now.Before(e.wakeups[0].at) {
-		w := heap.Pop(&e.wakeups).(wakeup)
-		in := e.instances[w.id]
-		if in == nil || in.wake != w.seq {
-			continue // gone, or rescheduled since
+	e.wakeups.Due(now, func(id string, ticket uint64) {
+		in := e.instances[id]
+		if in == nil || in.wake != ticket {
+			return // gone, or rescheduled since
 		}
 		in.wake = 0
 		e.advanceOneLocked(in, now)
-		if e.instances[w.id] != nil {
+		if e.instances[id] != nil {
 			e.scheduleLocked(in)
 		}
-	}
+	})
 }
 
 // advanceOneLocked moves one instance on to where the clock says it is.
