@@ -131,10 +131,13 @@ func Start(ctx context.Context, cfg app.Config, opts Options, logger *slog.Logge
 			return nil, err
 		}
 	}
-	s = &Stack{Config: cfg, Logger: logger}
+	// The deferred stop holds its own reference: every failing return
+	// below sets s to nil.
+	started := &Stack{Config: cfg, Logger: logger}
+	s = started
 	defer func() {
 		if err != nil {
-			s.Stop()
+			started.Stop()
 		}
 	}()
 

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/gpuflow/gpuflow/internal/testutil"
 	"io"
 	"log/slog"
 	"net"
@@ -14,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,6 +21,8 @@ import (
 	"github.com/gpuflow/gpuflow/internal/app"
 	"github.com/gpuflow/gpuflow/internal/devstack"
 	"github.com/gpuflow/gpuflow/internal/pgtest"
+	"github.com/gpuflow/gpuflow/internal/testutil"
+	enumspb "go.temporal.io/api/enums/v1"
 )
 
 // freeAddr returns a loopback address with a port nobody listens on.
@@ -79,7 +81,59 @@ func startStack(t testing.TB, cfg app.Config, opts devstack.Options) *devstack.S
 		t.Fatalf("start stack: %v", err)
 	}
 	t.Cleanup(s.Stop)
+	stacks.Store(s.APIURL(), s)
+	t.Cleanup(func() { stacks.Delete(s.APIURL()) })
 	return s
+}
+
+// stacks are the in-process stacks by API URL, so that a wait that
+// fails can say what the job's workflow did.
+var stacks sync.Map
+
+// workflowTrace tells what the workflow of job id went through: its
+// status, its pending activities with their last failures, and the
+// types of its last history events. "" when the API at base is not an
+// in-process stack.
+func workflowTrace(base, id string) string {
+	v, ok := stacks.Load(base)
+	if !ok {
+		return ""
+	}
+	c := v.(*devstack.Stack).Client
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	wid := "job-" + id
+	var b strings.Builder
+	d, err := c.DescribeWorkflowExecution(ctx, wid, "")
+	if err != nil {
+		return fmt.Sprintf("describe %s: %v", wid, err)
+	}
+	fmt.Fprintf(&b, "workflow %s: %s, %d history events\n", wid, d.WorkflowExecutionInfo.GetStatus(), d.WorkflowExecutionInfo.GetHistoryLength())
+	for _, pa := range d.PendingActivities {
+		fmt.Fprintf(&b, "  pending %s: %s, attempt %d, last failure %v\n", pa.ActivityType.GetName(), pa.State, pa.Attempt, pa.LastFailure.GetMessage())
+	}
+	var events []string
+	it := c.GetWorkflowHistory(ctx, wid, "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	for it.HasNext() {
+		e, err := it.Next()
+		if err != nil {
+			events = append(events, "history: "+err.Error())
+			break
+		}
+		line := fmt.Sprintf("%s %s", e.EventTime.AsTime().Format("15:04:05.000"), e.EventType)
+		if at := e.GetActivityTaskScheduledEventAttributes(); at != nil {
+			line += " " + at.GetActivityType().GetName()
+		}
+		if sa := e.GetWorkflowExecutionSignaledEventAttributes(); sa != nil {
+			line += " " + sa.GetSignalName()
+		}
+		events = append(events, line)
+	}
+	if len(events) > 40 {
+		events = append([]string{"..."}, events[len(events)-40:]...)
+	}
+	b.WriteString("  " + strings.Join(events, "\n  "))
+	return b.String()
 }
 
 // child is this test binary running as a worker or a whole stack.
@@ -208,7 +262,7 @@ func (a api) waitStatus(id, status string, within time.Duration) map[string]any 
 	}
 	// What the job went through, to tell why it did not get there.
 	_, ev := a.do(http.MethodGet, "/api/gpu/tasks/"+id+"/events", nil)
-	a.t.Fatalf("job %s still %v after %s, want %s\njob: %s\nevents: %s", id, j["status"], within, status, fmtJSON(j), fmtJSON(ev))
+	a.t.Fatalf("job %s still %v after %s, want %s\njob: %s\nevents: %s\n%s", id, j["status"], within, status, fmtJSON(j), fmtJSON(ev), workflowTrace(a.base, id))
 	return nil
 }
 
