@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/gpuflow/gpuflow/internal/app"
 	"github.com/gpuflow/gpuflow/internal/devstack"
+	"github.com/gpuflow/gpuflow/internal/freeport"
 	"github.com/gpuflow/gpuflow/internal/pgtest"
 	"github.com/gpuflow/gpuflow/internal/testutil"
 	enumspb "go.temporal.io/api/enums/v1"
@@ -28,12 +28,11 @@ import (
 // freeAddr returns a loopback address with a port nobody listens on.
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeport.Addr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 // testConfig is a config on free ports, a fresh database and a temp data dir.

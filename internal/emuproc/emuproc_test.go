@@ -21,6 +21,7 @@ import (
 	"github.com/gpuflow/gpuflow"
 	"github.com/gpuflow/gpuflow/internal/app"
 	"github.com/gpuflow/gpuflow/internal/emuproc"
+	"github.com/gpuflow/gpuflow/internal/freeport"
 	"github.com/gpuflow/gpuflow/provider/emulate"
 )
 
@@ -48,12 +49,11 @@ func TestMain(m *testing.M) {
 // freeAddr is a loopback address nothing listens on.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeport.Addr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addr
 }
 
 // proc is the emulators process, restartable on the same addresses.

@@ -21,7 +21,6 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -35,6 +34,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/gpuflow/gpuflow/internal/freeport"
 )
 
 // Database is the database Start creates and URL points at.
@@ -568,14 +569,14 @@ func alive(pid int) bool {
 	return strings.Contains(comm, "postgres") || strings.Contains(comm, "postmaster")
 }
 
-// freePort asks the kernel for a free loopback port.
+// freePort picks a free loopback port for the server (see package
+// freeport: not one an outgoing connection can take before it binds).
 func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	ports, err := freeport.Pick(1)
 	if err != nil {
-		return 0, fmt.Errorf("pick a port: %w", err)
+		return 0, err
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return ports[0], nil
 }
 
 // createDatabase creates the gpuflow database unless it exists.

@@ -29,7 +29,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -45,6 +44,7 @@ import (
 	sdklog "go.temporal.io/sdk/log"
 
 	"github.com/gpuflow/gpuflow/internal/app"
+	"github.com/gpuflow/gpuflow/internal/freeport"
 	"github.com/gpuflow/gpuflow/internal/pgcluster"
 	"github.com/gpuflow/gpuflow/internal/tcpproxy"
 	"github.com/gpuflow/gpuflow/provider/emulate"
@@ -180,7 +180,7 @@ func Start(ctx context.Context, opts Options) (_ *Topology, err error) {
 		return nil, err
 	}
 
-	ports, err := freePorts(11)
+	ports, err := freeport.Pick(11)
 	if err != nil {
 		return nil, err
 	}
@@ -591,70 +591,7 @@ func jwtSecret(path string) (string, error) {
 	return s, nil
 }
 
-// freePorts picks n distinct free loopback ports for processes that bind
-// them later, and again after each restart. They are drawn at random below
-// the kernel's ephemeral range (ip_local_port_range): a port the kernel
-// hands out (another test's listener on port 0, or any outgoing
-// connection's local port) can never take one between the pick and the
-// bind, as it could when the picks were ephemeral ports themselves. Where
-// that range leaves too little room below it, ephemeral ports are picked.
-func freePorts(n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			_ = l.Close()
-		}
-	}()
-	var ports []int
-	lo, hi := minPickedPort, ephemeralStart()-1
-	seen := map[int]bool{}
-	for tries := 0; hi-lo >= 1000 && len(ports) < n && tries < 100*n; tries++ {
-		port := lo + mrand.IntN(hi-lo+1) // #nosec G404 -- spreads picks, not a secret
-		if seen[port] {
-			continue
-		}
-		seen[port] = true
-		l, err := net.Listen("tcp", loopback(port))
-		if err != nil {
-			continue // taken
-		}
-		ls = append(ls, l)
-		ports = append(ports, port)
-	}
-	for len(ports) < n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("topology: pick a port: %w", err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
-
-// minPickedPort is the lowest port freePorts draws (clear of the
-// well-known and most registered services' ports).
-const minPickedPort = 20000
-
-// ephemeralStart is the first port of the kernel's ephemeral range (32768,
-// Linux's default, where it cannot be read).
-func ephemeralStart() int {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
-	if err != nil {
-		return 32768
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 1 {
-		return 32768
-	}
-	n, err := strconv.Atoi(f[0])
-	if err != nil || n <= 0 {
-		return 32768
-	}
-	return n
-}
-
-func loopback(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
+func loopback(port int) string { return freeport.Loopback(port) }
 
 // pgURL is the URL of database on the cluster's superuser at addr.
 func pgURL(addr, database string) string {
