@@ -1,9 +1,11 @@
 // The dashboard in a real browser: Debian's Chromium driven by
 // playwright-core, against a running gpuflow (GPUFLOW_UI_BASE, e.g.
-// http://127.0.0.1:8080). It registers, logs in, submits a job and watches
+// http://127.0.0.1:8080) that registers by invitation (GPUFLOW_UI_INVITES:
+// two codes a superuser made, comma-separated). It registers with a typed
+// code, logs in, submits a job and watches
 // it succeed with no reload and no polling request, cancels another,
 // switches to Chinese, and checks that a second user sees none of the
-// first one's jobs. Screenshots of each page go to GPUFLOW_UI_ARTIFACTS
+// first one's jobs, who registers through an invitation link. Screenshots of each page go to GPUFLOW_UI_ARTIFACTS
 // (default e2e/artifacts). Run by internal/e2e's TestDashboardInBrowser.
 import assert from 'node:assert/strict'
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs'
@@ -13,6 +15,8 @@ import { chromium } from 'playwright-core'
 
 const base = process.env.GPUFLOW_UI_BASE
 if (!base) throw new Error('set GPUFLOW_UI_BASE to the API, e.g. http://127.0.0.1:8080')
+const invites = (process.env.GPUFLOW_UI_INVITES ?? '').split(',').filter(Boolean)
+if (invites.length !== 2) throw new Error('set GPUFLOW_UI_INVITES to two invitation codes, comma-separated')
 const artifacts = process.env.GPUFLOW_UI_ARTIFACTS ?? join(import.meta.dirname, 'artifacts')
 mkdirSync(artifacts, { recursive: true })
 const wait = { timeout: 60_000 }
@@ -112,6 +116,14 @@ try {
   await fill(page.getByLabel('Password', { exact: true }), alice.password)
   await fill(page.getByLabel('Repeat the password'), alice.password)
   await checkAccessible('register')
+  // Without a code the server refuses, and the form says what is needed;
+  // a wrong code is refused too. Neither creates the account.
+  await page.getByRole('button', { name: 'Create account' }).click()
+  await page.getByRole('alert').filter({ hasText: 'by invitation only' }).waitFor(wait)
+  await fill(page.getByLabel('Invitation code'), 'not-a-real-code')
+  await page.getByRole('button', { name: 'Create account' }).click()
+  await page.getByRole('alert').filter({ hasText: 'invitation code is unknown' }).waitFor(wait)
+  await fill(page.getByLabel('Invitation code'), invites[0])
   await shot('register')
   await page.getByRole('button', { name: 'Create account' }).click()
   await page.getByRole('heading', { name: 'Your jobs' }).waitFor(wait)
@@ -247,7 +259,11 @@ try {
 
   // Another user sees none of the first user's jobs, anywhere.
   await page.getByRole('button', { name: '退出登录' }).click()
-  await page.getByRole('link', { name: '注册一个' }).click()
+  await page.getByRole('heading', { name: '登录' }).waitFor(wait)
+  // An invitation link fills the code in.
+  await page.goto(`${base}/ui/#/register?invite=${encodeURIComponent(invites[1])}`)
+  await page.getByRole('heading', { name: '创建账号' }).waitFor(wait)
+  assert.equal(await page.getByLabel('邀请码').inputValue(), invites[1])
   await fill(page.getByLabel('邮箱'), bob.email)
   await fill(page.getByLabel('密码', { exact: true }), bob.password)
   await fill(page.getByLabel('再次输入密码'), bob.password)
@@ -280,7 +296,7 @@ try {
   await shot('other-user')
   log('a second user sees none of the first one’s jobs')
 
-  assert.deepEqual(errors.filter((e) => !/401|404/.test(e)), [], 'no errors in the page')
+  assert.deepEqual(errors.filter((e) => !/401|403|404/.test(e)), [], 'no errors in the page')
   log(`passed; screenshots in ${artifacts}`)
 } catch (e) {
   await page.screenshot({ path: join(artifacts, 'failure.png'), fullPage: true }).catch(() => undefined)

@@ -28,8 +28,11 @@ export const useAuth = defineStore('auth', () => {
     await loadUser()
   }
 
-  async function register(email: string, password: string): Promise<void> {
-    await request('/auth/register', { method: 'POST', body: { email, password } })
+  /** register creates the account (with a superuser's invitation code when given) and logs in. */
+  async function register(email: string, password: string, inviteCode = ''): Promise<void> {
+    const body: Record<string, string> = { email, password }
+    if (inviteCode) body.invite_code = inviteCode
+    await request('/auth/register', { method: 'POST', body })
     await login(email, password)
   }
 
