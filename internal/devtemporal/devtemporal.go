@@ -22,7 +22,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"strconv"
 	"sync"
 	"time"
@@ -31,6 +30,8 @@ import (
 	uiserver "github.com/temporalio/ui-server/v2/server"
 	"go.temporal.io/server/common/config"
 	"go.temporal.io/server/temporal"
+
+	"github.com/gpuflow/gpuflow/internal/waitfor"
 )
 
 // FreePort asks Start to pick any free loopback port (Options.Port and
@@ -179,7 +180,10 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 			// process (hence the port check above).
 			_ = ui.Start()
 		}()
-		if err := waitHTTPReady(ctx, s.uiURL+"/healthz"); err != nil {
+		uctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := waitfor.HTTP200(uctx, s.uiURL+"/healthz", 25*time.Millisecond, time.Second)
+		cancel()
+		if err != nil {
 			s.stopUI()
 			return nil, fmt.Errorf("temporal web ui on %s: %w", uiAddr, err)
 		}
@@ -301,30 +305,4 @@ func lockDBFile(dbFile string) (*flock.Flock, error) {
 		return nil, fmt.Errorf("another gpuflow dev server is using %s (lock %s held)", dbFile, lockPath)
 	}
 	return lock, nil
-}
-
-// waitHTTPReady polls url until it answers 200 or ctx ends (at most 10 s).
-func waitHTTPReady(ctx context.Context, url string) error {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	client := &http.Client{Timeout: time.Second}
-	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return err
-		}
-		resp, err := client.Do(req)
-		if err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = fmt.Errorf("GET %s: %s", url, resp.Status)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("not ready: %w (last: %v)", ctx.Err(), err)
-		case <-time.After(25 * time.Millisecond):
-		}
-	}
 }

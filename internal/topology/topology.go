@@ -47,6 +47,7 @@ import (
 	"github.com/gpuflow/gpuflow/internal/freeport"
 	"github.com/gpuflow/gpuflow/internal/pgcluster"
 	"github.com/gpuflow/gpuflow/internal/tcpproxy"
+	"github.com/gpuflow/gpuflow/internal/waitfor"
 	"github.com/gpuflow/gpuflow/provider/emulate"
 )
 
@@ -437,28 +438,18 @@ func (t *Topology) SetFaults(ctx context.Context, cloud string, f emulate.Faults
 
 // temporalReady waits until the frontend answers for the namespace.
 func (t *Topology) temporalReady(ctx context.Context) error {
-	for {
-		err := func() error {
-			dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			defer cancel()
-			c, err := client.DialContext(dctx, client.Options{HostPort: t.temporalAddr, Namespace: Namespace,
-				Logger: sdklog.NewStructuredLogger(slog.New(slog.DiscardHandler))})
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			_, err = c.WorkflowService().DescribeNamespace(dctx, &workflowservice.DescribeNamespaceRequest{Namespace: Namespace})
+	return waitfor.Until(ctx, 200*time.Millisecond, func(ctx context.Context) error {
+		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		c, err := client.DialContext(dctx, client.Options{HostPort: t.temporalAddr, Namespace: Namespace,
+			Logger: sdklog.NewStructuredLogger(slog.New(slog.DiscardHandler))})
+		if err != nil {
 			return err
-		}()
-		if err == nil {
-			return nil
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w (last: %v)", ctx.Err(), err)
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
+		defer c.Close()
+		_, err = c.WorkflowService().DescribeNamespace(dctx, &workflowservice.DescribeNamespaceRequest{Namespace: Namespace})
+		return err
+	})
 }
 
 // emulatorsReady waits until every emulator answers its faults endpoint.
@@ -474,26 +465,7 @@ func (t *Topology) emulatorsReady(ctx context.Context) error {
 // httpReady returns a probe that polls url until it answers 200.
 func httpReady(url string) func(context.Context) error {
 	return func(ctx context.Context) error {
-		hc := &http.Client{Timeout: 2 * time.Second}
-		for {
-			req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-			if err != nil {
-				return err
-			}
-			resp, err := hc.Do(req)
-			if err == nil {
-				_ = resp.Body.Close()
-				if resp.StatusCode == http.StatusOK {
-					return nil
-				}
-				err = fmt.Errorf("GET %s: %s", url, resp.Status)
-			}
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("%w (last: %v)", ctx.Err(), err)
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
+		return waitfor.HTTP200(ctx, url, 100*time.Millisecond, 2*time.Second)
 	}
 }
 
