@@ -112,18 +112,31 @@ try {
   await checkAccessible('login')
   await shot('login')
   await page.getByRole('link', { name: 'Create one' }).click()
+  // The code's field is out of the way until one asks for it…
+  await page.getByRole('heading', { name: 'Create an account' }).waitFor(wait)
+  assert.equal(await page.getByLabel('Invitation code').count(), 0)
+  await shot('register-start')
+  await page.getByRole('button', { name: 'I have an invitation code' }).click()
+  await page.getByLabel('Invitation code').waitFor(wait)
+  await page.getByRole('link', { name: 'Log in' }).click()
+  await page.getByRole('link', { name: 'Create one' }).click()
+  await page.getByRole('heading', { name: 'Create an account' }).waitFor(wait)
+  assert.equal(await page.getByLabel('Invitation code').count(), 0)
   await fill(page.getByLabel('Email'), alice.email)
   await fill(page.getByLabel('Password', { exact: true }), alice.password)
   await fill(page.getByLabel('Repeat the password'), alice.password)
   await checkAccessible('register')
-  // Without a code the server refuses, and the form says what is needed;
-  // a wrong code is refused too. Neither creates the account.
+  // … or the server says it registers by invitation: without a code it
+  // refuses, and the form says what is needed and shows the field; a wrong
+  // code is refused too. Neither creates the account.
   await page.getByRole('button', { name: 'Create account' }).click()
   await page.getByRole('alert').filter({ hasText: 'by invitation only' }).waitFor(wait)
+  await page.getByLabel('Invitation code').waitFor(wait)
   await fill(page.getByLabel('Invitation code'), 'not-a-real-code')
   await page.getByRole('button', { name: 'Create account' }).click()
   await page.getByRole('alert').filter({ hasText: 'invitation code is unknown' }).waitFor(wait)
   await fill(page.getByLabel('Invitation code'), invites[0])
+  assert.equal(await page.getByRole('alert').count(), 0, 'a new code clears the refusal')
   await shot('register')
   await page.getByRole('button', { name: 'Create account' }).click()
   await page.getByRole('heading', { name: 'Your jobs' }).waitFor(wait)
