@@ -43,6 +43,26 @@ type Offer struct {
 	// PerGPU says Available counts GPUs, not machines: a job takes as many
 	// as it asks for (the local provider's pooled GPUs).
 	PerGPU bool `json:"per_gpu,omitempty"`
+	// Divisible says GPUCount is the most a job may ask for and a job
+	// rents only the GPUs it asks for (RunPod: a pod's gpuCount). Without
+	// it (and without PerGPU) the offer is one machine of exactly GPUCount
+	// GPUs (a Tencent or Alibaba instance type), rented whole.
+	Divisible bool `json:"divisible,omitempty"`
+}
+
+// GPUsRented is how many GPUs a job that asks for `asked` pays for on the
+// offer: those it asks for where the count is the job's (Divisible,
+// PerGPU), else the machine's GPUCount, since the whole machine is rented.
+// 0 for a CPU-only job or offer. PricePerHour is per GPU, so the job's
+// price is PricePerHour × max(GPUsRented, 1).
+func (o Offer) GPUsRented(asked int) int {
+	if asked <= 0 || o.GPUCount <= 0 {
+		return 0
+	}
+	if o.Divisible || o.PerGPU {
+		return asked
+	}
+	return max(o.GPUCount, asked)
 }
 
 // Units is how much of the offer's stock (Available) a job of spec takes.

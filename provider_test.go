@@ -61,3 +61,22 @@ func TestOffersFor(t *testing.T) {
 		t.Error("a refused")
 	}
 }
+
+func TestOfferGPUsRented(t *testing.T) {
+	for _, tc := range []struct {
+		offer Offer
+		asked int
+		want  int
+	}{
+		{Offer{GPUCount: 8}, 1, 8},                  // an instance type: rented whole
+		{Offer{GPUCount: 1}, 1, 1},                  // the exact size
+		{Offer{GPUCount: 8, Divisible: true}, 2, 2}, // a RunPod pod takes what it asks
+		{Offer{GPUCount: 4, PerGPU: true}, 3, 3},    // the local host's pooled GPUs
+		{Offer{GPUCount: 0}, 0, 0},                  // CPU-only
+		{Offer{GPUCount: 8}, 0, 0},                  // a CPU-only job
+	} {
+		if got := tc.offer.GPUsRented(tc.asked); got != tc.want {
+			t.Errorf("%+v asked %d: GPUsRented %d, want %d", tc.offer, tc.asked, got, tc.want)
+		}
+	}
+}

@@ -110,15 +110,18 @@ type schedulingInfo struct {
 	// The decision at submit, beside the contract's fields: the best
 	// offer's score per criterion, price, estimates and the runners-up. The
 	// job's queue admits it on the best offer with room when it starts.
-	Breakdown     *scheduler.Breakdown `json:"breakdown,omitempty"`
-	Weights       *scheduler.Weights   `json:"weights,omitempty"`
-	GPUType       string               `json:"offer_gpu_type,omitempty"`
-	Region        string               `json:"region,omitempty"`
-	PricePerHour  float64              `json:"price_per_hour"`
-	EstimatedCost float64              `json:"estimated_cost"`
-	StartEstimate float64              `json:"start_estimate_s"`
-	StartMeasured bool                 `json:"start_measured"`
-	Alternatives  []alternative        `json:"alternatives,omitempty"`
+	Breakdown *scheduler.Breakdown `json:"breakdown,omitempty"`
+	Weights   *scheduler.Weights   `json:"weights,omitempty"`
+	GPUType   string               `json:"offer_gpu_type,omitempty"`
+	// GPUCount is the GPUs the job rents on the offer: more than asked
+	// where the offer is a machine of a fixed size (its price counts them).
+	GPUCount      int           `json:"offer_gpu_count,omitempty"`
+	Region        string        `json:"region,omitempty"`
+	PricePerHour  float64       `json:"price_per_hour"`
+	EstimatedCost float64       `json:"estimated_cost"`
+	StartEstimate float64       `json:"start_estimate_s"`
+	StartMeasured bool          `json:"start_measured"`
+	Alternatives  []alternative `json:"alternatives,omitempty"`
 }
 
 type gpuSpec struct {
@@ -395,10 +398,11 @@ func submitAnswer(id, wfID, runID, provider string, status gpuflow.JobStatus, sp
 		best, info := d.Candidates[0], &res.SchedulingInfo
 		info.ProviderScore, info.Breakdown, info.Weights = best.Score, &best.Criteria, &d.Weights
 		info.GPUType, info.Region = best.Offer.GPUType, best.Offer.Region
+		info.GPUCount = best.Offer.GPUsRented(spec.GPUCount)
 		info.PricePerHour, info.EstimatedCost, info.StartEstimate = best.PricePerHour, best.EstimatedCost, best.StartSeconds
 		info.StartMeasured = best.StartMeasured
 		for _, alt := range d.Candidates[1:min(len(d.Candidates), 1+maxAlternatives)] {
-			info.Alternatives = append(info.Alternatives, alternativeOf(alt))
+			info.Alternatives = append(info.Alternatives, alternativeOf(alt, spec.GPUCount))
 		}
 	}
 	return res

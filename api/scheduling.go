@@ -50,9 +50,11 @@ type alternative struct {
 	Breakdown    scheduler.Breakdown `json:"breakdown"`
 }
 
-func alternativeOf(c scheduler.Candidate) alternative {
+// alternativeOf shows a runner-up for a job that asks for `asked` GPUs:
+// its gpu_count is what the job would rent there (Offer.GPUsRented).
+func alternativeOf(c scheduler.Candidate, asked int) alternative {
 	return alternative{Provider: c.Offer.Provider, Score: c.Score, GPUType: offerGPUType(c.Offer),
-		GPUCount: c.Offer.GPUCount, Region: c.Offer.Region, PricePerHour: c.PricePerHour, Breakdown: c.Criteria}
+		GPUCount: c.Offer.GPUsRented(asked), Region: c.Offer.Region, PricePerHour: c.PricePerHour, Breakdown: c.Criteria}
 }
 
 // handleRecommendations handles "GET /api/gpu/scheduling/recommendations":
@@ -112,13 +114,13 @@ func (s *Server) handleRecommendations(c echo.Context) error {
 		}
 		r := &recommendation{
 			Provider: best.Offer.Provider, Score: best.Score, GPUType: offerGPUType(best.Offer),
-			GPUCount: best.Offer.GPUCount, Region: best.Offer.Region, PricePerHour: best.PricePerHour,
+			GPUCount: best.Offer.GPUsRented(count), Region: best.Offer.Region, PricePerHour: best.PricePerHour,
 			EstimatedCost: best.EstimatedCost, StartEstimate: best.StartSeconds, StartMeasured: best.StartMeasured,
 			Breakdown:    best.Criteria,
 			Alternatives: []alternative{},
 		}
 		for _, alt := range d.Candidates[1:min(len(d.Candidates), 1+maxAlternatives)] {
-			r.Alternatives = append(r.Alternatives, alternativeOf(alt))
+			r.Alternatives = append(r.Alternatives, alternativeOf(alt, count))
 		}
 		recs[st] = r
 	}

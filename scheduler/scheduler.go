@@ -141,7 +141,8 @@ type Candidate struct {
 	// candidates (ranking allocates nothing per offer); Best fills it.
 	Breakdown map[string]float64 `json:"-"`
 	// PricePerHour is the job's price on this offer: the price per GPU-hour
-	// (spot for spot jobs) × the job's GPUs.
+	// (spot for spot jobs) × the GPUs it rents (gpuflow.Offer.GPUsRented:
+	// the whole machine where the offer is one of a fixed size).
 	PricePerHour float64 `json:"price_per_hour"`
 	// EstimatedCost is the expected cost of the job's estimated run time,
 	// spot restarts included.
@@ -552,10 +553,13 @@ func (r *Ranker) Rank(in Input, d *Decision) {
 			r.rejs = append(r.rejs, rj)
 			continue
 		}
-		c := cand{i: i, price: o.PricePerHour * gpus, thr: inf.throughput * gpus}
+		// The job pays for the GPUs it rents (a whole machine where the
+		// offer is one) and runs as fast as the GPUs it asked for.
+		rented := float64(max(o.GPUsRented(spec.GPUCount), 1))
+		c := cand{i: i, price: o.PricePerHour * rented, thr: inf.throughput * gpus}
 		runHours := hours
 		if spec.Spot {
-			c.price = o.SpotPricePerHour * gpus
+			c.price = o.SpotPricePerHour * rented
 			runHours = expectedHours(hours, p.preemptRate)
 		}
 		c.cost = max(c.price, minPrice) * runHours
@@ -670,7 +674,7 @@ func (r *Ranker) check(spec *gpuflow.JobSpec, family string, o *gpuflow.Offer, i
 	} else if o.PricePerHour <= 0 && o.SpotPricePerHour > 0 {
 		return rej{code: ReasonSpotOnly}
 	}
-	price *= float64(max(spec.GPUCount, 1))
+	price *= float64(max(o.GPUsRented(spec.GPUCount), 1))
 	if m := spec.MaxPricePerHour; m != nil && price > *m {
 		return rej{code: ReasonMaxPrice, have: price, want: *m}
 	}

@@ -21,13 +21,58 @@ func keys(cs []Candidate) []string {
 	return out
 }
 
+// TestRankPricesTheMachineRented: a Tencent or Alibaba instance type is
+// rented whole, so a 1-GPU job on an 8-GPU instance pays for 8 GPUs; a
+// RunPod pod (Divisible) takes only the GPUs asked for. The price ranks
+// the offers, caps them (max_price_per_hour) and is the job's cost.
+func TestRankPricesTheMachineRented(t *testing.T) {
+	t.Parallel()
+	offers := []gpuflow.Offer{
+		{Provider: "tencent", GPUType: "V100", GPUCount: 1, PricePerHour: 2.2, Region: "gz-3", Available: 1},
+		{Provider: "tencent", GPUType: "V100", GPUCount: 8, PricePerHour: 2.2, Region: "gz-6", Available: 9},
+		{Provider: "runpod", GPUType: "V100", GPUCount: 8, PricePerHour: 2.5, Available: 9, Divisible: true},
+	}
+	price := func(d *Decision) map[string]float64 {
+		out := map[string]float64{}
+		for _, c := range d.Candidates {
+			out[c.Offer.Key()] = math.Round(c.PricePerHour*100) / 100
+		}
+		return out
+	}
+	one := gpuflow.JobSpec{GPUType: "V100", GPUCount: 1, Strategy: gpuflow.StrategyCost, EstimatedDuration: 60}
+	d := Rank(one, offers, nil)
+	want := map[string]float64{"tencent/V100/gz-3": 2.2, "tencent/V100/gz-6": 17.6, "runpod/V100/": 2.5}
+	if got := price(&d); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("1-GPU job: prices %v, want %v", got, want)
+	}
+	if fmt.Sprint(keys(d.Candidates)) != "[tencent/V100/gz-3 runpod/V100/ tencent/V100/gz-6]" {
+		t.Fatalf("cost order %v: the 8-GPU instance is the dearest for one GPU", keys(d.Candidates))
+	}
+
+	capped := one
+	capped.MaxPricePerHour = ptr(5.0)
+	d = Rank(capped, offers, nil)
+	if fmt.Sprint(keys(d.Candidates)) != "[tencent/V100/gz-3 runpod/V100/]" || len(d.Rejected) != 1 ||
+		d.Rejected[0].Code != ReasonMaxPrice || d.Rejected[0].Have != 17.6 {
+		t.Fatalf("max price 5: candidates %v, rejected %+v", keys(d.Candidates), d.Rejected)
+	}
+
+	eight := one
+	eight.GPUCount = 8
+	d = Rank(eight, offers, nil)
+	want = map[string]float64{"tencent/V100/gz-6": 17.6, "runpod/V100/": 20}
+	if got := price(&d); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("8-GPU job: prices %v, want %v", got, want)
+	}
+}
+
 func TestRank(t *testing.T) {
 	t.Parallel()
 	offers := []gpuflow.Offer{
 		{Provider: "local", GPUType: gpuflow.CPUOnly, GPUCount: 0, VCPUs: 2, Available: 2},
 		{Provider: "local", GPUType: "A100", GPUCount: 2, MemoryGB: 64, Region: "local", Available: 1},
-		{Provider: "runpod", GPUType: "RTX4090", GPUCount: 8, MemoryGB: 32, PricePerHour: 0.69, Region: "eu", Available: -1},
-		{Provider: "runpod", GPUType: "A100", GPUCount: 8, MemoryGB: 128, PricePerHour: 1.89, SpotPricePerHour: 1.1, Region: "us", Available: 3},
+		{Provider: "runpod", GPUType: "RTX4090", GPUCount: 8, MemoryGB: 32, PricePerHour: 0.69, Region: "eu", Available: -1, Divisible: true},
+		{Provider: "runpod", GPUType: "A100", GPUCount: 8, MemoryGB: 128, PricePerHour: 1.89, SpotPricePerHour: 1.1, Region: "us", Available: 3, Divisible: true},
 	}
 	for _, tc := range []struct {
 		name    string

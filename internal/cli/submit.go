@@ -24,6 +24,7 @@ type submitAnswer struct {
 		Strategy      string  `json:"strategy"`
 		ProviderScore float64 `json:"provider_score"`
 		GPUType       string  `json:"offer_gpu_type"`
+		GPUCount      int     `json:"offer_gpu_count"` // the GPUs rented: a whole machine's may be more than asked
 		Region        string  `json:"region"`
 		PricePerHour  float64 `json:"price_per_hour"`
 		EstimatedCost float64 `json:"estimated_cost"`
@@ -289,7 +290,10 @@ func printPlan(p *printer, a *submitAnswer) {
 		if t == "" {
 			t = si.GPUSpec.GPUType
 		}
-		gpu = fmt.Sprintf("%s:%d", t, si.GPUSpec.GPUCount)
+		gpu = fmt.Sprintf("%s:%d", t, max(si.GPUCount, si.GPUSpec.GPUCount))
+		if si.GPUCount > si.GPUSpec.GPUCount {
+			gpu += fmt.Sprintf(" (a whole machine for the %d asked)", si.GPUSpec.GPUCount)
+		}
 	}
 	fmt.Fprintf(p.out, "Job %s submitted (%s)\n", a.TaskID, a.Status)
 	fmt.Fprintf(p.out, "Plan (%s): %s %s", si.Strategy, a.Provider, gpu)

@@ -153,6 +153,7 @@ func (p *Provider) offer(k knownGPU, region string, available int) gpuflow.Offer
 		Provider:         Name,
 		GPUType:          k.ID,
 		GPUCount:         k.MaxCount,
+		Divisible:        true, // a pod takes 1 to MaxCount of them, priced per GPU
 		GPUMemoryGB:      k.MemoryGB,
 		PricePerHour:     k.Price,
 		SpotPricePerHour: k.Spot,

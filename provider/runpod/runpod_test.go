@@ -521,7 +521,7 @@ func TestOffersLive(t *testing.T) {
 		}
 	}
 	want := gpuflow.Offer{Provider: "runpod", GPUType: "NVIDIA GeForce RTX 4090", GPUCount: 8, GPUMemoryGB: 24,
-		PricePerHour: 0.44, SpotPricePerHour: 0.29, Available: 10}
+		PricePerHour: 0.44, SpotPricePerHour: 0.29, Available: 10, Divisible: true}
 	if got := byType["NVIDIA GeForce RTX 4090"]; got != want {
 		t.Errorf("4090 offer %+v, want %+v", got, want)
 	}
