@@ -179,7 +179,11 @@ func printJob(p *printer, j *Job) {
 		tw("Error", e)
 	}
 	if j.PricePerHour > 0 || j.CostSoFar > 0 {
-		tw("Cost", fmt.Sprintf("%s so far at %s/h", money(j.CostSoFar), money(j.PricePerHour)))
+		sofar := " so far"
+		if terminal(j.Status) {
+			sofar = ""
+		}
+		tw("Cost", fmt.Sprintf("%s%s at %s/h", money(j.CostSoFar), sofar, money(j.PricePerHour)))
 	}
 	if u := str(j.TemporalURL); u != "" {
 		tw("Temporal", u)
