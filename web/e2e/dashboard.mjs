@@ -309,6 +309,25 @@ try {
   await shot('other-user')
   log('a second user sees none of the first one’s jobs')
 
+  // Two A100s on Tencent come as an instance of 8 (its A100 types have 1
+  // or 8), rented whole: the page says so, and the price counts all 8.
+  const whole = await page.evaluate(async () => {
+    const r = await fetch('/api/gpu/jobs/submit', {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${localStorage.getItem('gpuflow.token')}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ name: 'whole', command: ['true'], gpu_type: 'A100', gpu_count: 2, provider: 'tencent' }),
+    })
+    return r.json()
+  })
+  assert.equal(whole.scheduling_info.offer_gpu_count, 8, JSON.stringify(whole.scheduling_info))
+  await page.goto(`${base}/ui/#/jobs/${whole.task_id}`)
+  await page.getByTestId('machine-gpus').filter({ hasText: '8' }).waitFor(wait)
+  await waitStatus('succeeded')
+  // An ended job's cost is its cost, no longer "so far".
+  await page.locator('.el-descriptions__label').filter({ hasText: /^\s*费用\s*$/ }).waitFor(wait)
+  await shot('whole-machine-zh')
+  log('a job rented a whole 8-GPU machine for 2 GPUs and says so')
+
   assert.deepEqual(errors.filter((e) => !/401|403|404/.test(e)), [], 'no errors in the page')
   log(`passed; screenshots in ${artifacts}`)
 } catch (e) {

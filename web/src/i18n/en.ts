@@ -75,6 +75,8 @@ export default {
     strategy: 'Strategy',
     pricePerHour: 'Price per hour',
     costSoFar: 'Cost so far',
+    cost: 'Cost',
+    onMachine: 'on a machine of {n}, rented whole',
     started: 'Started',
     finished: 'Finished',
     exitCode: 'Exit code',

@@ -75,6 +75,8 @@ export default {
     strategy: '调度策略',
     pricePerHour: '每小时价格',
     costSoFar: '当前费用',
+    cost: '费用',
+    onMachine: '整台租用的 {n} 卡机器',
     started: '开始时间',
     finished: '结束时间',
     exitCode: '退出码',
