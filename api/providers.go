@@ -39,6 +39,10 @@ type gpuView struct {
 	// Stock is how many more such machines the provider can start; -1 when
 	// it does not say.
 	Stock int `json:"stock"`
+	// Divisible: a job takes 1 to GPUCount of these GPUs and pays for those
+	// (RunPod, the local host); otherwise the offer is an instance of
+	// exactly GPUCount GPUs, rented whole. Prices are per GPU-hour either way.
+	Divisible bool `json:"divisible"`
 }
 
 // handleProviders handles "GET /api/gpu/providers": every configured
@@ -112,6 +116,7 @@ func (s *Server) handleProviderGPUs(c echo.Context) error {
 			GPUType: offerGPUType(o), GPUCount: o.GPUCount, MemoryGB: o.GPUMemoryGB, HostMemoryGB: o.MemoryGB,
 			VCPUs: o.VCPUs, PricePerHour: o.PricePerHour, SpotPricePerHour: o.SpotPricePerHour,
 			Region: o.Region, Available: o.Available != 0, Stock: o.Available,
+			Divisible: o.GPUCount > 0 && (o.Divisible || o.PerGPU),
 		})
 	}
 	return c.JSON(http.StatusOK, map[string]any{"provider": name, "gpus": gpus})

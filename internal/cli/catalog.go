@@ -76,6 +76,7 @@ type gpuOffer struct {
 	Region           string  `json:"region"`
 	Available        bool    `json:"available"`
 	Stock            int     `json:"stock"`
+	Divisible        bool    `json:"divisible"` // 1 to GPUCount per job; else an instance of GPUCount, rented whole
 }
 
 func gpusCmd(o *Options) *cobra.Command {
@@ -165,10 +166,14 @@ with its provider.`,
 			if of.SpotPricePerHour > 0 {
 				spot = money(of.SpotPricePerHour)
 			}
-			rows = append(rows, []string{of.provider, offerGPU(of.GPUType, of.GPUCount), fmt.Sprintf("%g", of.MemoryGB),
+			gpu := offerGPU(of.GPUType, of.GPUCount)
+			if of.Divisible && of.GPUCount > 1 {
+				gpu = fmt.Sprintf("%s:1-%d", of.GPUType, of.GPUCount)
+			}
+			rows = append(rows, []string{of.provider, gpu, fmt.Sprintf("%g", of.MemoryGB),
 				strconv.Itoa(of.VCPUs), money(of.PricePerHour), spot, orDash(of.Region), map[bool]string{true: "yes", false: "no"}[of.Available], stock})
 		}
-		return p.table([]string{"PROVIDER", "GPU", "GPU MEM GB", "VCPUS", "PRICE/H", "SPOT/H", "REGION", "AVAILABLE", "STOCK"}, rows)
+		return p.table([]string{"PROVIDER", "GPU", "GPU MEM GB", "VCPUS", "PRICE/GPU-H", "SPOT/GPU-H", "REGION", "AVAILABLE", "STOCK"}, rows)
 	}
 	return cmd
 }

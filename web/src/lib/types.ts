@@ -161,6 +161,8 @@ export interface GPUOffer {
   spot_price_per_hour?: number
   available: boolean
   stock?: number
+  /** a job takes 1 to gpu_count (RunPod, local); else an instance of gpu_count, rented whole */
+  divisible?: boolean
   region?: string
 }
 
