@@ -375,10 +375,12 @@ func (s *sim) refresh(ci int) {
 		if p.cloud != ci {
 			continue
 		}
+		// A pool's jobs take (and pay for) the GPUs they ask, up to
+		// MaxGPUs (see finish): its offers are divisible.
 		ads = append(ads, gpuflow.Offer{
 			Provider: p.Cloud, GPUType: p.GPU, GPUCount: p.MaxGPUs, MemoryGB: float64(64 * p.MaxGPUs),
 			GPUMemoryGB: p.GPUMemoryGB, VCPUs: 16 * p.MaxGPUs, PricePerHour: p.Price, SpotPricePerHour: p.Spot,
-			Region: p.Region, Available: advertise(c.Stock, p.free()),
+			Region: p.Region, Available: advertise(c.Stock, p.free()), Divisible: true,
 		})
 	}
 	s.adverts[ci] = ads
