@@ -318,6 +318,24 @@ func TestTerminateMachineConfirmsGone(t *testing.T) {
 	}
 }
 
+// TestTerminateMachineStillStoppingIsBenign: a machine the cloud is still
+// winding down fails the attempt with the type the retry policy retries,
+// marked benign, so the SDK logs it at debug instead of as an error for
+// each attempt of every cancelled job.
+func TestTerminateMachineStillStoppingIsBenign(t *testing.T) {
+	t.Parallel()
+	p := &fakeProvider{machines: map[string]*gpuflow.Machine{"m1": {ID: "m1", State: gpuflow.MachineRunning}}}
+	p.onTerminate = func() { p.machines["m1"] = &gpuflow.Machine{ID: "m1", State: gpuflow.MachineStopping} }
+	acts := &Activities{Jobs: &memStore{}, Providers: gpuflow.Providers{p}}
+	e := env(t, acts)
+	_, err := e.ExecuteActivity(acts.TerminateMachine, &TerminateInput{Provider: "fake", JobID: "j", MachineID: "m1"})
+	var appErr *temporal.ApplicationError
+	if !errors.As(err, &appErr) || appErr.Type() != ErrTypeMachineExists || appErr.NonRetryable() ||
+		appErr.Category() != temporal.ApplicationErrorCategoryBenign {
+		t.Fatalf("err %v, want a retryable, benign %s", err, ErrTypeMachineExists)
+	}
+}
+
 // TestTerminateMachineHonoursRetryAfter: a teardown whose confirmation the
 // cloud throttled is tried again after the provider's hint (jittered by
 // the provider), not the policy's growing backoff that would keep the

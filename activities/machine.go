@@ -203,7 +203,12 @@ func (a *Activities) TerminateMachine(ctx context.Context, in *TerminateInput) (
 		return nil, retryHint(fmt.Errorf("confirm %s on %s is gone: %w", in.MachineID, in.Provider, err))
 	}
 	if err == nil && m.State != gpuflow.MachineGone {
-		return nil, temporal.NewApplicationError(fmt.Sprintf("machine %s on %s still %s", in.MachineID, in.Provider, m.State), ErrTypeMachineExists)
+		// Expected while a cloud winds the machine down (a CVM instance
+		// stays SHUTDOWN for a while): benign, so the SDK logs the retry at
+		// debug, not as an error for every attempt of every cancelled job.
+		return nil, temporal.NewApplicationErrorWithOptions(
+			fmt.Sprintf("machine %s on %s still %s", in.MachineID, in.Provider, m.State), ErrTypeMachineExists,
+			temporal.ApplicationErrorOptions{Category: temporal.ApplicationErrorCategoryBenign})
 	}
 	if logs {
 		// The output the provider still holds (the local provider keeps
