@@ -59,11 +59,16 @@ func (o Offer) GPUsRented(asked int) int {
 	if asked <= 0 || o.GPUCount <= 0 {
 		return 0
 	}
-	if o.Divisible || o.PerGPU {
+	if o.ByTheGPU() {
 		return asked
 	}
 	return max(o.GPUCount, asked)
 }
+
+// ByTheGPU says a job takes 1 to GPUCount of the offer's GPUs and pays
+// for those (Divisible, PerGPU); false for a CPU-only offer and for one
+// machine of a fixed size, rented whole.
+func (o Offer) ByTheGPU() bool { return o.GPUCount > 0 && (o.Divisible || o.PerGPU) }
 
 // Units is how much of the offer's stock (Available) a job of spec takes.
 func (o Offer) Units(spec JobSpec) int {

@@ -78,5 +78,8 @@ func TestOfferGPUsRented(t *testing.T) {
 		if got := tc.offer.GPUsRented(tc.asked); got != tc.want {
 			t.Errorf("%+v asked %d: GPUsRented %d, want %d", tc.offer, tc.asked, got, tc.want)
 		}
+		if by := tc.offer.Divisible || tc.offer.PerGPU; tc.offer.ByTheGPU() != by {
+			t.Errorf("%+v: ByTheGPU %v, want %v", tc.offer, !by, by)
+		}
 	}
 }

@@ -116,7 +116,7 @@ func (s *Server) handleProviderGPUs(c echo.Context) error {
 			GPUType: offerGPUType(o), GPUCount: o.GPUCount, MemoryGB: o.GPUMemoryGB, HostMemoryGB: o.MemoryGB,
 			VCPUs: o.VCPUs, PricePerHour: o.PricePerHour, SpotPricePerHour: o.SpotPricePerHour,
 			Region: o.Region, Available: o.Available != 0, Stock: o.Available,
-			Divisible: o.GPUCount > 0 && (o.Divisible || o.PerGPU),
+			Divisible: o.ByTheGPU(),
 		})
 	}
 	return c.JSON(http.StatusOK, map[string]any{"provider": name, "gpus": gpus})
