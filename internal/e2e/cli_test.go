@@ -308,11 +308,7 @@ func TestCLI(t *testing.T) {
 	c.expect(0, "logout")
 	c.expect(4, "ls")
 	// Without the file's token, GPUFLOW_TOKEN alone is enough.
-	code, out := reg.do(http.MethodPost, "/auth/jwt/login", map[string]any{"username": email, "password": "cli-password"})
-	if code != http.StatusOK {
-		t.Fatalf("login: %d %v", code, out)
-	}
-	c.extra = []string{"GPUFLOW_TOKEN=" + out["access_token"].(string)}
+	c.extra = []string{"GPUFLOW_TOKEN=" + loginAPI(t, reg.base, email, "cli-password").token}
 	if r = c.expect(0, "ls", "-o", "json"); !strings.Contains(r.stdout, okID) {
 		t.Fatalf("ls with GPUFLOW_TOKEN: %s", r)
 	}

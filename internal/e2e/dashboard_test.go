@@ -71,12 +71,7 @@ func invitations(t *testing.T, s *devstack.Stack, n int) []string {
 	if err := s.DB.CreateUser(context.Background(), root); err != nil {
 		t.Fatal(err)
 	}
-	a := api{t: t, base: s.APIURL()}
-	code, out := a.do(http.MethodPost, "/auth/jwt/login", map[string]any{"username": email, "password": password})
-	if code != http.StatusOK {
-		t.Fatalf("login: %d %v", code, out)
-	}
-	a.token = out["access_token"].(string)
+	a := loginAPI(t, s.APIURL(), email, password)
 	var codes []string
 	for range n {
 		code, out := a.do(http.MethodPost, "/users/invitations", map[string]any{"expires_in_hours": 1})

@@ -192,7 +192,14 @@ func newAPI(t testing.TB, base string) api {
 	if code, out := a.do(http.MethodPost, "/auth/register", map[string]any{"email": email, "password": "e2e-password"}); code != http.StatusCreated {
 		t.Fatalf("register: %d %v", code, out)
 	}
-	code, out := a.do(http.MethodPost, "/auth/jwt/login", map[string]any{"username": email, "password": "e2e-password"})
+	return loginAPI(t, base, email, "e2e-password")
+}
+
+// loginAPI logs an existing account in on the stack at base.
+func loginAPI(t testing.TB, base, email, password string) api {
+	t.Helper()
+	a := api{t: t, base: base}
+	code, out := a.do(http.MethodPost, "/auth/jwt/login", map[string]any{"username": email, "password": password})
 	if code != http.StatusOK {
 		t.Fatalf("login: %d %v", code, out)
 	}
